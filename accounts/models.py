@@ -1,0 +1,52 @@
+from django.conf import settings
+from django.contrib.auth.models import AbstractUser
+from django.db import models
+from django.utils.translation import gettext_lazy as _
+
+from .roles import ROLES
+
+
+class User(AbstractUser):
+    """Dispatch user. Roles come only from groups (DOMAIN.md §3)."""
+
+    class Meta(AbstractUser.Meta):
+        swappable = "AUTH_USER_MODEL"
+        permissions = [(r.codename, r.name) for r in ROLES.values()]
+
+    @property
+    def display_name(self) -> str:
+        return self.get_full_name() or self.username
+
+
+class RoleAuditLog(models.Model):
+    """Who changed whose groups or account, when, and what."""
+
+    class Action(models.TextChoices):
+        USER_CREATED = "user_created", _("User created")
+        GROUPS_CHANGED = "groups_changed", _("Groups changed")
+
+    at = models.DateTimeField(auto_now_add=True, db_index=True)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="role_changes_made"
+    )
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="role_changes"
+    )
+    action = models.CharField(max_length=32, choices=Action.choices)
+    before = models.JSONField(default=list)
+    after = models.JSONField(default=list)
+    source = models.CharField(max_length=16, default="page")  # page, api, admin
+
+    class Meta:
+        ordering = ["-at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.at:%Y-%m-%d %H:%M} {self.actor} {self.get_action_display()} {self.user}"
+
+    @property
+    def added(self) -> list[str]:
+        return sorted(set(self.after) - set(self.before))
+
+    @property
+    def removed(self) -> list[str]:
+        return sorted(set(self.before) - set(self.after))

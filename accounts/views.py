@@ -1,0 +1,90 @@
+from django.contrib import messages
+from django.contrib.auth import get_user_model
+from django.contrib.auth.decorators import login_required
+from django.shortcuts import get_object_or_404, redirect, render
+from django.utils.translation import gettext as _
+from django.views.decorators.http import require_POST
+
+from .decorators import role_required
+from .errors import DispatchError
+from .forms import GroupsForm, UserCreateForm
+from .roles import ADMINISTRATION, ROLES
+from .selectors import audit_log_list, group_list, roles_of_groups, user_list
+from .services import user_create, user_groups_set
+
+User = get_user_model()
+
+
+@login_required
+def home(request):
+    return render(request, "accounts/home.html", {"roles": ROLES.values()})
+
+
+def permission_denied(request, exception=None):
+    message = str(exception) if exception and str(exception) else _("You do not have permission to see this page.")
+    return render(request, "403.html", {"message": message}, status=403)
+
+
+def _users_page(request, create_form=None, status=200):
+    users = list(user_list())
+    rows = [{"user": u, "groups": list(u.groups.all()), "roles": roles_of_groups(u.groups.all())} for u in users]
+    groups = list(group_list())
+    group_rows = [{"group": g, "roles": roles_of_groups([g])} for g in groups]
+    return render(
+        request,
+        "accounts/users.html",
+        {
+            "rows": rows,
+            "groups": groups,
+            "group_rows": group_rows,
+            "create_form": create_form or UserCreateForm(),
+            "audit": audit_log_list(),
+        },
+        status=status,
+    )
+
+
+@role_required(ADMINISTRATION)
+def users(request):
+    return _users_page(request)
+
+
+@role_required(ADMINISTRATION)
+@require_POST
+def user_create_view(request):
+    form = UserCreateForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, _("The user was not created: correct the fields marked below."))
+        return _users_page(request, create_form=form, status=400)
+    data = form.cleaned_data
+    user = user_create(
+        actor=request.user,
+        username=data["username"],
+        password=data["password"],
+        email=data["email"],
+        first_name=data["first_name"],
+        last_name=data["last_name"],
+        groups=data["groups"],
+    )
+    messages.success(request, _("User %(name)s created.") % {"name": user.username})
+    return redirect("users")
+
+
+@role_required(ADMINISTRATION)
+@require_POST
+def user_groups_view(request, pk: int):
+    user = get_object_or_404(User, pk=pk)
+    form = GroupsForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, _("Choose groups from the list."))
+        return redirect("users")
+    try:
+        entry = user_groups_set(actor=request.user, user=user, groups=form.cleaned_data["groups"])
+    except DispatchError as e:
+        messages.error(request, e.message)
+        return redirect("users")
+    if entry is None:
+        messages.info(request, _("No change for %(name)s.") % {"name": user.username})
+    else:
+        messages.success(request, _("Groups of %(name)s saved.") % {"name": user.username})
+    return redirect("users")

@@ -1,0 +1,11 @@
+from django.contrib import admin
+from django.urls import include, path
+
+urlpatterns = [
+    path("", include("accounts.urls")),
+    path("api/", include("api.urls")),
+    path("dev/", include("system.urls")),
+    path("admin/", admin.site.urls),
+]
+
+handler403 = "accounts.views.permission_denied"

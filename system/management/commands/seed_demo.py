@@ -1,0 +1,51 @@
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+from django.core.management.base import BaseCommand
+from django.db import transaction
+
+from accounts import roles
+
+DEMO_USERS = [
+    # login, first name, last name, group, staff
+    ("admin", "Ada", "Admin", roles.ADMINISTRATORS, True),
+    ("marketer", "Mia", "Marketer", roles.STANDARD_USERS, False),
+    ("preparer", "Paul", "Preparer", roles.PREPARERS, False),
+    ("approver", "Alice", "Approver", roles.APPROVERS, False),
+    ("ops", "Omar", "Ops", roles.DELIVERY_SUPERVISORS, False),
+]
+
+
+class Command(BaseCommand):
+    help = "Create the demo users and data (idempotent: running it again changes nothing)."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--quiet", action="store_true")
+
+    @transaction.atomic
+    def seed_users(self):
+        User = get_user_model()
+        for login, first, last, group, staff in DEMO_USERS:
+            user, created = User.objects.get_or_create(
+                username=login,
+                defaults={"first_name": first, "last_name": last, "email": f"{login}@dispatch.localhost"},
+            )
+            if created or not user.check_password(settings.DEMO_PASSWORD):
+                user.set_password(settings.DEMO_PASSWORD)
+            user.is_staff = user.is_superuser = staff
+            user.save()
+            user.groups.set([Group.objects.get(name=group)])
+
+    def handle(self, *args, quiet=False, **options):
+        self.seed_users()
+        for step in self.extra_steps():
+            step(self)
+        if not quiet:
+            self.stdout.write(self.style.SUCCESS("Demo data ready."))
+            self.stdout.write(f"Demo logins (password: {settings.DEMO_PASSWORD!r}):")
+            for login, _f, _l, group, _s in DEMO_USERS:
+                self.stdout.write(f"  {login:<10} {group}")
+
+    def extra_steps(self):
+        """Seeding steps of the other apps, in dependency order (filled as the apps grow)."""
+        return []

@@ -1,0 +1,235 @@
+"""Shared test infrastructure: backends, real Celery worker, real SMTP server, real browser.
+
+Suites that need something missing (PostgreSQL, Redis, Chromium) are skipped with the reason,
+except when CI is set: then a skip fails the run.
+"""
+
+import os
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # Playwright's sync API runs an event loop
+
+from django.conf import settings  # noqa: E402
+from django.core.cache import cache  # noqa: E402
+
+from accounts import roles  # noqa: E402
+from accounts.setup import install_roles  # noqa: E402
+from tests.factories import PASSWORD, UserFactory  # noqa: E402
+
+CI = bool(os.environ.get("CI"))
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+
+
+def require(condition: bool, reason: str) -> None:
+    """Skip (or, under CI, fail) when `condition` is false."""
+    if condition:
+        return
+    if CI:
+        pytest.fail(f"{reason} (CI is set: skipping is not allowed)", pytrace=False)
+    pytest.skip(reason)
+
+
+def db_vendor() -> str:
+    return settings.DATABASES["default"]["ENGINE"].rsplit(".", 1)[-1]
+
+
+def broker_kind() -> str:
+    return settings.CELERY_BROKER_URL.split("://", 1)[0]
+
+
+def pytest_report_header(config):
+    db = settings.DATABASES["default"]
+    where = db["NAME"] if db_vendor() == "sqlite3" else f"{db.get('HOST') or 'socket'}:{db.get('PORT') or ''}/{db['NAME']}"
+    lines = [
+        f"dispatch: database {db_vendor()} ({where}){'' if os.environ.get('DATABASE_URL') else ' [embedded default: set DATABASE_URL=postgres://… for PostgreSQL]'}",
+        f"dispatch: broker {broker_kind()}{'' if os.environ.get('CELERY_BROKER_URL') else ' [embedded default: set CELERY_BROKER_URL=redis://… for Redis]'}",
+        f"dispatch: chromium {'found at ' + CHROMIUM if Path(CHROMIUM).exists() else 'missing (browser suite will be skipped)'}",
+    ]
+    if CI:
+        lines.append("dispatch: CI is set, so any skipped test fails the run")
+    return lines
+
+
+def pytest_sessionfinish(session, exitstatus):
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    skipped = reporter.stats.get("skipped", []) if reporter else []
+    if CI and skipped and session.exitstatus == 0:
+        reporter.write_line(f"CI: {len(skipped)} test(s) skipped; failing the run.", red=True)
+        session.exitstatus = 1
+
+
+# --- Celery ----------------------------------------------------------------------------
+@pytest.fixture(scope="session", autouse=True)
+def _celery_test_config():
+    """Tasks run eagerly by default; the broker queue is private to this test session."""
+    from config.celery import app
+
+    folder = None
+    app.conf.task_default_queue = f"dispatch-test-{uuid.uuid4().hex[:8]}"
+    if broker_kind() == "filesystem":
+        folder = Path(tempfile.mkdtemp(prefix="dispatch-broker-"))
+        for sub in ("queue", "processed", "control"):
+            (folder / sub).mkdir()
+        app.conf.broker_transport_options = {
+            "data_folder_in": str(folder / "queue"),
+            "data_folder_out": str(folder / "queue"),
+            "processed_folder": str(folder / "processed"),
+            "control_folder": str(folder / "control"),
+            "store_processed": False,
+        }
+    app.conf.task_always_eager = True
+    app.conf.task_eager_propagates = True
+    yield app
+    if folder:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def _test_settings(settings):
+    settings.DATABASES["default"]["CONN_MAX_AGE"] = 0  # worker threads must not keep the test DB open
+    cache.clear()
+
+
+def _broker_reachable(app) -> bool:
+    try:
+        with app.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, timeout=2)
+        return True
+    except Exception:
+        return False
+
+
+@pytest.fixture
+def celery_worker(transactional_db, _celery_test_config):
+    """A real Celery worker (threads pool, 2 threads) on the configured broker, in this process."""
+    from celery.contrib.testing.worker import start_worker
+
+    app = _celery_test_config
+    require(_broker_reachable(app), f"Celery broker {settings.CELERY_BROKER_URL} is not reachable")
+    app.conf.task_always_eager = False
+    try:
+        with start_worker(
+            app,
+            pool="threads",
+            concurrency=2,
+            perform_ping_check=False,
+            loglevel="WARNING",
+            shutdown_timeout=30,
+            queues=[app.conf.task_default_queue],
+        ) as worker:
+            yield worker
+    finally:
+        app.conf.task_always_eager = True
+
+
+# --- SMTP --------------------------------------------------------------------------------
+@pytest.fixture
+def smtp_server(settings):
+    """A real SMTP server on loopback that records messages (`.messages`) and can refuse chosen
+    recipients (`.set_reply(address, "550 5.1.1 User unknown", times=None)`)."""
+    from system.smtp import RecordingHandler, start_sink
+
+    handler = RecordingHandler()
+    controller = start_sink(handler)
+    handler.host, handler.port = controller.hostname, controller.port
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST, settings.EMAIL_PORT = controller.hostname, controller.port
+    settings.EMAIL_HOST_USER = settings.EMAIL_HOST_PASSWORD = ""
+    settings.EMAIL_USE_TLS = settings.EMAIL_USE_SSL = False
+    settings.EMAIL_URL = f"smtp://{controller.hostname}:{controller.port}"
+    yield handler
+    controller.stop()
+
+
+# --- browser -----------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def _chromium():
+    require(Path(CHROMIUM).exists(), f"Chromium not found at {CHROMIUM} (apt-get install -y chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            headless=True,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+                "--disable-quic",
+            ],
+        )
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(_chromium, live_server):
+    """A fresh browser page whose relative URLs go to the live test server."""
+    context = _chromium.new_context(base_url=live_server.url)
+    context.set_default_timeout(15_000)
+    pg = context.new_page()
+    yield pg
+    context.close()
+
+
+@pytest.fixture
+def sign_in():
+    def _sign_in(page, username: str, password: str = PASSWORD):
+        page.goto("/login/")
+        page.get_by_label("Login").fill(username)
+        page.get_by_label("Password").fill(password)
+        page.get_by_role("button", name="Sign in").click()
+        page.wait_for_url(lambda url: "/login/" not in url)
+
+    return _sign_in
+
+
+# --- people --------------------------------------------------------------------------------
+@pytest.fixture
+def make_user(db):
+    from django.apps import apps
+
+    install_roles(apps)  # a transactional test's flush removed what the data migration made
+
+    def _make(username: str, *groups: str, **kwargs):
+        return UserFactory(username=username, groups=list(groups), **kwargs)
+
+    return _make
+
+
+@pytest.fixture
+def admin(make_user):
+    return make_user("admin", roles.ADMINISTRATORS, first_name="Ada", last_name="Admin")
+
+
+@pytest.fixture
+def marketer(make_user):
+    return make_user("marketer", roles.STANDARD_USERS, first_name="Mia", last_name="Marketer")
+
+
+@pytest.fixture
+def preparer(make_user):
+    return make_user("preparer", roles.PREPARERS, first_name="Paul", last_name="Preparer")
+
+
+@pytest.fixture
+def approver(make_user):
+    return make_user("approver", roles.APPROVERS, first_name="Alice", last_name="Approver")
+
+
+@pytest.fixture
+def ops(make_user):
+    return make_user("ops", roles.DELIVERY_SUPERVISORS, first_name="Omar", last_name="Ops")
+
+
+@pytest.fixture
+def postgres_only(db):
+    require(db_vendor() == "postgresql", "needs PostgreSQL: set DATABASE_URL=postgres://…")
