@@ -1,0 +1,274 @@
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.utils.translation import gettext_lazy as _
+
+from audiences.models import Audience, Channel, Profile
+
+MAX_VALIDITY = timedelta(hours=84)  # 3.5 days (DOMAIN.md §5)
+
+
+class State(models.TextChoices):
+    """Detailed delivery states (DOMAIN.md §2); the labels are what people read."""
+
+    EDITING = "editing", _("Editing")
+    PREPARING = "preparing", _("Preparing send…")
+    PREPARATION_FAILED = "preparation_failed", _("Personalization or count failed")
+    READY = "ready", _("Ready to be delivered")
+    START_PENDING = "start_pending", _("Start pending")
+    IN_PROGRESS = "in_progress", _("In progress")
+    RETRY_PENDING = "retry_pending", _("Sending (retry)")
+    RETRY_IN_PROGRESS = "retry_in_progress", _("Sending (retry)")
+    PAUSED = "paused", _("Paused")
+    STOPPED = "stopped", _("Stopped")
+    FAILED = "failed", _("Failed")
+    FINISHED = "finished", _("Finished")
+
+
+class LogicalStatus(models.TextChoices):
+    EDITING = "editing", _("Editing")
+    IN_PROGRESS = "in_progress", _("In progress")
+    FINISHED = "finished", _("Finished")
+    WARNING = "warning", _("Warning")
+    ERRONEOUS = "erroneous", _("Erroneous")
+
+
+STATE_NUMBER = {
+    State.EDITING: 0,
+    State.PREPARING: 11,
+    State.PREPARATION_FAILED: 37,
+    State.READY: 45,
+    State.START_PENDING: 51,
+    State.IN_PROGRESS: 55,
+    State.RETRY_PENDING: 61,
+    State.RETRY_IN_PROGRESS: 62,
+    State.PAUSED: 75,
+    State.STOPPED: 85,
+    State.FAILED: 87,
+    State.FINISHED: 95,
+}
+LOGICAL = {
+    State.EDITING: LogicalStatus.EDITING,
+    State.PREPARING: LogicalStatus.EDITING,
+    State.PREPARATION_FAILED: LogicalStatus.ERRONEOUS,
+    State.READY: LogicalStatus.EDITING,
+    State.START_PENDING: LogicalStatus.IN_PROGRESS,
+    State.IN_PROGRESS: LogicalStatus.IN_PROGRESS,
+    State.RETRY_PENDING: LogicalStatus.IN_PROGRESS,
+    State.RETRY_IN_PROGRESS: LogicalStatus.IN_PROGRESS,
+    State.PAUSED: LogicalStatus.IN_PROGRESS,
+    State.STOPPED: LogicalStatus.ERRONEOUS,
+    State.FAILED: LogicalStatus.ERRONEOUS,
+    State.FINISHED: LogicalStatus.FINISHED,
+}
+SENDING_STATES = (State.IN_PROGRESS, State.RETRY_PENDING, State.RETRY_IN_PROGRESS, State.PAUSED)
+STARTED_STATES = (State.START_PENDING, *SENDING_STATES, State.STOPPED, State.FAILED, State.FINISHED)
+FINAL_STATES = (State.STOPPED, State.FAILED, State.FINISHED)
+
+
+class Delivery(models.Model):
+    """A message (a delivery) and its send. The human ID is DM<id>."""
+
+    class Schedule(models.TextChoices):
+        NOW = "now", _("Send once confirmed")
+        AT = "at", _("At a date and time")
+
+    label = models.CharField(max_length=200)
+    channel = models.CharField(max_length=10, choices=Channel.choices, default=Channel.EMAIL)
+    sender_name = models.CharField(max_length=200, blank=True, default="")
+    sender_address = models.CharField(max_length=254, blank=True, default="")
+    reply_to = models.CharField(max_length=254, blank=True, default="")
+    subject = models.CharField(max_length=500, blank=True, default="")
+    html = models.TextField(blank=True, default="")
+    text = models.TextField(blank=True, default="", help_text=_("Derived from the HTML when empty."))
+    audience = models.ForeignKey(Audience, null=True, blank=True, on_delete=models.PROTECT, related_name="deliveries")
+    schedule = models.CharField(max_length=4, choices=Schedule.choices, default=Schedule.NOW)
+    scheduled_at = models.DateTimeField(null=True, blank=True)
+    schedule_tz = models.CharField(max_length=64, blank=True, default="UTC")
+    validity = models.DurationField(default=MAX_VALIDITY)
+    requires_approval = models.BooleanField(default=False)
+    rate_limit_per_hour = models.PositiveIntegerField(null=True, blank=True)
+
+    state = models.CharField(max_length=20, choices=State.choices, default=State.EDITING, db_index=True)
+    progress = models.PositiveSmallIntegerField(default=0)  # preparation %
+    revision = models.PositiveIntegerField(default=1)  # bumped by every edit of content, audience or schedule
+    prepared_revision = models.PositiveIntegerField(null=True, blank=True)
+    prepared_at = models.DateTimeField(null=True, blank=True)
+    preparation_task_id = models.CharField(max_length=64, blank=True, default="")
+    stop_requested = models.BooleanField(default=False)
+    targeted_count = models.PositiveIntegerField(default=0)
+    to_deliver_count = models.PositiveIntegerField(default=0)
+    warnings_count = models.PositiveIntegerField(default=0)
+
+    content_approved_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    content_approved_at = models.DateTimeField(null=True, blank=True)
+    target_approved_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    target_approved_at = models.DateTimeField(null=True, blank=True)
+
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    updated_at = models.DateTimeField(auto_now=True)
+    confirmed_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    confirmed_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    # Cheap live counters, kept by the sender as outcomes are written (read by progress and dashboards).
+    sent_count = models.PositiveIntegerField(default=0)
+    failed_count = models.PositiveIntegerField(default=0)
+    processed_count = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["-id"]
+        verbose_name_plural = "deliveries"
+        indexes = [
+            models.Index(fields=["state", "scheduled_at"]),
+            models.Index(fields=["channel", "state"]),
+            models.Index(fields=["started_at"]),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(schedule="now") | Q(scheduled_at__isnull=False), name="delivery_scheduled_at_required"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.label} ({self.human_id})"
+
+    @property
+    def human_id(self) -> str:
+        return f"DM{self.pk}"
+
+    @property
+    def logical_status(self) -> str:
+        return LOGICAL[State(self.state)]
+
+    @property
+    def state_number(self) -> int:
+        return STATE_NUMBER[State(self.state)]
+
+    @property
+    def is_read_only(self) -> bool:
+        return self.state in STARTED_STATES
+
+
+class JournalEntry(models.Model):
+    class Level(models.TextChoices):
+        INFO = "info", _("Info")
+        WARNING = "warning", _("Warning")
+        CRITICAL = "critical", _("Critical")
+
+    delivery = models.ForeignKey(Delivery, on_delete=models.CASCADE, related_name="journal")
+    at = models.DateTimeField(auto_now_add=True)
+    level = models.CharField(max_length=10, choices=Level.choices, default=Level.INFO)
+    text = models.TextField()
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+
+    class Meta:
+        ordering = ["-at", "-id"]
+        indexes = [models.Index(fields=["delivery", "at"])]
+
+    def __str__(self) -> str:
+        return f"{self.at:%Y-%m-%d %H:%M:%S} [{self.level}] {self.text}"
+
+
+class ExclusionCause(models.TextChoices):
+    NO_ADDRESS = "no_address", _("Address not specified")
+    INVALID_SYNTAX = "invalid_syntax", _("Invalid address syntax")
+    DENYLIST = "denylist", _("Address on denylist")
+    QUARANTINE = "quarantine", _("Quarantined address")
+    DUPLICATE = "duplicate", _("Duplicate")
+    EXCLUDED_DOMAIN = "excluded_domain", _("Excluded domain")
+
+
+class ExclusionLog(models.Model):
+    delivery = models.ForeignKey(Delivery, on_delete=models.CASCADE, related_name="exclusions")
+    profile = models.ForeignKey(Profile, null=True, on_delete=models.SET_NULL, related_name="+")
+    address = models.CharField(max_length=254, blank=True, default="")
+    cause = models.CharField(max_length=20, choices=ExclusionCause.choices)
+
+    class Meta:
+        indexes = [models.Index(fields=["delivery", "cause"])]
+
+
+class SendingStatus(models.TextChoices):
+    PENDING = "pending", _("Pending")
+    SENDING = "sending", _("Sending")
+    SENT = "sent", _("Sent")
+    FAILED = "failed", _("Failed")
+    UNKNOWN = "unknown", _("Unknown")
+    CANCELLED = "cancelled", _("Cancelled")
+
+
+FINAL_SENDING = (SendingStatus.SENT, SendingStatus.FAILED, SendingStatus.UNKNOWN, SendingStatus.CANCELLED)
+
+
+class FailureType(models.TextChoices):
+    SOFT = "soft", _("Soft")
+    HARD = "hard", _("Hard")
+    IGNORED = "ignored", _("Ignored")
+
+
+class FailureReason(models.TextChoices):
+    USER_UNKNOWN = "user_unknown", _("User unknown")
+    INVALID_DOMAIN = "invalid_domain", _("Invalid domain")
+    UNREACHABLE = "unreachable", _("Unreachable")
+    MAILBOX_FULL = "mailbox_full", _("Mailbox full")
+    ACCOUNT_DISABLED = "account_disabled", _("Account disabled")
+    REFUSED = "refused", _("Refused")
+    DENYLIST = "denylist", _("Address on denylist")
+    NOT_DEFINED = "not_defined", _("Not defined")
+    IGNORED = "ignored", _("Error ignored")
+
+
+class SendingLog(models.Model):
+    """One recipient of one delivery. Created by preparation (pending); exactly one final status."""
+
+    delivery = models.ForeignKey(Delivery, on_delete=models.CASCADE, related_name="sending_logs")
+    profile = models.ForeignKey(Profile, null=True, on_delete=models.SET_NULL, related_name="sending_logs")
+    address = models.CharField(max_length=254)  # snapshot, lower-cased for uniqueness
+    status = models.CharField(max_length=10, choices=SendingStatus.choices, default=SendingStatus.PENDING)
+    failure_type = models.CharField(max_length=8, choices=FailureType.choices, blank=True, default="")
+    failure_reason = models.CharField(max_length=20, choices=FailureReason.choices, blank=True, default="")
+    failure_text = models.TextField(blank=True, default="")
+    attempts = models.PositiveSmallIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    event_at = models.DateTimeField(null=True, blank=True)  # when the status last changed (sent/failed time)
+    message_id = models.CharField(max_length=255, blank=True, default="")
+    first_open_at = models.DateTimeField(null=True, blank=True)  # first human open (set by tracking)
+    first_click_at = models.DateTimeField(null=True, blank=True)  # first human click (set by tracking)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["delivery", "address"], name="sending_log_delivery_address_unique")]
+        indexes = [
+            models.Index(fields=["delivery", "status", "id"]),
+            models.Index(fields=["delivery", "status", "next_attempt_at"]),
+            models.Index(fields=["profile", "delivery"]),
+            models.Index(fields=["status", "claimed_at"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.address} [{self.status}]"
+
+
+class TrackedUrl(models.Model):
+    class Kind(models.TextChoices):
+        CLICK = "click", _("Email click")
+        OPTOUT = "optout", _("Opt-out")
+        MIRROR = "mirror", _("Mirror page")
+
+    delivery = models.ForeignKey(Delivery, on_delete=models.CASCADE, related_name="tracked_urls")
+    url = models.TextField()
+    label = models.CharField(max_length=500, blank=True, default="")
+    kind = models.CharField(max_length=8, choices=Kind.choices, default=Kind.CLICK)
+    is_template = models.BooleanField(default=False)  # holds personalization: rendered per recipient at click time
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["delivery"])]
+
+    def __str__(self) -> str:
+        return self.label or self.url

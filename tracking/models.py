@@ -1,0 +1,35 @@
+from django.db import models
+from django.utils.translation import gettext_lazy as _
+
+from deliveries.models import Delivery, SendingLog, TrackedUrl
+
+
+class TrackingLog(models.Model):
+    """What a recipient (or a machine acting for them) did with a message."""
+
+    class Kind(models.TextChoices):
+        OPEN = "open", _("Open")
+        CLICK = "click", _("Email click")
+        MIRROR = "mirror", _("Mirror page")
+        OPTOUT = "optout", _("Opt-out")
+
+    at = models.DateTimeField(db_index=True)
+    delivery = models.ForeignKey(Delivery, on_delete=models.CASCADE, related_name="tracking_logs")
+    sending_log = models.ForeignKey(SendingLog, on_delete=models.CASCADE, related_name="tracking_logs")
+    kind = models.CharField(max_length=8, choices=Kind.choices)
+    tracked_url = models.ForeignKey(TrackedUrl, null=True, blank=True, on_delete=models.SET_NULL, related_name="tracking_logs")
+    user_agent = models.CharField(max_length=500, blank=True, default="")
+    ip_hash = models.CharField(max_length=64, blank=True, default="")
+    is_machine = models.BooleanField(default=False)
+    machine_reason = models.CharField(max_length=200, blank=True, default="")
+
+    class Meta:
+        ordering = ["-at", "-id"]
+        indexes = [
+            models.Index(fields=["delivery", "kind", "is_machine"]),
+            models.Index(fields=["sending_log", "kind"]),
+            models.Index(fields=["delivery", "at"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.at:%Y-%m-%d %H:%M:%S} {self.kind} {self.sending_log_id}"
