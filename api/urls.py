@@ -1,7 +1,7 @@
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from . import views
+from . import audiences, deliveries, kpis, tracking, views
 
 urlpatterns = [
     path("auth/token/", views.TokenView.as_view(), name="api-token"),
@@ -10,4 +10,9 @@ urlpatterns = [
     path("users/<int:pk>/groups/", views.UserGroupsView.as_view(), name="api-user-groups"),
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    # one module per app, each over that app's services and selectors
+    *audiences.urlpatterns,
+    *deliveries.urlpatterns,
+    *tracking.urlpatterns,
+    *kpis.urlpatterns,
 ]

@@ -3,6 +3,10 @@ from django.urls import include, path
 
 urlpatterns = [
     path("", include("accounts.urls")),
+    path("", include("audiences.urls")),
+    path("", include("deliveries.urls")),
+    path("", include("tracking.urls")),
+    path("", include("kpis.urls")),
     path("api/", include("api.urls")),
     path("dev/", include("system.urls")),
     path("admin/", admin.site.urls),

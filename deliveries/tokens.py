@@ -1,0 +1,58 @@
+"""Signed tracking tokens: short, URL-safe, HMAC-SHA256 with the site's secret.
+
+A token names a sending log and, for clicks, a tracked URL: `<log36>.<url36>.<sig>` or
+`<log36>.<sig>`. Anything tampered, truncated or unknown raises BadToken; callers then write
+nothing and never redirect.
+"""
+
+import base64
+import hmac
+
+from django.conf import settings
+from django.utils.crypto import salted_hmac
+
+SALT = "dispatch.tracking.token"
+SIG_BYTES = 12  # 96 bits: forging one takes ~2**95 tries
+
+
+class BadToken(ValueError):
+    pass
+
+
+def _b36(n: int) -> str:
+    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
+    out = ""
+    while True:
+        n, r = divmod(n, 36)
+        out = digits[r] + out
+        if n == 0:
+            return out
+
+
+def _sig(body: str) -> str:
+    mac = salted_hmac(SALT, body, secret=settings.SECRET_KEY, algorithm="sha256").digest()[:SIG_BYTES]
+    return base64.urlsafe_b64encode(mac).decode().rstrip("=")
+
+
+def make_token(sending_log_id: int, url_id: int | None = None) -> str:
+    body = _b36(sending_log_id) if url_id is None else f"{_b36(sending_log_id)}.{_b36(url_id)}"
+    return f"{body}.{_sig(body)}"
+
+
+def read_token(token: str) -> tuple[int, int | None]:
+    """Return (sending_log_id, url_id or None), or raise BadToken."""
+    if not token or len(token) > 64:
+        raise BadToken("empty or too long")
+    body, _, sig = token.rpartition(".")
+    if not body or not hmac.compare_digest(sig.encode(), _sig(body).encode()):
+        raise BadToken("bad signature")
+    parts = body.split(".")
+    try:
+        ids = [int(p, 36) for p in parts]
+    except ValueError:
+        raise BadToken("bad body") from None
+    if len(ids) == 1:
+        return ids[0], None
+    if len(ids) == 2:
+        return ids[0], ids[1]
+    raise BadToken("bad body")
