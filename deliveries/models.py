@@ -248,6 +248,7 @@ class SendingLog(models.Model):
             models.Index(fields=["delivery", "status", "next_attempt_at"]),
             models.Index(fields=["profile", "delivery"]),
             models.Index(fields=["status", "claimed_at"]),
+            models.Index(fields=["delivery", "event_at"]),
         ]
 
     def __str__(self) -> str:
