@@ -1,0 +1,238 @@
+"""Message personalization with Jinja2's SandboxedEnvironment.
+
+Content is written by marketers, so it is untrusted: templates see a plain dict built from the
+profile (no model, no method), HTML autoescapes, and templates are compiled once per delivery
+and rendered once per recipient.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from dataclasses import dataclass, field
+from functools import lru_cache
+from html.parser import HTMLParser
+
+from jinja2 import ChainableUndefined, TemplateSyntaxError, meta
+from jinja2.sandbox import SandboxedEnvironment
+
+PROFILE_FIELDS = ("email", "phone", "first_name", "last_name", "language", "time_zone")
+
+
+_local = threading.local()
+
+
+class RecordingUndefined(ChainableUndefined):
+    """Renders as an empty string but notes which variable was missing (for warnings).
+
+    Chainable, so `{{ attributes.plan.name }}` on a profile without a plan is empty rather than an
+    error; `default(...)` still applies.
+    """
+
+    __slots__ = ()
+
+    def _note(self):
+        sink = getattr(_local, "missing", None)
+        if sink is not None:
+            sink.add(self._undefined_name or "?")
+
+    def __str__(self):
+        self._note()
+        return ""
+
+    def __iter__(self):
+        self._note()
+        return iter(())
+
+    def __bool__(self):
+        self._note()
+        return False
+
+    def __len__(self):
+        self._note()
+        return 0
+
+
+def _env(autoescape: bool, undefined=RecordingUndefined) -> SandboxedEnvironment:
+    env = SandboxedEnvironment(autoescape=autoescape, undefined=undefined, keep_trailing_newline=True)
+    return env
+
+
+HTML_ENV = _env(True)
+TEXT_ENV = _env(False)
+
+
+def profile_context(profile) -> dict:
+    """The plain dict a template sees for a profile (a model instance or a dict of its fields)."""
+    get = profile.get if isinstance(profile, dict) else lambda k, d=None: getattr(profile, k, d)
+    # Empty fields are left out, so `{{ first_name|default("friend") }}` works and a missing value
+    # is reported as a warning with the count of profiles that lack it.
+    ctx = {name: value for name in PROFILE_FIELDS if (value := get(name, ""))}
+    ctx["attributes"] = {k: v for k, v in (get("attributes", None) or {}).items() if v not in ("", None)}
+    full_name = f"{ctx.get('first_name', '')} {ctx.get('last_name', '')}".strip()
+    if full_name:
+        ctx["full_name"] = full_name
+    return ctx
+
+
+@dataclass
+class TemplateProblem:
+    level: str  # "critical" or "warning"
+    text: str
+
+
+@dataclass
+class CompiledContent:
+    subject: object
+    html: object | None
+    text: object
+    problems: list[TemplateProblem] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not any(p.level == "critical" for p in self.problems)
+
+
+def _compile(env, source: str, part: str, problems: list[TemplateProblem]):
+    try:
+        return env.from_string(source)
+    except TemplateSyntaxError as e:
+        problems.append(
+            TemplateProblem("critical", f"Personalization error in the {part}, line {e.lineno}: {e.message}. Correct the template and prepare again.")
+        )
+        return None
+
+
+def compile_content(*, subject: str, html: str, text: str) -> CompiledContent:
+    problems: list[TemplateProblem] = []
+    compiled_html = _compile(HTML_ENV, html, "HTML content", problems) if html else None
+    if text or not html:
+        compiled_text = _compile(TEXT_ENV, text, "text content", problems)
+    elif compiled_html is not None:
+        compiled_text = _compile(TEXT_ENV, html_to_text(html), "text content", problems)
+    else:
+        compiled_text = None  # derived from HTML that does not compile: already reported
+    return CompiledContent(
+        subject=_compile(TEXT_ENV, subject, "subject", problems), html=compiled_html, text=compiled_text, problems=problems
+    )
+
+
+def render_with_missing(template, context: dict) -> tuple[str, set[str]]:
+    """Render and return the names of variables that were missing for this context."""
+    _local.missing = missing = set()
+    try:
+        return template.render(context), missing
+    finally:
+        _local.missing = None
+
+
+def variables_used(source: str) -> set[str]:
+    try:
+        return meta.find_undeclared_variables(HTML_ENV.parse(source))
+    except TemplateSyntaxError:
+        return set()
+
+
+# --- HTML to text ---------------------------------------------------------------------------
+class _TextExtractor(HTMLParser):
+    BLOCK = {"p", "div", "br", "tr", "li", "h1", "h2", "h3", "h4", "h5", "h6", "table", "ul", "ol", "hr"}
+    SKIP = {"style", "script", "head", "title"}
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self.skip = 0
+        self.href: list[str | None] = []
+
+    def handle_starttag(self, tag, attrs):
+        if tag in self.SKIP:
+            self.skip += 1
+        elif tag in self.BLOCK:
+            self.parts.append("\n")
+        if tag == "a":
+            self.href.append(dict(attrs).get("href"))
+        if tag == "li":
+            self.parts.append("- ")
+
+    def handle_endtag(self, tag):
+        if tag in self.SKIP:
+            self.skip = max(0, self.skip - 1)
+        elif tag in self.BLOCK:
+            self.parts.append("\n")
+        if tag == "a" and self.href:
+            href = self.href.pop()
+            if href and not href.startswith(("#", "mailto:")):
+                self.parts.append(f" ({href})")
+
+    def handle_data(self, data):
+        if not self.skip:
+            self.parts.append(re.sub(r"\s+", " ", data))
+
+
+@lru_cache(maxsize=256)
+def html_to_text(html: str) -> str:
+    """A readable text version of an HTML message (links kept in brackets)."""
+    if not html:
+        return ""
+    parser = _TextExtractor()
+    parser.feed(html)
+    parser.close()
+    text = "".join(parser.parts)
+    lines = [line.strip() for line in text.splitlines()]
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip() + "\n"
+
+
+# --- one recipient's copy -------------------------------------------------------------------
+@dataclass
+class RenderedMessage:
+    subject: str
+    html: str
+    text: str
+    missing: set[str] = field(default_factory=set)
+
+
+def _tracking_context(sending_log_id: int | None) -> dict:
+    if sending_log_id is None:
+        return {"unsubscribe_url": "#unsubscribe", "mirror_url": "#mirror"}
+    try:
+        from .links import RecipientTracking
+    except ImportError:  # pragma: no cover - tracking links not installed
+        return {"unsubscribe_url": "", "mirror_url": ""}
+    tracking = RecipientTracking(sending_log_id)
+    return {"tracking": tracking, "unsubscribe_url": tracking.unsubscribe_url, "mirror_url": tracking.mirror_url}
+
+
+def render_message(*, delivery, profile, sending_log_id: int | None = None) -> RenderedMessage:
+    """The personalized copy of `delivery` for `profile` (with tracking when `sending_log_id` is given).
+
+    Used by the preview, the mirror page and the tests; the sender uses the same compiled templates
+    through `deliveries.channels.email.MessageSkeleton`.
+    """
+    html_source = delivery.html
+    if sending_log_id is not None and html_source:
+        try:
+            from .links import compile_tracked_html
+
+            url_ids = dict(delivery.tracked_urls.values_list("url", "id"))
+            html_source = compile_tracked_html(html_source, url_ids)
+        except ImportError:  # pragma: no cover
+            pass
+    compiled = compile_content(subject=delivery.subject, html=html_source, text=delivery.text)
+    if not compiled.ok:
+        raise ValueError(compiled.problems[0].text)
+    ctx = profile_context(profile) | _tracking_context(sending_log_id)
+    subject, m1 = render_with_missing(compiled.subject, ctx)
+    html, m2 = render_with_missing(compiled.html, ctx) if compiled.html else ("", set())
+    text, m3 = render_with_missing(compiled.text, ctx)
+    return RenderedMessage(subject=" ".join(subject.split()), html=html, text=text, missing=m1 | m2 | m3)
+
+
+__all__ = [
+    "CompiledContent",
+    "RenderedMessage",
+    "compile_content",
+    "html_to_text",
+    "profile_context",
+    "render_message",
+    "render_with_missing",
+]
