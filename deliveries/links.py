@@ -207,7 +207,7 @@ def compile_tracked_html(html: str, url_ids: dict[str, int]) -> str:
         href = link.attrs["href"]
         start, end = link.attrs_offset + href.start, link.attrs_offset + href.end
         out.append(html[pos:start])
-        out.append('"{{ tracking.click(%d) }}"' % url_ids[url])
+        out.append(f'"{{{{ tracking.click({url_ids[url]:d}) }}}}"')
         pos = end
     out.append(html[pos:])
     compiled = "".join(out)
