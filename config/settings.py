@@ -36,6 +36,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "django_htmx",
     "template_partials",
+    "anymail",
     "accounts",
     "audiences",
     "deliveries",
@@ -218,3 +219,18 @@ LOGGING = {
 }
 
 DEMO_PASSWORD = os.environ.get("DEMO_PASSWORD", "dispatch")
+
+# --- tracking ---
+# A "mailto:" alternative in List-Unsubscribe (RFC 2369), e.g. unsubscribe@example.com; empty: URL only.
+UNSUBSCRIBE_MAILTO = os.environ.get("UNSUBSCRIBE_MAILTO", "")
+# Machine traffic (mail scanners, privacy proxies): flagged, kept in the logs, left out of KPIs.
+TRACKING_MACHINE_DELAY_SECONDS = float(os.environ.get("TRACKING_MACHINE_DELAY_SECONDS", "2"))  # hit this soon after delivery
+TRACKING_BURST_LINKS = int(os.environ.get("TRACKING_BURST_LINKS", "3"))  # this many links of one message...
+TRACKING_BURST_SECONDS = float(os.environ.get("TRACKING_BURST_SECONDS", "1"))  # ...clicked within this many seconds
+# Provider webhooks (django-anymail), at /webhooks/<esp>/tracking/. Providers without signed
+# webhooks are authenticated by HTTP basic auth "user:password" (ANYMAIL_WEBHOOK_SECRET); until it
+# is set they are refused. Mailgun is verified by its webhook signing key instead.
+ANYMAIL = {
+    "WEBHOOK_SECRET": os.environ.get("ANYMAIL_WEBHOOK_SECRET", ""),
+    "MAILGUN_WEBHOOK_SIGNING_KEY": os.environ.get("MAILGUN_WEBHOOK_SIGNING_KEY", ""),
+}
