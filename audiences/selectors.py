@@ -1,0 +1,94 @@
+"""Reads of the audiences app: profiles, audiences (lists and filters), quarantine, imports."""
+
+from collections.abc import Iterable
+
+from django.db.models import Count, Q, QuerySet
+
+from .conditions import conditions_to_q
+from .models import Audience, Channel, Profile, Quarantine
+
+# Statuses that keep an address out of a send (preparation excludes them).
+QUARANTINE_BLOCKING = (Quarantine.Status.QUARANTINE, Quarantine.Status.DENYLIST)
+
+
+def audience_profiles(*, audience: Audience) -> QuerySet[Profile]:
+    """The profiles of an audience, as a queryset (never loaded into Python here).
+
+    A list is its members; a filter is its conditions evaluated in SQL. Usable in a subquery
+    (`.values("id")`) and with further filters.
+    """
+    if audience.kind == Audience.Kind.FILTER:
+        q, aliases = conditions_to_q(audience.conditions)
+        return Profile.objects.alias(**aliases).filter(q)
+    return Profile.objects.filter(memberships__audience_id=audience.pk)
+
+
+def audience_count(*, audience: Audience) -> int:
+    return audience_profiles(audience=audience).order_by().count()
+
+
+def conditions_count(*, conditions) -> int:
+    """How many profiles match unsaved conditions (the live count of the condition builder)."""
+    q, aliases = conditions_to_q(conditions)
+    return Profile.objects.alias(**aliases).filter(q).order_by().count()
+
+
+def audience_sample(*, audience: Audience, limit: int = 20) -> list[Profile]:
+    return list(audience_profiles(audience=audience).order_by("id")[:limit])
+
+
+def audience_list() -> QuerySet[Audience]:
+    """Audiences with their list size (filters are counted on their detail page)."""
+    return Audience.objects.select_related("created_by").annotate(member_count=Count("memberships"))
+
+
+def audience_get(*, pk) -> Audience:
+    return Audience.objects.select_related("created_by").get(pk=pk)
+
+
+def profile_list(*, search: str = "") -> QuerySet[Profile]:
+    """Profiles, optionally searched by email or name (each word must match one of them)."""
+    qs = Profile.objects.all()
+    for word in (search or "").split()[:5]:
+        qs = qs.filter(
+            Q(email_key__startswith=word.lower())
+            | Q(email__icontains=word)
+            | Q(first_name__icontains=word)
+            | Q(last_name__icontains=word)
+        )
+    return qs.order_by("id")
+
+
+def profile_get(*, pk) -> Profile:
+    return Profile.objects.get(pk=pk)
+
+
+def profile_audiences(*, profile: Profile) -> QuerySet[Audience]:
+    """The list audiences a profile belongs to."""
+    return Audience.objects.filter(memberships__profile=profile).order_by("name")
+
+
+def quarantined_addresses(*, channel: str = Channel.EMAIL, statuses: Iterable[str] = QUARANTINE_BLOCKING) -> QuerySet:
+    """Lower-cased addresses of `channel` whose quarantine status is one of `statuses`.
+
+    A `values("address")` queryset meant for a subquery, e.g.
+    `profiles.exclude(email_key__in=quarantined_addresses(channel="email", statuses=[...]))`.
+    """
+    return Quarantine.objects.filter(channel=channel, status__in=list(statuses)).values("address")
+
+
+def quarantine_status_of(*, addresses: Iterable[str], channel: str = Channel.EMAIL) -> dict[str, str]:
+    """{lower-cased address: status} for the given addresses that have a quarantine row."""
+    keys = {a.strip().lower() for a in addresses if a}
+    return dict(Quarantine.objects.filter(channel=channel, address__in=keys).values_list("address", "status"))
+
+
+def quarantine_list(*, status: str = "", channel: str = "", address: str = "") -> QuerySet[Quarantine]:
+    qs = Quarantine.objects.all()
+    if status:
+        qs = qs.filter(status=status)
+    if channel:
+        qs = qs.filter(channel=channel)
+    if address:
+        qs = qs.filter(address__contains=address.strip().lower())
+    return qs.order_by("-last_error_at", "address")
