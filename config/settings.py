@@ -220,6 +220,13 @@ LOGGING = {
 
 DEMO_PASSWORD = os.environ.get("DEMO_PASSWORD", "dispatch")
 
+# --- kpis ---
+KPI_RECOMPUTE_INTERVAL = int(os.environ.get("KPI_RECOMPUTE_INTERVAL", "3600"))  # seconds between hourly recomputes
+KPI_RECOMPUTE_WINDOW_DAYS = int(os.environ.get("KPI_RECOMPUTE_WINDOW_DAYS", "30"))  # messages sent this recently
+KPI_COMPUTE_LOCK_TIMEOUT = int(os.environ.get("KPI_COMPUTE_LOCK_TIMEOUT", "600"))  # a lock older than this is stale
+KPI_PROGRESS_POLL_SECONDS = int(os.environ.get("KPI_PROGRESS_POLL_SECONDS", "2"))  # Deployment block refresh
+CELERY_BEAT_SCHEDULE["kpis-recompute-recent"] = {"task": "kpis.recompute_recent", "schedule": float(KPI_RECOMPUTE_INTERVAL)}
+
 # --- tracking ---
 # A "mailto:" alternative in List-Unsubscribe (RFC 2369), e.g. unsubscribe@example.com; empty: URL only.
 UNSUBSCRIBE_MAILTO = os.environ.get("UNSUBSCRIBE_MAILTO", "")
@@ -234,3 +241,12 @@ ANYMAIL = {
     "WEBHOOK_SECRET": os.environ.get("ANYMAIL_WEBHOOK_SECRET", ""),
     "MAILGUN_WEBHOOK_SIGNING_KEY": os.environ.get("MAILGUN_WEBHOOK_SIGNING_KEY", ""),
 }
+
+# --- deliveries -----------------------------------------------------------------------------
+EXCLUDED_DOMAINS = env_list("EXCLUDED_DOMAINS", "")  # preparation excludes these domains
+SEND_CHUNK = int(os.environ.get("SEND_CHUNK", "50"))  # rows claimed per UPDATE
+SEND_BATCH = int(os.environ.get("SEND_BATCH", "1000"))  # rows per batch task (one SMTP connection)
+PREPARATION_CHUNK = 5000
+RETRY_BACKOFF_SECONDS = [int(s) for s in env_list("RETRY_BACKOFF_SECONDS", "900,1800,3600,7200,14400")]
+CLAIM_TIMEOUT_SECONDS = int(os.environ.get("CLAIM_TIMEOUT_SECONDS", "600"))
+CELERY_BEAT_SCHEDULE["deliveries-tick"] = {"task": "deliveries.tick", "schedule": 60.0}

@@ -1,0 +1,272 @@
+"""The send pipeline (DESIGN.md "The send pipeline").
+
+PostgreSQL (or SQLite) decides who sends what, never the broker: a batch task claims a chunk of
+pending logs with one conditional UPDATE (pending -> sending), sends the chunk over the batch's
+reused connection, then writes the chunk's outcomes in one statement, with the delivery's
+counters, in one transaction. A task delivered twice finds nothing left to claim.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import Count, F, Min, Q
+from django.utils import timezone
+from django.utils.translation import gettext as _
+
+from audiences.models import Profile
+
+from .channels.email import MessageSkeleton, transport_for
+from .models import (
+    FINAL_SENDING,
+    Delivery,
+    FailureType,
+    JournalEntry,
+    SendingLog,
+    SendingStatus,
+    State,
+)
+from .services import FINISHED_TEXT, journal_add
+
+log = logging.getLogger(__name__)
+
+ACTIVE = (State.IN_PROGRESS, State.RETRY_IN_PROGRESS)
+PROFILE_FIELDS = ("id", "email", "first_name", "last_name", "language", "time_zone", "phone", "attributes")
+
+
+def _setting(name: str, default):
+    return getattr(settings, name, default)
+
+
+def backoff(attempts: int) -> timedelta:
+    """Wait before attempt n+1 (DOMAIN.md §4: 15 min, 30 min, 1 h, 2 h, then every 4 h)."""
+    steps = _setting("RETRY_BACKOFF_SECONDS", [900, 1800, 3600, 7200, 14400])
+    return timedelta(seconds=steps[min(attempts - 1, len(steps) - 1)])
+
+
+# --- claiming -----------------------------------------------------------------------------------
+def claim_chunk(*, delivery_id: int, lo: int, hi: int, limit: int, now) -> list[tuple[int, str, int | None, int]]:
+    """Move up to `limit` due pending logs with ids in [lo, hi] to `sending`; return (id, address,
+    profile_id, attempts) of the rows this caller won. Competing workers skip each other's rows
+    (FOR UPDATE SKIP LOCKED on PostgreSQL; SQLite serializes writers anyway)."""
+    table = SendingLog._meta.db_table
+    lock = " FOR UPDATE SKIP LOCKED" if connection.vendor == "postgresql" else ""
+    ts = connection.ops.adapt_datetimefield_value(now)
+    sql = (
+        f"UPDATE {table} SET status = %s, claimed_at = %s WHERE id IN ("
+        f"SELECT id FROM {table} WHERE delivery_id = %s AND status = %s AND id BETWEEN %s AND %s"
+        f" AND (next_attempt_at IS NULL OR next_attempt_at <= %s) ORDER BY id LIMIT %s{lock})"
+        f" AND status = %s RETURNING id, address, profile_id, attempts"
+    )
+    with transaction.atomic(), connection.cursor() as cur:
+        cur.execute(sql, [SendingStatus.SENDING, ts, delivery_id, SendingStatus.PENDING, lo, hi, ts, limit, SendingStatus.PENDING])
+        rows = cur.fetchall()
+    rows.sort()
+    return rows
+
+
+# --- outcomes -----------------------------------------------------------------------------------
+def write_outcomes(*, delivery: Delivery, results: list[tuple[SendingLog, object]], now) -> None:
+    """Write a chunk's outcomes (one UPDATE) and the delivery's counters, in one transaction;
+    then update quarantine."""
+    sent, failed, retry = [], [], []
+    validity_end = (delivery.started_at or now) + delivery.validity
+    for row, outcome in results:
+        row.attempts += 1
+        row.claimed_at = None
+        if outcome.ok:
+            row.status, row.event_at, row.failure_type, row.failure_reason, row.failure_text = SendingStatus.SENT, now, "", "", ""
+            row.next_attempt_at = None
+            sent.append(row)
+            continue
+        row.failure_type, row.failure_reason, row.failure_text = outcome.failure_type, outcome.failure_reason, outcome.text[:1000]
+        next_at = now + backoff(row.attempts)
+        if outcome.failure_type == FailureType.SOFT and next_at < validity_end:
+            row.status, row.next_attempt_at = SendingStatus.PENDING, next_at
+            retry.append(row)
+        else:
+            row.status, row.event_at, row.next_attempt_at = SendingStatus.FAILED, now, None
+            failed.append(row)
+    rows = [r for r, _o in results]
+    with transaction.atomic():
+        SendingLog.objects.bulk_update(
+            rows,
+            ["status", "attempts", "claimed_at", "event_at", "next_attempt_at", "failure_type", "failure_reason", "failure_text", "message_id"],
+        )
+        if sent or failed:
+            Delivery.objects.filter(pk=delivery.pk).update(
+                sent_count=F("sent_count") + len(sent),
+                failed_count=F("failed_count") + len(failed),
+                processed_count=F("processed_count") + len(sent) + len(failed),
+            )
+    _quarantine(delivery=delivery, sent=sent, failures=failed + retry, now=now)
+
+
+def _quarantine(*, delivery, sent, failures, now) -> None:
+    from audiences.services import quarantine_record_failures, quarantine_record_successes
+
+    if sent:
+        quarantine_record_successes(addresses=[r.address for r in sent], channel=delivery.channel, at=now)
+    if failures:
+        quarantine_record_failures(
+            failures=[
+                {"address": r.address, "channel": delivery.channel, "failure_type": r.failure_type,
+                 "reason": r.failure_reason, "text": r.failure_text, "at": now}  # fmt: skip
+                for r in failures
+                if r.failure_type in (FailureType.HARD, FailureType.SOFT)
+            ]
+        )
+
+
+# --- the batch ----------------------------------------------------------------------------------
+def send_batch(*, delivery_id: int, lo: int, hi: int) -> int:
+    """Send every due pending log of `delivery_id` with id in [lo, hi], a chunk at a time.
+    Returns how many messages this call handled. Safe to run twice at once."""
+    delivery = Delivery.objects.filter(pk=delivery_id).first()
+    if delivery is None or delivery.state not in ACTIVE:
+        return 0
+    chunk_size = int(_setting("SEND_CHUNK", 50))
+    skeleton = MessageSkeleton(delivery)
+    handled = 0
+    transport = transport_for(skeleton)
+    opened = False
+    try:
+        while True:
+            state = Delivery.objects.filter(pk=delivery_id).values_list("state", flat=True).first()
+            if state not in ACTIVE:  # paused or stopped between chunks
+                break
+            now = timezone.now()
+            claimed = claim_chunk(delivery_id=delivery_id, lo=lo, hi=hi, limit=chunk_size, now=now)
+            if not claimed:
+                break
+            profiles = {
+                p["id"]: p for p in Profile.objects.filter(id__in=[c[2] for c in claimed if c[2]]).values(*PROFILE_FIELDS)
+            }
+            if not opened:
+                try:
+                    transport.open()
+                except OSError as e:
+                    log.warning("delivery %s: relay unreachable: %s", delivery_id, e)
+                opened = True
+            results = []
+            for log_id, address, profile_id, attempts in claimed:
+                row = SendingLog(id=log_id, delivery_id=delivery_id, address=address, profile_id=profile_id, attempts=attempts)
+                message = skeleton.build(sending_log_id=log_id, address=address, profile=profiles.get(profile_id, {"email": address}))
+                row.message_id = message.message_id
+                results.append((row, transport.send(message)))
+            write_outcomes(delivery=delivery, results=results, now=timezone.now())
+            handled += len(claimed)
+    finally:
+        if opened:
+            transport.close()
+    delivery_finish_if_done(delivery_id=delivery_id)
+    return handled
+
+
+# --- dispatch and finish ----------------------------------------------------------------------
+def dispatch(*, delivery_id: int) -> int:
+    """Cut the due pending logs into id ranges and enqueue one batch task per range."""
+    from .tasks import send_batch_task
+
+    d = Delivery.objects.filter(pk=delivery_id).first()
+    if d is None:
+        return 0
+    if d.state == State.RETRY_PENDING:
+        if Delivery.objects.filter(pk=d.pk, state=State.RETRY_PENDING).update(state=State.RETRY_IN_PROGRESS):
+            journal_add(delivery=d, text=_("Retry pass started."))
+        d.state = State.RETRY_IN_PROGRESS
+    if d.state not in ACTIVE:
+        return 0
+    now = timezone.now()
+    due = SendingLog.objects.filter(delivery_id=delivery_id, status=SendingStatus.PENDING).filter(
+        Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)
+    )
+    ids = list(due.order_by("id").values_list("id", flat=True))
+    if not ids:
+        delivery_finish_if_done(delivery_id=delivery_id)
+        return 0
+    size = int(_setting("SEND_BATCH", 1000))
+    batches = [(ids[i], ids[min(i + size, len(ids)) - 1]) for i in range(0, len(ids), size)]
+    for lo, hi in batches:
+        send_batch_task.delay(delivery_id, lo, hi)
+    return len(batches)
+
+
+def delivery_finish_if_done(*, delivery_id: int) -> str | None:
+    """After a pass: finished when every log is final; retry pending when soft failures wait."""
+    from .tasks import dispatch_delivery
+
+    counts = dict(
+        SendingLog.objects.filter(delivery_id=delivery_id).values_list("status").annotate(n=Count("id")).values_list("status", "n")
+    )
+    pending, sending = counts.get(SendingStatus.PENDING, 0), counts.get(SendingStatus.SENDING, 0)
+    if sending:
+        return None
+    now = timezone.now()
+    if not pending:
+        sent = counts.get(SendingStatus.SENT, 0)
+        final_total = sum(counts.get(s, 0) for s in FINAL_SENDING)
+        all_failed = final_total > 0 and sent == 0 and counts.get(SendingStatus.FAILED, 0) == final_total
+        target = State.FAILED if all_failed else State.FINISHED
+        with transaction.atomic():
+            if Delivery.objects.filter(pk=delivery_id, state__in=ACTIVE).update(state=target, finished_at=now):
+                if target == State.FINISHED:
+                    journal_add(delivery=delivery_id, text=FINISHED_TEXT)
+                else:
+                    journal_add(
+                        delivery=delivery_id,
+                        level=JournalEntry.Level.CRITICAL,
+                        text=_("Delivery failed: every message was refused. Check the sending logs for the reasons."),
+                    )
+                return target
+        return None
+    next_due = SendingLog.objects.filter(delivery_id=delivery_id, status=SendingStatus.PENDING).aggregate(m=Min("next_attempt_at"))["m"]
+    if next_due is None or next_due <= now:
+        dispatch_delivery.delay(delivery_id)  # due rows left (e.g. a range claimed elsewhere): go again
+        return None
+    with transaction.atomic():
+        if Delivery.objects.filter(pk=delivery_id, state__in=ACTIVE).update(state=State.RETRY_PENDING):
+            journal_add(
+                delivery=delivery_id,
+                text=_("Pass done: %(n)d message(s) will be retried from %(when)s.") % {"n": pending, "when": f"{next_due:%Y-%m-%d %H:%M:%S} UTC"},
+            )
+            transaction.on_commit(lambda: dispatch_delivery.apply_async((delivery_id,), countdown=max(0.0, (next_due - now).total_seconds())))
+            return State.RETRY_PENDING
+    return None
+
+
+def deliveries_tick(*, now=None) -> dict:
+    """Beat, every minute: start retry passes that are due, fail logs whose validity ended, reap
+    claims whose worker died (-> unknown: never resent automatically), re-dispatch stalled sends."""
+    from .tasks import dispatch_delivery
+
+    now = now or timezone.now()
+    report = {"retries": 0, "reaped": 0, "redispatched": 0}
+    for d in Delivery.objects.filter(state=State.RETRY_PENDING):
+        if SendingLog.objects.filter(delivery=d, status=SendingStatus.PENDING, next_attempt_at__lte=now).exists():
+            dispatch_delivery.delay(d.pk)
+            report["retries"] += 1
+    claim_timeout = timedelta(seconds=int(_setting("CLAIM_TIMEOUT_SECONDS", 600)))
+    stale = SendingLog.objects.filter(status=SendingStatus.SENDING, claimed_at__lt=now - claim_timeout)
+    for delivery_id in stale.order_by().values_list("delivery_id", flat=True).distinct():
+        with transaction.atomic():
+            reaped = SendingLog.objects.filter(
+                delivery_id=delivery_id, status=SendingStatus.SENDING, claimed_at__lt=now - claim_timeout
+            ).update(status=SendingStatus.UNKNOWN, event_at=now, failure_text="Worker stopped while sending: the message may or may not have been sent.")
+            Delivery.objects.filter(pk=delivery_id).update(processed_count=F("processed_count") + reaped)
+            journal_add(
+                delivery=delivery_id,
+                level=JournalEntry.Level.WARNING,
+                text=_("%(n)d message(s) in an unknown state: their worker stopped while sending. They are not resent automatically.") % {"n": reaped},
+            )
+        report["reaped"] += reaped
+        delivery_finish_if_done(delivery_id=delivery_id)
+    for d in Delivery.objects.filter(state__in=ACTIVE, started_at__lt=now - timedelta(minutes=2)):
+        has_sending = SendingLog.objects.filter(delivery=d, status=SendingStatus.SENDING).exists()
+        if not has_sending:
+            dispatch_delivery.delay(d.pk)
+            report["redispatched"] += 1
+    return report

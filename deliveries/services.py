@@ -1,0 +1,524 @@
+"""Writes of the deliveries app: editing, preparation, approval, Confirm send, pause/resume/stop.
+
+Every state change is a conditional update (or a locked row) inside a transaction; side effects
+(tasks) are enqueued after commit. Permission checks live here, whoever calls.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.core.exceptions import PermissionDenied
+from django.db import transaction
+from django.db.models import F, OuterRef, Subquery
+from django.utils import timezone
+from django.utils.translation import gettext as _
+
+from accounts.errors import DispatchError, InvalidInput
+from accounts.roles import APPROVE_DELIVERY, PREPARE_DELIVERY, START_DELIVERY
+from accounts.selectors import user_has_role
+from accounts.services import require_role
+from audiences.emails import is_valid_email
+from audiences.models import Quarantine
+from audiences.selectors import audience_profiles
+
+from .models import (
+    MAX_VALIDITY,
+    STARTED_STATES,
+    Delivery,
+    ExclusionCause,
+    ExclusionLog,
+    JournalEntry,
+    SendingLog,
+    SendingStatus,
+    State,
+)
+from .personalization import compile_content, profile_context, render_with_missing
+
+log = logging.getLogger(__name__)
+
+CONFIRM_DENIED = "Your permissions do not allow you to confirm a delivery."
+ALREADY_CONFIRMED = "This message has already been confirmed."
+CHANGED_AFTER_PREPARATION = (
+    "The sending cannot be confirmed because the message changed after preparation. "
+    "Please restart the preparation."
+)
+NOT_PREPARED = "This message must be prepared before it can be confirmed."
+FINISHED_TEXT = "Delivery finished (all messages have been processed)."
+
+# Fields whose change sends a prepared message back to editing.
+PREPARED_FIELDS = (
+    "label", "channel", "sender_name", "sender_address", "reply_to", "subject", "html", "text",
+    "audience", "schedule", "scheduled_at", "schedule_tz", "validity", "requires_approval",
+)  # fmt: skip
+EDITABLE_FIELDS = (*PREPARED_FIELDS, "rate_limit_per_hour")
+EDITABLE_STATES = (State.EDITING, State.READY, State.PREPARATION_FAILED)
+
+
+# --- helpers --------------------------------------------------------------------------------
+def who(user) -> str:
+    return f"{user.get_full_name() or user.username} ({user.username})" if user else "system"
+
+
+def journal_add(*, delivery, text: str, level: str = JournalEntry.Level.INFO, user=None) -> JournalEntry:
+    return JournalEntry.objects.create(delivery_id=getattr(delivery, "pk", delivery), text=text, level=level, user=user)
+
+
+def illegal(action: str, delivery: Delivery) -> DispatchError:
+    return DispatchError(
+        _("You cannot %(action)s this message while it is “%(state)s”.")
+        % {"action": action, "state": State(delivery.state).label},
+        code="invalid_state",
+    )
+
+
+def _locked(delivery) -> Delivery:
+    return Delivery.objects.select_for_update().get(pk=getattr(delivery, "pk", delivery))
+
+
+def _clean(data: dict) -> dict:
+    data = {k: v for k, v in data.items() if k in EDITABLE_FIELDS}
+    errors = []
+    if not (data.get("label") or "").strip():
+        errors.append(_("Give the message a label."))
+    validity = data.get("validity")
+    if validity is not None:
+        if isinstance(validity, (int, float)):
+            validity = data["validity"] = timedelta(hours=validity)
+        if validity <= timedelta(0) or validity > MAX_VALIDITY:
+            errors.append(_("The validity period must be more than 0 and at most 3.5 days (84 hours)."))
+    if data.get("schedule") == Delivery.Schedule.AT and not data.get("scheduled_at"):
+        errors.append(_("Choose the date and time of the send, or choose to send once confirmed."))
+    if data.get("schedule") != Delivery.Schedule.AT:
+        data["scheduled_at"] = None
+    if data.get("sender_address") and not is_valid_email(data["sender_address"]):
+        errors.append(_("The sender address is not a valid email address."))
+    if data.get("reply_to") and not is_valid_email(data["reply_to"]):
+        errors.append(_("The reply-to address is not a valid email address."))
+    if errors:
+        raise InvalidInput(" ".join(errors), code="invalid")
+    return data
+
+
+# --- editing --------------------------------------------------------------------------------
+def delivery_create(*, user, data: dict) -> Delivery:
+    require_role(user=user, role=PREPARE_DELIVERY)
+    data = _clean(data)
+    with transaction.atomic():
+        delivery = Delivery.objects.create(**data, created_by=user, updated_by=user)
+        journal_add(delivery=delivery, text=_("Message created by %(who)s.") % {"who": who(user)}, user=user)
+    return delivery
+
+
+def delivery_update(*, delivery, user, data: dict) -> Delivery:
+    """Edit a message. Editing content, audience or schedule after preparation sends it back to
+    editing (journaled) and clears approvals; a message whose send has started is read-only."""
+    require_role(user=user, role=PREPARE_DELIVERY)
+    data = _clean({**{f: getattr(delivery, f) for f in EDITABLE_FIELDS}, **data})
+    with transaction.atomic():
+        d = _locked(delivery)
+        if d.state in STARTED_STATES:
+            raise DispatchError(_("This message's send has started: it is read-only. Duplicate it to change it."), code="read_only")
+        if d.state == State.PREPARING:
+            raise DispatchError(_("The preparation is running: stop it before editing the message."), code="invalid_state")
+        changed = [f for f in EDITABLE_FIELDS if getattr(d, f) != data[f]]
+        if not changed:
+            return d
+        for f in changed:
+            setattr(d, f, data[f])
+        d.updated_by = user
+        if any(f in PREPARED_FIELDS for f in changed):
+            d.revision += 1
+            d.content_approved_by = d.target_approved_by = None
+            d.content_approved_at = d.target_approved_at = None
+            if d.state in (State.READY, State.PREPARATION_FAILED):
+                d.state = State.EDITING
+                journal_add(
+                    delivery=d,
+                    level=JournalEntry.Level.WARNING,
+                    user=user,
+                    text=_("Message edited by %(who)s after preparation: back to editing. Prepare it again before sending.")
+                    % {"who": who(user)},
+                )
+        d.save()
+    return d
+
+
+def delivery_duplicate(*, delivery, user) -> Delivery:
+    """A new message in editing with the same content; the schedule is cleared."""
+    require_role(user=user, role=PREPARE_DELIVERY)
+    data = {f: getattr(delivery, f) for f in EDITABLE_FIELDS}
+    data.update(label=_("%(label)s (copy)") % {"label": delivery.label}, schedule=Delivery.Schedule.NOW, scheduled_at=None)
+    with transaction.atomic():
+        copy = Delivery.objects.create(**data, created_by=user, updated_by=user)
+        journal_add(delivery=copy, user=user, text=_("Duplicated from %(id)s by %(who)s.") % {"id": delivery.human_id, "who": who(user)})
+    return copy
+
+
+def delivery_delete(*, delivery, user) -> None:
+    require_role(user=user, role=PREPARE_DELIVERY)
+    with transaction.atomic():
+        d = _locked(delivery)
+        if d.state not in EDITABLE_STATES:
+            raise illegal(_("delete"), d)
+        d.delete()
+
+
+# --- preparation ----------------------------------------------------------------------------
+def delivery_prepare(*, delivery, user) -> Delivery:
+    require_role(user=user, role=PREPARE_DELIVERY)
+    from .tasks import prepare_delivery
+
+    with transaction.atomic():
+        d = _locked(delivery)
+        if d.state not in EDITABLE_STATES:
+            raise illegal(_("prepare"), d)
+        missing = []
+        if d.audience_id is None:
+            missing.append(_("an audience"))
+        if not (d.html or d.text):
+            missing.append(_("content"))
+        if missing:
+            raise DispatchError(
+                _("Set %(what)s before preparing the message.") % {"what": _(" and ").join(missing)}, code="incomplete"
+            )
+        d.state, d.progress, d.stop_requested = State.PREPARING, 0, False
+        d.save(update_fields=["state", "progress", "stop_requested", "updated_at"])
+        journal_add(delivery=d, user=user, text=_("Preparation started by %(who)s.") % {"who": who(user)})
+        prepare_delivery.delay_on_commit(d.pk)
+    return d
+
+
+def delivery_stop_preparation(*, delivery, user) -> Delivery:
+    require_role(user=user, role=PREPARE_DELIVERY)
+    with transaction.atomic():
+        d = _locked(delivery)
+        if d.state != State.PREPARING:
+            raise illegal(_("stop the preparation of"), d)
+        d.state, d.stop_requested, d.progress = State.EDITING, True, 0
+        d.save(update_fields=["state", "stop_requested", "progress", "updated_at"])
+        journal_add(delivery=d, user=user, text=_("Preparation stopped by %(who)s.") % {"who": who(user)})
+    return d
+
+
+class _Stopped(Exception):
+    pass
+
+
+def _excluded_domains() -> set[str]:
+    return {d.strip().lower() for d in getattr(settings, "EXCLUDED_DOMAINS", []) if d.strip()}
+
+
+def delivery_prepare_run(*, delivery_id: int) -> None:
+    """The preparation itself (run by the task): target, exclusions, content checks, sending logs.
+
+    Sends nothing. Rows are written a chunk at a time with bulk inserts; the stop flag is read
+    between chunks. Preparing again replaces the previous preparation.
+    """
+    d = Delivery.objects.filter(pk=delivery_id, state=State.PREPARING).select_related("audience").first()
+    if d is None:
+        log.info("prepare: delivery %s is not preparing; nothing to do", delivery_id)
+        return
+    started = time.monotonic()
+    revision = d.revision
+    ExclusionLog.objects.filter(delivery=d).delete()
+    SendingLog.objects.filter(delivery=d).delete()
+
+    critical: list[str] = []
+    warnings: list[str] = []
+    if not d.subject.strip():
+        critical.append(_("The subject is empty: write a subject."))
+    if not d.sender_address or not is_valid_email(d.sender_address):
+        critical.append(_("The sender address is missing or not valid: set a sender address."))
+    compiled = compile_content(subject=d.subject, html=d.html, text=d.text)
+    critical += [p.text for p in compiled.problems if p.level == "critical"]
+    if d.html and "unsubscribe_url" not in d.html:
+        warnings.append(_("The HTML content has no unsubscribe link: add {{ unsubscribe_url }} (recipients and mailbox providers expect one)."))
+    try:
+        from .links import tracked_urls_sync
+
+        tracked_urls_sync(delivery=d)
+    except ImportError:  # pragma: no cover
+        pass
+
+    excluded_domains = _excluded_domains()
+    quarantine = Quarantine.objects.filter(channel=d.channel, address=OuterRef("email_key")).values("status")[:1]
+    rows = (
+        audience_profiles(audience=d.audience)
+        .order_by("id")
+        .annotate(q_status=Subquery(quarantine))
+        .values_list(
+            "id", "email", "email_key", "email_denylisted", "q_status",
+            "first_name", "last_name", "language", "time_zone", "phone", "attributes",
+        )  # fmt: skip
+    )
+    chunk = int(getattr(settings, "PREPARATION_CHUNK", 5000))
+    total = audience_profiles(audience=d.audience).order_by().count() or 1
+    seen: set[str] = set()
+    causes: Counter = Counter()
+    missing_vars: Counter = Counter()
+    render_errors: Counter = Counter()
+    targeted = 0
+    to_deliver = 0
+    excl_buf: list[ExclusionLog] = []
+    logs_buf: list[SendingLog] = []
+
+    def flush():
+        ExclusionLog.objects.bulk_create(excl_buf, batch_size=chunk)
+        SendingLog.objects.bulk_create(logs_buf, batch_size=chunk)
+        excl_buf.clear()
+        logs_buf.clear()
+        state = Delivery.objects.filter(pk=d.pk).values_list("state", "stop_requested").first()
+        if state is None or state[0] != State.PREPARING or state[1]:
+            raise _Stopped
+        Delivery.objects.filter(pk=d.pk).update(progress=min(99, int(targeted * 100 / total)))
+
+    try:
+        for pid, email, key, denylisted, q_status, first, last, lang, tz, phone, attrs in rows.iterator(chunk_size=chunk):
+            targeted += 1
+            key = key or (email or "").strip().lower()
+            if not email:
+                cause = ExclusionCause.NO_ADDRESS
+            elif not is_valid_email(email):
+                cause = ExclusionCause.INVALID_SYNTAX
+            elif denylisted or q_status == Quarantine.Status.DENYLIST:
+                cause = ExclusionCause.DENYLIST
+            elif q_status == Quarantine.Status.QUARANTINE:
+                cause = ExclusionCause.QUARANTINE
+            elif key in seen:
+                cause = ExclusionCause.DUPLICATE
+            elif key.rpartition("@")[2] in excluded_domains:
+                cause = ExclusionCause.EXCLUDED_DOMAIN
+            else:
+                cause = None
+            if cause:
+                causes[cause] += 1
+                excl_buf.append(ExclusionLog(delivery_id=d.pk, profile_id=pid, address=email or "", cause=cause))
+            else:
+                seen.add(key)
+                to_deliver += 1
+                logs_buf.append(SendingLog(delivery_id=d.pk, profile_id=pid, address=email))
+                if compiled.ok:
+                    ctx = profile_context(
+                        {"email": email, "first_name": first, "last_name": last, "language": lang,
+                         "time_zone": tz, "phone": phone, "attributes": attrs}  # fmt: skip
+                    )
+                    for template in (compiled.subject, compiled.html, compiled.text):
+                        if template is None:
+                            continue
+                        try:
+                            _out, missing = render_with_missing(template, ctx)
+                        except Exception as e:  # a template that fails for this profile's data
+                            render_errors[f"{type(e).__name__}: {e}"] += 1
+                            continue
+                        for name in missing:
+                            missing_vars[name] += 1
+            if len(excl_buf) + len(logs_buf) >= chunk:
+                flush()
+        flush()
+    except _Stopped:
+        ExclusionLog.objects.filter(delivery=d).delete()
+        SendingLog.objects.filter(delivery=d).delete()
+        log.info("prepare: delivery %s stopped", d.pk)
+        return
+
+    for error, count in render_errors.items():
+        critical.append(_("Personalization failed for %(n)d profile(s): %(error)s") % {"n": count, "error": error})
+    for name, count in sorted(missing_vars.items()):
+        warnings.append(
+            _("The variable “%(name)s” is missing for %(n)d profile(s): they will see it empty (use |default(…)).")
+            % {"name": name, "n": count}
+        )
+    if targeted and not to_deliver and not critical:
+        critical.append(_("Every targeted profile was excluded: there is nobody to send to."))
+    elif not targeted:
+        critical.append(_("The audience is empty: choose an audience with profiles."))
+
+    elapsed = time.monotonic() - started
+    with transaction.atomic():
+        current = _locked(d)
+        if current.state != State.PREPARING or current.revision != revision:
+            ExclusionLog.objects.filter(delivery=d).delete()
+            SendingLog.objects.filter(delivery=d).delete()
+            return
+        for cause, count in sorted(causes.items()):
+            journal_add(delivery=d, text=_("%(n)d profile(s) excluded: %(cause)s.") % {"n": count, "cause": ExclusionCause(cause).label})
+        for text in warnings:
+            journal_add(delivery=d, level=JournalEntry.Level.WARNING, text=text)
+        for text in critical:
+            journal_add(delivery=d, level=JournalEntry.Level.CRITICAL, text=text)
+        current.targeted_count, current.to_deliver_count = targeted, to_deliver
+        current.warnings_count = len(warnings)
+        current.progress = 100
+        current.prepared_at = timezone.now()
+        current.sent_count = current.failed_count = current.processed_count = 0
+        if critical:
+            current.state = State.PREPARATION_FAILED
+            current.prepared_revision = None
+            journal_add(
+                delivery=d,
+                level=JournalEntry.Level.CRITICAL,
+                text=_("Analysis failed in %(s).1f s (%(k)d errors): correct them and prepare again.") % {"s": elapsed, "k": len(critical)},
+            )
+        else:
+            current.state = State.READY
+            current.prepared_revision = revision
+            journal_add(
+                delivery=d,
+                text=_("Analysis completed in %(s).1f s (%(k)d warnings)") % {"s": elapsed, "k": len(warnings)},
+            )
+        current.save()
+
+
+# --- approval -------------------------------------------------------------------------------
+def delivery_approve(*, delivery, user, part: str) -> Delivery:
+    """Approve the content or the target of someone else's prepared message."""
+    require_role(user=user, role=APPROVE_DELIVERY)
+    if part not in ("content", "target"):
+        raise InvalidInput(_("Choose what to approve: “content” or “target”."), code="invalid")
+    with transaction.atomic():
+        d = _locked(delivery)
+        if d.state != State.READY:
+            raise DispatchError(_("Only a prepared message can be approved (it is “%(state)s”).") % {"state": State(d.state).label}, code="invalid_state")
+        if d.created_by_id == user.pk:
+            raise DispatchError(_("You wrote this message: someone else must approve it."), code="own_message")
+        if not d.requires_approval:
+            raise DispatchError(_("This message does not require approval."), code="not_required")
+        setattr(d, f"{part}_approved_by", user)
+        setattr(d, f"{part}_approved_at", timezone.now())
+        d.save(update_fields=[f"{part}_approved_by", f"{part}_approved_at", "updated_at"])
+        journal_add(delivery=d, user=user, text=_("%(part)s approved by %(who)s.") % {"part": _("Content") if part == "content" else _("Target"), "who": who(user)})
+    return d
+
+
+def is_approved(d: Delivery) -> bool:
+    return not d.requires_approval or bool(d.content_approved_at and d.target_approved_at)
+
+
+# --- Confirm send ---------------------------------------------------------------------------
+def confirm_refusal(*, delivery, user, revision: int | None = None) -> str | None:
+    """Why `user` cannot confirm `delivery` now (None when they can). Used by the page and the service."""
+    if not user_has_role(user=user, role=START_DELIVERY):
+        return CONFIRM_DENIED
+    d = delivery
+    if d.state in STARTED_STATES:
+        return ALREADY_CONFIRMED
+    if d.state == State.PREPARING:
+        return _("The preparation is still running: wait for it to finish, then confirm.")
+    if d.state == State.PREPARATION_FAILED:
+        return _("The preparation failed: correct the errors shown in the journal and prepare again.")
+    if d.state == State.EDITING:
+        return CHANGED_AFTER_PREPARATION if d.prepared_at else NOT_PREPARED
+    if d.prepared_revision != d.revision or (revision is not None and int(revision) != d.revision):
+        return CHANGED_AFTER_PREPARATION
+    if not is_approved(d):
+        return _("This message needs its content and target approved by an approver before it can be sent.")
+    return None
+
+
+def delivery_confirm(*, delivery, user, revision: int | None = None) -> Delivery:
+    """Confirm send: in one transaction with the row locked, check role, state, approvals and that
+    nothing changed since preparation; then start (or schedule) the send and enqueue it after commit.
+    A second confirmation is refused and enqueues nothing."""
+    if not user_has_role(user=user, role=START_DELIVERY):
+        raise PermissionDenied(CONFIRM_DENIED)
+    from .tasks import dispatch_delivery
+
+    with transaction.atomic():
+        d = _locked(delivery)
+        reason = confirm_refusal(delivery=d, user=user, revision=revision)
+        if reason:
+            code = {ALREADY_CONFIRMED: "already_confirmed", CHANGED_AFTER_PREPARATION: "changed_after_preparation", NOT_PREPARED: "not_prepared"}.get(reason, "invalid_state")
+            raise DispatchError(reason, code=code)
+        now = timezone.now()
+        d.confirmed_by, d.confirmed_at = user, now
+        journal_add(delivery=d, user=user, text=f"Delivery started by user '{who(user)}'")
+        if d.schedule == Delivery.Schedule.AT and d.scheduled_at and d.scheduled_at > now:
+            d.state = State.START_PENDING
+            journal_add(delivery=d, user=user, text=_("Waiting for the scheduled date: %(when)s.") % {"when": scheduled_text(d)})
+        else:
+            d.state, d.started_at = State.IN_PROGRESS, now
+            dispatch_delivery.delay_on_commit(d.pk)
+        d.save()
+    return d
+
+
+def scheduled_text(d: Delivery) -> str:
+    from zoneinfo import ZoneInfo
+
+    try:
+        tz = ZoneInfo(d.schedule_tz or "UTC")
+    except Exception:
+        tz = ZoneInfo("UTC")
+    return f"{d.scheduled_at.astimezone(tz):%Y-%m-%d %H:%M} ({tz.key})"
+
+
+def deliveries_start_due(*, now: datetime | None = None) -> list[int]:
+    """Start scheduled messages whose time has come (beat, every minute)."""
+    from .tasks import dispatch_delivery
+
+    now = now or timezone.now()
+    started = []
+    for pk in Delivery.objects.filter(state=State.START_PENDING, scheduled_at__lte=now).values_list("pk", flat=True):
+        with transaction.atomic():
+            if Delivery.objects.filter(pk=pk, state=State.START_PENDING).update(state=State.IN_PROGRESS, started_at=now):
+                journal_add(delivery=pk, text=_("Starting scheduled delivery…"))
+                dispatch_delivery.delay_on_commit(pk)
+                started.append(pk)
+    return started
+
+
+# --- pause, resume, stop --------------------------------------------------------------------
+def delivery_pause(*, delivery, user) -> Delivery:
+    require_role(user=user, role=START_DELIVERY)
+    with transaction.atomic():
+        d = _locked(delivery)
+        if d.state not in (State.IN_PROGRESS, State.RETRY_PENDING, State.RETRY_IN_PROGRESS):
+            raise illegal(_("pause"), d)
+        d.state = State.PAUSED
+        d.save(update_fields=["state", "updated_at"])
+        journal_add(delivery=d, user=user, text=_("Delivery paused by %(who)s.") % {"who": who(user)})
+    return d
+
+
+def delivery_resume(*, delivery, user) -> Delivery:
+    require_role(user=user, role=START_DELIVERY)
+    from .tasks import dispatch_delivery
+
+    with transaction.atomic():
+        d = _locked(delivery)
+        if d.state != State.PAUSED:
+            raise illegal(_("resume"), d)
+        d.state = State.IN_PROGRESS
+        d.save(update_fields=["state", "updated_at"])
+        journal_add(delivery=d, user=user, text=_("Delivery resumed by %(who)s.") % {"who": who(user)})
+        dispatch_delivery.delay_on_commit(d.pk)
+    return d
+
+
+def delivery_stop(*, delivery, user) -> Delivery:
+    """Stop sending: unsent logs become cancelled (final); messages already handed over stay sent."""
+    require_role(user=user, role=START_DELIVERY)
+    with transaction.atomic():
+        d = _locked(delivery)
+        if d.state not in (State.START_PENDING, State.IN_PROGRESS, State.RETRY_PENDING, State.RETRY_IN_PROGRESS, State.PAUSED):
+            raise illegal(_("stop"), d)
+        now = timezone.now()
+        cancelled = SendingLog.objects.filter(delivery=d, status=SendingStatus.PENDING).update(
+            status=SendingStatus.CANCELLED, event_at=now, next_attempt_at=None
+        )
+        d.state, d.finished_at = State.STOPPED, now
+        d.processed_count = F("processed_count") + cancelled
+        d.save(update_fields=["state", "finished_at", "processed_count", "updated_at"])
+        journal_add(
+            delivery=d,
+            user=user,
+            level=JournalEntry.Level.WARNING,
+            text=_("Delivery stopped by %(who)s: %(n)d message(s) not sent were cancelled.") % {"who": who(user), "n": cancelled},
+        )
+    d.refresh_from_db()
+    return d
