@@ -1,4 +1,14 @@
-from django.urls import path  # noqa: F401
+from django.urls import path, re_path
+
+from . import views
 
 app_name = "deliveries"
-urlpatterns: list = []
+ACTIONS = "prepare|stop-preparation|confirm|pause|resume|stop|approve|duplicate|delete"
+urlpatterns = [
+    path("deliveries/", views.delivery_list, name="list"),
+    path("deliveries/new/", views.delivery_create, name="create"),
+    path("deliveries/<int:pk>/", views.delivery_detail, name="detail"),
+    path("deliveries/<int:pk>/edit/", views.delivery_edit, name="edit"),
+    path("deliveries/<int:pk>/deployment-block/", views.deployment_block, name="deployment-block"),
+    re_path(rf"^deliveries/(?P<pk>\d+)/(?P<action>{ACTIONS})/$", views.delivery_action, name="action"),
+]

@@ -8,3 +8,13 @@ document.addEventListener("click", (event) => {
   const closer = event.target.closest("[data-close-dialog]");
   if (closer) { event.preventDefault(); closer.closest("dialog").close(); }
 });
+
+// When a live block (the Deployment block) reports a new state, reload the page so the action bar,
+// the journal and the dialog match it.
+document.addEventListener("htmx:afterSettle", (event) => {
+  const block = document.getElementById("deployment-block");
+  const heading = document.querySelector("[data-page-state]");
+  if (block && heading && block.dataset.state && block.dataset.state !== heading.dataset.pageState) {
+    window.location.reload();
+  }
+});

@@ -1,0 +1,57 @@
+from datetime import timedelta
+from zoneinfo import available_timezones
+
+from django import forms
+from django.utils.translation import gettext_lazy as _
+
+from audiences.models import Audience
+
+from .models import Delivery
+
+TIME_ZONES = sorted(available_timezones())
+
+
+class DeliveryForm(forms.ModelForm):
+    validity_hours = forms.DecimalField(
+        label=_("Validity period (hours)"), min_value=0.01, max_value=84, initial=84, decimal_places=2,
+        help_text=_("Soft failures are retried for this long (at most 3.5 days = 84 hours)."),
+    )  # fmt: skip
+    scheduled_at = forms.DateTimeField(
+        label=_("Send at"), required=False, widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
+        help_text=_("In the time zone chosen below."),
+    )  # fmt: skip
+    schedule_tz = forms.ChoiceField(label=_("Time zone"), choices=[(z, z) for z in TIME_ZONES], initial="UTC")
+
+    class Meta:
+        model = Delivery
+        fields = [
+            "label", "audience", "sender_name", "sender_address", "reply_to", "subject", "html", "text",
+            "schedule", "scheduled_at", "schedule_tz", "requires_approval", "rate_limit_per_hour",
+        ]  # fmt: skip
+        widgets = {"schedule": forms.RadioSelect, "html": forms.Textarea(attrs={"rows": 14}), "text": forms.Textarea(attrs={"rows": 6})}
+        labels = {"html": _("HTML content"), "text": _("Text content"), "rate_limit_per_hour": _("Rate limit (messages per hour)")}
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["audience"].queryset = Audience.objects.order_by("name")
+        if self.instance and self.instance.pk:
+            self.initial["validity_hours"] = round(self.instance.validity.total_seconds() / 3600, 2)
+            if self.instance.scheduled_at:
+                from zoneinfo import ZoneInfo
+
+                tz = ZoneInfo(self.instance.schedule_tz or "UTC")
+                self.initial["scheduled_at"] = self.instance.scheduled_at.astimezone(tz).replace(tzinfo=None)
+
+    def clean(self):
+        data = super().clean()
+        at = data.get("scheduled_at")
+        if at is not None and data.get("schedule_tz"):
+            from zoneinfo import ZoneInfo
+
+            data["scheduled_at"] = at.replace(tzinfo=ZoneInfo(data["schedule_tz"]))
+        return data
+
+    def service_data(self) -> dict:
+        data = {k: v for k, v in self.cleaned_data.items() if k != "validity_hours"}
+        data["validity"] = timedelta(hours=float(self.cleaned_data["validity_hours"]))
+        return data

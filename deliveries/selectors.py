@@ -1,0 +1,78 @@
+from django.db.models import Count, Q, QuerySet
+
+from .models import LOGICAL, Delivery, JournalEntry, LogicalStatus, SendingLog, State
+
+
+def delivery_list(*, status: str = "", channel: str = "", search: str = "") -> QuerySet[Delivery]:
+    """Messages, newest first, filtered by logical status, channel and label/ID."""
+    qs = Delivery.objects.select_related("audience", "created_by")
+    if status:
+        qs = qs.filter(state__in=[s for s, logical in LOGICAL.items() if logical == status])
+    if channel:
+        qs = qs.filter(channel=channel)
+    if search:
+        s = search.strip()
+        if s.upper().startswith("DM") and s[2:].isdigit():
+            qs = qs.filter(pk=int(s[2:]))
+        else:
+            qs = qs.filter(label__icontains=s)
+    return qs.order_by("-id")
+
+
+def delivery_status_counts() -> dict[str, int]:
+    """How many messages per logical status (one GROUP BY)."""
+    by_state = dict(Delivery.objects.values_list("state").annotate(n=Count("id")).values_list("state", "n"))
+    counts = {s.value: 0 for s in LogicalStatus}
+    for state, n in by_state.items():
+        counts[LOGICAL[State(state)]] += n
+    return counts
+
+
+def delivery_get(*, pk) -> Delivery:
+    return Delivery.objects.select_related(
+        "audience", "created_by", "updated_by", "confirmed_by", "content_approved_by", "target_approved_by"
+    ).get(pk=pk)
+
+
+def journal_list(*, delivery, limit: int | None = 100) -> QuerySet[JournalEntry]:
+    qs = JournalEntry.objects.filter(delivery=delivery).select_related("user").order_by("-at", "-id")
+    return qs[:limit] if limit else qs
+
+
+def exclusion_causes(*, delivery) -> list[dict]:
+    from .models import ExclusionCause, ExclusionLog
+
+    rows = ExclusionLog.objects.filter(delivery=delivery).values("cause").annotate(n=Count("id")).order_by("-n")
+    return [{"cause": r["cause"], "label": ExclusionCause(r["cause"]).label, "count": r["n"]} for r in rows]
+
+
+def sending_log_counts(*, delivery) -> dict[str, int]:
+    return dict(
+        SendingLog.objects.filter(delivery=delivery).values_list("status").annotate(n=Count("id")).values_list("status", "n")
+    )
+
+
+def sending_logs(*, delivery, status: str = "", reason: str = "") -> QuerySet[SendingLog]:
+    qs = SendingLog.objects.filter(delivery=delivery)
+    if status:
+        qs = qs.filter(status=status)
+    if reason:
+        qs = qs.filter(failure_reason=reason)
+    return qs.order_by("id")
+
+
+def exclusion_logs(*, delivery, cause: str = ""):
+    from .models import ExclusionLog
+
+    qs = ExclusionLog.objects.filter(delivery=delivery)
+    if cause:
+        qs = qs.filter(cause=cause)
+    return qs.order_by("id")
+
+
+def sample_profiles_for_preview(*, delivery, limit: int = 20):
+    from audiences.selectors import audience_profiles
+
+    if delivery.audience_id is None:
+        return []
+    return list(audience_profiles(audience=delivery.audience).exclude(Q(email="")).order_by("id")[:limit])

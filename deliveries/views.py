@@ -1,0 +1,185 @@
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
+from django.http import Http404
+from django.shortcuts import get_object_or_404, redirect, render
+from django.utils.translation import gettext as _
+from django.views.decorators.http import require_POST
+
+from accounts.decorators import role_required
+from accounts.errors import DispatchError
+from accounts.roles import APPROVE_DELIVERY, PREPARE_DELIVERY, ROLES, START_DELIVERY
+from accounts.selectors import user_has_any_role, user_has_role
+from audiences.models import Profile
+
+from . import selectors, services
+from .forms import DeliveryForm
+from .models import SENDING_STATES, Delivery, LogicalStatus, State
+from .personalization import render_message
+
+ANY_ROLE = tuple(ROLES)
+LIVE_STATES = (State.PREPARING, State.START_PENDING, *SENDING_STATES)
+
+
+def _delivery(pk) -> Delivery:
+    try:
+        return selectors.delivery_get(pk=pk)
+    except Delivery.DoesNotExist:
+        raise Http404(_("No such message.")) from None
+
+
+@role_required(*ANY_ROLE)
+def delivery_list(request):
+    status, channel, search = request.GET.get("status", ""), request.GET.get("channel", ""), request.GET.get("q", "")
+    qs = selectors.delivery_list(status=status, channel=channel, search=search)
+    page = Paginator(qs, 25).get_page(request.GET.get("page"))
+    counts = selectors.delivery_status_counts()
+    query = "&".join(f"{k}={v}" for k, v in (("status", status), ("channel", channel), ("q", search)) if v)
+    return render(
+        request,
+        "deliveries/list.html",
+        {"page": page, "query": query, "status": status, "channel": channel, "search": search,
+         "status_counts": [(v, label, counts[v]) for v, label in LogicalStatus.choices], "statuses": LogicalStatus.choices},  # fmt: skip
+    )
+
+
+@role_required(PREPARE_DELIVERY)
+def delivery_create(request):
+    form = DeliveryForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            d = services.delivery_create(user=request.user, data=form.service_data())
+        except DispatchError as e:
+            form.add_error(None, e.message)
+        else:
+            messages.success(request, _("Message %(id)s created.") % {"id": d.human_id})
+            return redirect("deliveries:detail", pk=d.pk)
+    return render(request, "deliveries/edit.html", {"form": form, "delivery": None}, status=400 if form.errors else 200)
+
+
+@role_required(PREPARE_DELIVERY)
+def delivery_edit(request, pk):
+    d = _delivery(pk)
+    if d.is_read_only:
+        messages.warning(request, _("This message's send has started: it is read-only. Duplicate it to change it."))
+        return redirect("deliveries:detail", pk=d.pk)
+    form = DeliveryForm(request.POST or None, instance=Delivery.objects.get(pk=pk))
+    if request.method == "POST" and form.is_valid():
+        try:
+            services.delivery_update(delivery=d, user=request.user, data=form.service_data())
+        except DispatchError as e:
+            form.add_error(None, e.message)
+        else:
+            messages.success(request, _("Message saved."))
+            return redirect("deliveries:detail", pk=d.pk)
+    return render(request, "deliveries/edit.html", {"form": form, "delivery": d}, status=400 if form.errors else 200)
+
+
+def _dashboard_context(request, d: Delivery) -> dict:
+    user = request.user
+    can_start = user_has_role(user=user, role=START_DELIVERY)
+    can_prepare = user_has_role(user=user, role=PREPARE_DELIVERY)
+    can_approve = user_has_role(user=user, role=APPROVE_DELIVERY)
+    refusal = services.confirm_refusal(delivery=d, user=user)
+    ctx = {
+        "d": d,
+        "live": d.state in LIVE_STATES,
+        "can_start": can_start,
+        "can_prepare": can_prepare,
+        "show_confirm": can_start and d.state == State.READY and refusal is None,
+        "confirm_blocked": refusal if can_start and d.state == State.READY else None,
+        "show_permission_banner": not can_start and not d.is_read_only,
+        "show_approve": can_approve and d.requires_approval and d.state == State.READY and d.created_by_id != user.pk,
+        "approved": services.is_approved(d),
+        "scheduled_text": services.scheduled_text(d) if d.scheduled_at else "",
+        "percent": int(d.processed_count * 100 / d.to_deliver_count) if d.to_deliver_count else 0,
+        "STATE": State,
+        "SENDING_STATES": SENDING_STATES,
+    }
+    return ctx
+
+
+@role_required(*ANY_ROLE)
+def delivery_detail(request, pk):
+    d = _delivery(pk)
+    ctx = _dashboard_context(request, d)
+    samples = selectors.sample_profiles_for_preview(delivery=d)
+    chosen = request.GET.get("profile")
+    profile = None
+    if chosen and chosen.isdigit():
+        profile = Profile.objects.filter(pk=int(chosen)).first()
+    profile = profile or (samples[0] if samples else None)
+    preview, preview_error = None, ""
+    if profile is not None and (d.html or d.text):
+        try:
+            preview = render_message(delivery=d, profile=profile)
+        except Exception as e:  # a template error shows as such, the page still renders
+            preview_error = str(e)
+    ctx.update(
+        samples=samples, profile=profile, preview=preview, preview_error=preview_error,
+        journal=selectors.journal_list(delivery=d, limit=50), causes=selectors.exclusion_causes(delivery=d),
+    )  # fmt: skip
+    return render(request, "deliveries/detail.html", ctx)
+
+
+@role_required(*ANY_ROLE)
+def deployment_block(request, pk):
+    d = _delivery(pk)
+    return render(request, "deliveries/detail.html#deployment-block", _dashboard_context(request, d))
+
+
+def _act(request, pk, action, success: str, **kwargs):
+    d = get_object_or_404(Delivery, pk=pk)
+    try:
+        action(delivery=d, user=request.user, **kwargs)
+    except DispatchError as e:
+        messages.error(request, e.message)
+    except PermissionDenied as e:
+        raise PermissionDenied(str(e)) from e
+    else:
+        messages.success(request, success)
+    return redirect("deliveries:detail", pk=pk)
+
+
+@login_required
+@require_POST
+def delivery_action(request, pk, action):
+    """Every button of the action bar posts here; the service checks role and state."""
+    if not user_has_any_role(user=request.user, roles=ANY_ROLE):
+        raise PermissionDenied(_("You need a role to act on messages. Ask an administrator."))
+    if action == "prepare":
+        return _act(request, pk, services.delivery_prepare, _("Preparation started."))
+    if action == "stop-preparation":
+        return _act(request, pk, services.delivery_stop_preparation, _("Preparation stopped."))
+    if action == "confirm":
+        revision = request.POST.get("revision")
+        revision = int(revision) if revision and revision.isdigit() else None
+        return _act(request, pk, services.delivery_confirm, _("Send confirmed."), revision=revision)
+    if action == "pause":
+        return _act(request, pk, services.delivery_pause, _("Sending paused."))
+    if action == "resume":
+        return _act(request, pk, services.delivery_resume, _("Sending resumed."))
+    if action == "stop":
+        return _act(request, pk, services.delivery_stop, _("Sending stopped."))
+    if action == "approve":
+        part = request.POST.get("part", "")
+        return _act(request, pk, services.delivery_approve, _("Approved."), part=part)
+    if action == "duplicate":
+        d = get_object_or_404(Delivery, pk=pk)
+        try:
+            copy = services.delivery_duplicate(delivery=d, user=request.user)
+        except PermissionDenied as e:
+            raise PermissionDenied(str(e)) from e
+        messages.success(request, _("Duplicated as %(id)s.") % {"id": copy.human_id})
+        return redirect("deliveries:edit", pk=copy.pk)
+    if action == "delete":
+        d = get_object_or_404(Delivery, pk=pk)
+        try:
+            services.delivery_delete(delivery=d, user=request.user)
+        except DispatchError as e:
+            messages.error(request, e.message)
+            return redirect("deliveries:detail", pk=pk)
+        messages.success(request, _("Message deleted."))
+        return redirect("deliveries:list")
+    raise Http404(_("Unknown action."))
