@@ -1,3 +1,4 @@
+from django.conf import settings
 from django.db import models
 
 from deliveries.models import Delivery
@@ -21,6 +22,15 @@ class KpiSnapshot(models.Model):
     mirror_pages = models.PositiveIntegerField(default=0)
     computed_at = models.DateTimeField(null=True, blank=True)
     duration_ms = models.PositiveIntegerField(default=0)
+    # The recompute lock: set by one conditional UPDATE when a recompute is enqueued, cleared when it
+    # ends; a value older than KPI_COMPUTE_LOCK_TIMEOUT counts as free (its task vanished).
+    computing_since = models.DateTimeField(null=True, blank=True)
+    computing_requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    def __str__(self) -> str:
+        return f"KPIs of DM{self.delivery_id}"
 
     @property
     def sent(self) -> int:

@@ -1,0 +1,142 @@
+"""Server-rendered SVG charts (no JavaScript, no CDN): geometry here, markup in templates/kpis/_chart.html."""
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from django.utils import timezone
+from django.utils.formats import date_format, number_format
+from django.utils.translation import gettext as _
+
+WIDTH, HEIGHT = 640, 200
+LEFT, RIGHT, TOP, BOTTOM = 52, 12, 10, 28  # margins for the axes' labels
+MAX_BUCKETS = 200
+
+
+@dataclass
+class Chart:
+    title: str
+    description: str  # what a screen reader says; also the <desc>
+    width: int = WIDTH
+    height: int = HEIGHT
+    lines: list[dict] = field(default_factory=list)  # {"label", "css", "points": "x,y x,y"}
+    bars: list[dict] = field(default_factory=list)  # {"x", "y", "w", "h", "css", "title"}
+    x_ticks: list[tuple[float, str]] = field(default_factory=list)
+    y_ticks: list[tuple[float, str]] = field(default_factory=list)
+    legend: list[tuple[str, str]] = field(default_factory=list)  # (css, label)
+    empty_text: str = ""
+
+    @property
+    def empty(self) -> bool:
+        return not self.lines and not self.bars
+
+    @property
+    def plot(self) -> dict:
+        return {"left": LEFT, "top": TOP, "right": self.width - RIGHT, "bottom": self.height - BOTTOM}
+
+
+def _nice_max(value: int) -> int:
+    """A round upper bound for the y axis (1, 2, 5 × 10^n)."""
+    if value <= 0:
+        return 1
+    magnitude = 10 ** (len(str(int(value))) - 1)
+    for step in (1, 2, 5, 10):
+        if value <= step * magnitude:
+            return step * magnitude
+    return 10 * magnitude
+
+
+def _y_ticks(top_value: int) -> list[tuple[float, str]]:
+    ticks = []
+    for i in range(5):
+        v = top_value * i / 4
+        ticks.append((_y(v, top_value), number_format(round(v), force_grouping=True)))
+    return ticks
+
+
+def _y(value: float, top_value: int) -> float:
+    span = HEIGHT - TOP - BOTTOM
+    return round(HEIGHT - BOTTOM - span * value / top_value, 1)
+
+
+def _x(fraction: float) -> float:
+    return round(LEFT + (WIDTH - LEFT - RIGHT) * fraction, 1)
+
+
+def _label(moment: datetime, unit: str) -> str:
+    local = timezone.localtime(moment)
+    return date_format(local, "M j" if unit == "day" else "H:i")
+
+
+def processed_chart(unit: str, rows: list[tuple[datetime, int]], *, started_at: datetime | None) -> Chart:
+    """Cumulative messages processed over time, one point per bucket."""
+    chart = Chart(
+        title=_("Messages processed over time"),
+        description=_("Cumulative count of messages that reached a final status, per %(unit)s.") % {"unit": unit},
+        empty_text=_("No message has been processed yet."),
+    )
+    if not rows:
+        return chart
+    step = timedelta(minutes=1) if unit == "minute" else timedelta(hours=1)
+    t0 = min(rows[0][0], started_at) if started_at else rows[0][0]
+    t1 = max(rows[-1][0] + step, t0 + step)
+    span = (t1 - t0).total_seconds()
+    total = sum(n for _b, n in rows)
+    top = _nice_max(total)
+    points, running = [(_x(0), _y(0, top))], 0
+    for bucket, n in rows:
+        running += n
+        points.append((_x(((bucket + step) - t0).total_seconds() / span), _y(running, top)))
+    chart.lines.append({"label": _("Processed"), "css": "processed", "points": " ".join(f"{x},{y}" for x, y in points)})
+    chart.y_ticks = _y_ticks(top)
+    for i in range(5):
+        moment = t0 + (t1 - t0) * i / 4
+        chart.x_ticks.append((_x(i / 4), _label(moment, unit)))
+    chart.legend = [("processed", _("Processed (cumulative)"))]
+    return chart
+
+
+def engagement_chart(unit: str, rows: list[tuple[datetime, str, int]]) -> Chart:
+    """Human opens and clicks per hour (or day) as side-by-side bars."""
+    chart = Chart(
+        title=_("Opens and clicks per %(unit)s") % {"unit": unit},
+        description=_("Human opens and clicks per %(unit)s; machine events are not counted.") % {"unit": unit},
+        empty_text=_("No open or click yet."),
+    )
+    if not rows:
+        return chart
+    step = timedelta(hours=1) if unit == "hour" else timedelta(days=1)
+    first = rows[0][0]
+    by_bucket: dict[int, dict[str, int]] = {}
+    for bucket, kind, n in rows:
+        index = round((bucket - first) / step)
+        if index >= MAX_BUCKETS:
+            break
+        by_bucket.setdefault(index, {})[kind] = n
+    count = max(by_bucket) + 1
+    top = _nice_max(max(max(v.values()) for v in by_bucket.values()))
+    slot = (WIDTH - LEFT - RIGHT) / count
+    bar_w = max(1.0, round(slot * 0.4, 1))
+    for index, kinds in sorted(by_bucket.items()):
+        moment = _label(first + step * index, unit)
+        for offset, (kind, css, label) in enumerate((("open", "opens", _("Opens")), ("click", "clicks", _("Clicks")))):
+            n = kinds.get(kind, 0)
+            if not n:
+                continue
+            y = _y(n, top)
+            chart.bars.append(
+                {
+                    "x": round(LEFT + slot * index + slot * 0.1 + bar_w * offset, 1),
+                    "y": y,
+                    "w": bar_w,
+                    "h": round(HEIGHT - BOTTOM - y, 1),
+                    "css": css,
+                    "title": f"{moment}: {number_format(n, force_grouping=True)} {label.lower()}",
+                }
+            )
+    chart.y_ticks = _y_ticks(top)
+    ticks = min(count, 6)
+    for i in range(ticks):
+        index = round(i * (count - 1) / max(ticks - 1, 1))
+        chart.x_ticks.append((round(LEFT + slot * index + slot / 2, 1), _label(first + step * index, unit)))
+    chart.legend = [("opens", _("Opens")), ("clicks", _("Clicks"))]
+    return chart

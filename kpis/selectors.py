@@ -1,0 +1,187 @@
+"""Reads for the Deployment block, the Deployment window and the API."""
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db.models import Count, Max, Min, Q, QuerySet
+from django.db.models.functions import Trunc
+from django.utils import timezone
+
+from deliveries.models import (
+    FINAL_SENDING,
+    FINAL_STATES,
+    SENDING_STATES,
+    STARTED_STATES,
+    Delivery,
+    ExclusionLog,
+    JournalEntry,
+    SendingLog,
+    State,
+    TrackedUrl,
+)
+from tracking.models import TrackingLog
+
+from .models import KpiSnapshot
+
+RATE_WINDOW = timedelta(minutes=1)
+
+
+def delivery_get(*, pk: int) -> Delivery:
+    """The delivery with its snapshot (one query). Raises Delivery.DoesNotExist."""
+    return Delivery.objects.select_related("kpis").get(pk=pk)
+
+
+def snapshot_of(delivery: Delivery) -> KpiSnapshot | None:
+    """The delivery's snapshot, or None (no query when it was fetched with select_related("kpis"))."""
+    try:
+        return delivery.kpis
+    except KpiSnapshot.DoesNotExist:
+        return None
+
+
+def snapshot_is_computing(snapshot: KpiSnapshot | None, *, now: datetime | None = None) -> bool:
+    if snapshot is None or snapshot.computing_since is None:
+        return False
+    now = now or timezone.now()
+    return snapshot.computing_since >= now - timedelta(seconds=settings.KPI_COMPUTE_LOCK_TIMEOUT)
+
+
+@dataclass(frozen=True)
+class Progress:
+    state: str
+    processed: int
+    to_deliver: int
+    sent: int
+    failed: int
+    rate_per_minute: int  # messages whose status changed in the last minute
+    eta: datetime | None  # when the first pass should end at the current rate
+
+    @property
+    def percent(self) -> int:
+        if not self.to_deliver:
+            return 100 if self.state in FINAL_STATES else 0
+        return min(100, self.processed * 100 // self.to_deliver)
+
+    @property
+    def remaining(self) -> int:
+        return max(self.to_deliver - self.processed, 0)
+
+    @property
+    def is_sending(self) -> bool:
+        return self.state in SENDING_STATES
+
+    @property
+    def eta_seconds(self) -> int | None:
+        if self.eta is None:
+            return None
+        return max(0, round((self.eta - timezone.now()).total_seconds()))
+
+
+def delivery_progress(*, delivery: Delivery, now: datetime | None = None) -> Progress:
+    """Processed / to deliver from the delivery's counters (kept by the sender), the rate over the
+    last minute (an index-only count on (delivery, event_at)) and the ETA at that rate."""
+    now = now or timezone.now()
+    rate = 0
+    if delivery.state in SENDING_STATES:
+        rate = SendingLog.objects.filter(delivery_id=delivery.pk, event_at__gt=now - RATE_WINDOW).count()
+    remaining = max(delivery.to_deliver_count - delivery.processed_count, 0)
+    eta = None
+    if delivery.state in (State.IN_PROGRESS, State.RETRY_IN_PROGRESS) and rate and remaining:
+        eta = now + timedelta(minutes=remaining / rate)
+    return Progress(
+        state=delivery.state,
+        processed=delivery.processed_count,
+        to_deliver=delivery.to_deliver_count,
+        sent=delivery.sent_count,
+        failed=delivery.failed_count,
+        rate_per_minute=rate,
+        eta=eta,
+    )
+
+
+def delivery_is_started(delivery: Delivery) -> bool:
+    return delivery.state in STARTED_STATES
+
+
+# --- Deployment window tabs -------------------------------------------------------------
+def journal_list(*, delivery: Delivery) -> QuerySet:
+    return JournalEntry.objects.filter(delivery=delivery).select_related("user").order_by("-at", "-id")
+
+
+def sending_log_list(*, delivery: Delivery, status: str = "", reason: str = "") -> QuerySet:
+    qs = SendingLog.objects.filter(delivery=delivery)
+    if status:
+        qs = qs.filter(status=status)
+    if reason:
+        qs = qs.filter(failure_reason=reason)
+    return qs.order_by("id")
+
+
+def exclusion_log_list(*, delivery: Delivery, cause: str = "") -> QuerySet:
+    qs = ExclusionLog.objects.filter(delivery=delivery)
+    if cause:
+        qs = qs.filter(cause=cause)
+    return qs.order_by("id")
+
+
+def exclusion_cause_counts(*, delivery: Delivery) -> QuerySet:
+    """Volume per exclusion cause, largest first (one GROUP BY)."""
+    return (
+        ExclusionLog.objects.filter(delivery=delivery)
+        .values("cause")
+        .annotate(count=Count("id"))
+        .order_by("-count", "cause")
+    )
+
+
+def tracking_log_list(*, delivery: Delivery, kind: str = "", origin: str = "") -> QuerySet:
+    qs = TrackingLog.objects.filter(delivery=delivery)
+    if kind:
+        qs = qs.filter(kind=kind)
+    if origin == "human":
+        qs = qs.filter(is_machine=False)
+    elif origin == "machine":
+        qs = qs.filter(is_machine=True)
+    return qs.order_by("-at", "-id")
+
+
+def tracked_url_list(*, delivery: Delivery) -> QuerySet:
+    """Tracked URLs with their human and machine hits (one GROUP BY)."""
+    return (
+        TrackedUrl.objects.filter(delivery=delivery)
+        .annotate(
+            clicks=Count("tracking_logs", filter=Q(tracking_logs__is_machine=False)),
+            machine_clicks=Count("tracking_logs", filter=Q(tracking_logs__is_machine=True)),
+        )
+        .order_by("id")
+    )
+
+
+# --- charts ------------------------------------------------------------------------------
+def processed_over_time(*, delivery: Delivery) -> tuple[str, list[tuple[datetime, int]]]:
+    """Messages reaching a final status per minute (or per hour for a long send), oldest first."""
+    logs = SendingLog.objects.filter(delivery=delivery, event_at__isnull=False, status__in=FINAL_SENDING)
+    start, end = delivery.started_at, delivery.finished_at or timezone.now()
+    unit = "minute" if start is None or end - start <= timedelta(hours=6) else "hour"
+    rows = (
+        logs.annotate(bucket=Trunc("event_at", unit)).values_list("bucket").annotate(n=Count("id")).order_by("bucket")
+    )
+    return unit, list(rows)
+
+
+def engagement_per_hour(*, delivery: Delivery) -> tuple[str, list[tuple[datetime, str, int]]]:
+    """Human opens and clicks per hour (per day past a week of data), oldest first."""
+    events = TrackingLog.objects.filter(
+        delivery=delivery, is_machine=False, kind__in=[TrackingLog.Kind.OPEN, TrackingLog.Kind.CLICK]
+    )
+    bounds = events.aggregate(first=Min("at"), last=Max("at"))
+    first, last = bounds["first"], bounds["last"]
+    unit = "hour" if first is None or last - first <= timedelta(days=7) else "day"
+    rows = (
+        events.annotate(bucket=Trunc("at", unit))
+        .values_list("bucket", "kind")
+        .annotate(n=Count("id"))
+        .order_by("bucket")
+    )
+    return unit, list(rows)

@@ -1,0 +1,211 @@
+"""KPI computation and the recompute lock (writes). DOMAIN.md §4."""
+
+import logging
+import time
+from datetime import timedelta
+
+from django.conf import settings
+from django.core.exceptions import PermissionDenied
+from django.db.models import Case, Count, IntegerField, Max, Q, Sum, When
+from django.utils import timezone
+from django.utils.formats import time_format
+from django.utils.translation import gettext as _
+
+from accounts.errors import DispatchError
+from accounts.roles import ADMINISTRATION, MONITOR_DELIVERY, START_DELIVERY, role_required_message
+from accounts.selectors import user_has_any_role
+from deliveries.models import (
+    FINAL_STATES,
+    SENDING_STATES,
+    STARTED_STATES,
+    Delivery,
+    FailureType,
+    SendingLog,
+    SendingStatus,
+)
+from tracking.models import TrackingLog
+
+from .models import KpiSnapshot
+
+logger = logging.getLogger(__name__)
+
+# DOMAIN.md §3: Start deliveries and Monitor deliveries (and Administration) may Compute stats.
+COMPUTE_ROLES = (MONITOR_DELIVERY, START_DELIVERY, ADMINISTRATION)
+
+
+def _lock_timeout() -> timedelta:
+    return timedelta(seconds=settings.KPI_COMPUTE_LOCK_TIMEOUT)
+
+
+def lock_is_free_q(*, now=None) -> Q:
+    """Snapshots whose recompute lock is free: never taken, released, or stale (its task vanished)."""
+    now = now or timezone.now()
+    return Q(computing_since__isnull=True) | Q(computing_since__lt=now - _lock_timeout())
+
+
+def _sending_counts(delivery_id: int) -> dict:
+    """One GROUP BY over the delivery's sending logs: count per (status, failure type)."""
+    rows = (
+        SendingLog.objects.filter(delivery_id=delivery_id)
+        .values_list("status", "failure_type")
+        .annotate(n=Count("*"))
+        .order_by()
+    )
+    counts = {"to_deliver": 0, "delivered": 0, "bounces": 0, "hard_bounces": 0, "soft_bounces": 0}
+    counts.update(unknown=0, cancelled=0, pending=0)
+    for status, failure_type, n in rows:
+        counts["to_deliver"] += n
+        if status == SendingStatus.SENT:
+            counts["delivered"] += n
+        elif status == SendingStatus.FAILED:
+            counts["bounces"] += n
+            if failure_type == FailureType.HARD:
+                counts["hard_bounces"] += n
+            elif failure_type == FailureType.SOFT:
+                counts["soft_bounces"] += n
+        elif status == SendingStatus.UNKNOWN:
+            counts["unknown"] += n
+        elif status == SendingStatus.CANCELLED:
+            counts["cancelled"] += n
+        else:  # pending (with or without a retry scheduled) and sending
+            counts["pending"] += n
+    return counts
+
+
+def _flag(kind: str):
+    return Max(Case(When(kind=kind, then=1), default=0, output_field=IntegerField()))
+
+
+def _tracking_counts(delivery_id: int) -> dict:
+    """One aggregate over the human tracking events, grouped by sending log first (a hash aggregate):
+    unique opens (any human event: a click, mirror view or opt-out implies an open), unique clicks,
+    opt-outs and mirror pages, each counted once per sending log."""
+    per_log = (
+        TrackingLog.objects.filter(delivery_id=delivery_id, is_machine=False)
+        .values("sending_log_id")
+        .annotate(
+            clicked=_flag(TrackingLog.Kind.CLICK),
+            opted_out=_flag(TrackingLog.Kind.OPTOUT),
+            mirrored=_flag(TrackingLog.Kind.MIRROR),
+        )
+        .order_by()
+    )
+    totals = per_log.aggregate(
+        unique_opens=Count("sending_log_id"),
+        unique_clicks=Sum("clicked"),
+        opt_outs=Sum("opted_out"),
+        mirror_pages=Sum("mirrored"),
+    )
+    return {key: value or 0 for key, value in totals.items()}
+
+
+def kpis_compute(*, delivery_id: int) -> KpiSnapshot:
+    """Recompute every KPI of a delivery from its logs (two set-based queries) and store the snapshot.
+
+    Releases the recompute lock. Raises Delivery.DoesNotExist for a delivery that does not exist.
+    """
+    started = time.perf_counter()
+    if not Delivery.objects.filter(pk=delivery_id).exists():
+        raise Delivery.DoesNotExist(f"Delivery {delivery_id} does not exist.")
+    values = {**_sending_counts(delivery_id), **_tracking_counts(delivery_id)}
+    duration_ms = round((time.perf_counter() - started) * 1000)
+    snapshot, _created = KpiSnapshot.objects.update_or_create(
+        delivery_id=delivery_id,
+        defaults={
+            **values,
+            "computed_at": timezone.now(),
+            "duration_ms": duration_ms,
+            "computing_since": None,
+            "computing_requested_by": None,
+        },
+    )
+    return snapshot
+
+
+def kpis_lock_release(*, delivery_id: int) -> None:
+    KpiSnapshot.objects.filter(delivery_id=delivery_id).update(computing_since=None, computing_requested_by=None)
+
+
+def _lock_take(*, delivery_id: int, user=None) -> bool:
+    """Take the recompute lock of one delivery with one conditional UPDATE (portable: SQLite and
+    PostgreSQL); False when a recompute is already running."""
+    now = timezone.now()
+    KpiSnapshot.objects.bulk_create([KpiSnapshot(delivery_id=delivery_id)], ignore_conflicts=True)
+    taken = KpiSnapshot.objects.filter(lock_is_free_q(now=now), delivery_id=delivery_id).update(
+        computing_since=now, computing_requested_by=user
+    )
+    return bool(taken)
+
+
+def _enqueue(delivery_id: int) -> None:
+    from .tasks import kpis_recompute  # tasks import this module
+
+    kpis_recompute.delay_on_commit(delivery_id)
+
+
+def kpis_compute_request(*, delivery: Delivery, user) -> None:
+    """Compute stats: enqueue a recompute of `delivery`'s KPIs now (after commit).
+
+    Needs Monitor deliveries, Start deliveries or Administration. While a recompute runs, a second
+    request is refused (409) with a sentence saying so, so two clicks start one computation.
+    """
+    if not user_has_any_role(user=user, roles=COMPUTE_ROLES):
+        raise PermissionDenied(role_required_message(*COMPUTE_ROLES))
+    if delivery.state not in STARTED_STATES:
+        raise DispatchError(
+            _("This message has not been sent yet, so there are no statistics to compute. Confirm the send first."),
+            code="not_sent",
+        )
+    if not _lock_take(delivery_id=delivery.pk, user=user):
+        since = KpiSnapshot.objects.filter(pk=delivery.pk).values_list("computing_since", flat=True).first()
+        raise DispatchError(
+            _(
+                "Statistics are already being computed for this message (started at %(time)s): "
+                "the figures will appear when it ends, so there is no need to click again."
+            )
+            % {"time": time_format(timezone.localtime(since), "H:i:s") if since else "?"},
+            code="compute_running",
+        )
+    _enqueue(delivery.pk)
+
+
+def kpis_compute_if_stale(*, delivery: Delivery) -> bool:
+    """After a send ends, make sure the snapshot covers it: enqueue one recompute (under the lock)
+    when there is no snapshot yet or it predates the end of the send. True when one was enqueued."""
+    if delivery.state not in FINAL_STATES:
+        return False
+    snapshot = KpiSnapshot.objects.filter(pk=delivery.pk).only("computed_at").first()
+    ended = delivery.finished_at or delivery.updated_at
+    if snapshot and snapshot.computed_at and (ended is None or snapshot.computed_at >= ended):
+        return False
+    if not _lock_take(delivery_id=delivery.pk):
+        return False
+    _enqueue(delivery.pk)
+    return True
+
+
+def recent_deliveries_q(*, now=None) -> Q:
+    """Messages sent in the last KPI_RECOMPUTE_WINDOW_DAYS days (started or finished then), or sending now."""
+    now = now or timezone.now()
+    cutoff = now - timedelta(days=settings.KPI_RECOMPUTE_WINDOW_DAYS)
+    return Q(state__in=STARTED_STATES) & (
+        Q(started_at__gte=cutoff) | Q(finished_at__gte=cutoff) | Q(state__in=SENDING_STATES)
+    )
+
+
+def kpis_recompute_recent(*, now=None) -> list[int]:
+    """The hourly job: lock and enqueue a recompute of every message sent in the last 30 days
+    (skipping those whose recompute is already running). Returns the ids enqueued."""
+    now = now or timezone.now()
+    recent = Delivery.objects.filter(recent_deliveries_q(now=now))
+    missing = recent.filter(kpis__isnull=True).values_list("pk", flat=True)
+    KpiSnapshot.objects.bulk_create([KpiSnapshot(delivery_id=pk) for pk in missing], ignore_conflicts=True)
+    stamp = timezone.now()
+    KpiSnapshot.objects.filter(lock_is_free_q(now=stamp), delivery__in=recent).update(
+        computing_since=stamp, computing_requested_by=None
+    )
+    ids = list(KpiSnapshot.objects.filter(computing_since=stamp).values_list("delivery_id", flat=True))
+    for delivery_id in ids:
+        _enqueue(delivery_id)
+    logger.info("kpis: hourly recompute enqueued for %d message(s)", len(ids))
+    return ids

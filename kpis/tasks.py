@@ -1,0 +1,27 @@
+import logging
+
+from celery import shared_task
+
+from deliveries.models import Delivery
+
+from . import services
+
+logger = logging.getLogger(__name__)
+
+
+@shared_task(name="kpis.recompute", ignore_result=True)
+def kpis_recompute(delivery_id: int) -> None:
+    """Recompute one delivery's KPIs (idempotent: it always rewrites the snapshot from the logs)."""
+    try:
+        services.kpis_compute(delivery_id=delivery_id)
+    except Delivery.DoesNotExist:
+        logger.info("kpis.recompute: delivery %s no longer exists; nothing to do", delivery_id)
+    except Exception:
+        services.kpis_lock_release(delivery_id=delivery_id)  # let the next click or hour try again
+        raise
+
+
+@shared_task(name="kpis.recompute_recent", ignore_result=True)
+def kpis_recompute_recent() -> int:
+    """Beat, every KPI_RECOMPUTE_INTERVAL seconds: recompute every message sent in the last 30 days."""
+    return len(services.kpis_recompute_recent())
