@@ -33,3 +33,27 @@ class TrackingLog(models.Model):
 
     def __str__(self) -> str:
         return f"{self.at:%Y-%m-%d %H:%M:%S} {self.kind} {self.sending_log_id}"
+
+
+class ProviderEvent(models.Model):
+    """An email service provider's event (django-anymail), kept once: a repeat changes nothing.
+
+    `key` is the provider's event id, or "<log>:<type>:<time>" when the provider sends none.
+    """
+
+    esp = models.CharField(max_length=40)
+    key = models.CharField(max_length=255)
+    event_type = models.CharField(max_length=20)
+    at = models.DateTimeField()
+    received_at = models.DateTimeField(auto_now_add=True)
+    sending_log = models.ForeignKey(SendingLog, null=True, blank=True, on_delete=models.SET_NULL, related_name="provider_events")
+    recipient = models.CharField(max_length=254, blank=True, default="")
+    description = models.TextField(blank=True, default="")
+
+    class Meta:
+        ordering = ["-at", "-id"]
+        constraints = [models.UniqueConstraint(fields=["esp", "key"], name="provider_event_esp_key_unique")]
+        indexes = [models.Index(fields=["sending_log", "event_type"])]
+
+    def __str__(self) -> str:
+        return f"{self.esp} {self.event_type} {self.key}"

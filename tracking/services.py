@@ -1,0 +1,368 @@
+"""Writes of the tracking app: what recipients (or machines acting for them) did, and provider events.
+
+The open pixel and the click redirect are the hot paths: each hit costs one read (the sending log,
+joined with the tracked URL for a click, and the recent clicks for the burst rule), one INSERT of
+the tracking log and, only the first time a person opens or clicks, one conditional UPDATE of the
+sending log's first open / first click times. They use plain SQL through Django's connection to
+keep the per-hit cost low (the ORM's query building costs more than the queries here).
+
+A click, a mirror-page view and an opt-out also count as an open (DOMAIN.md §4): they set the
+first open time when it is not set yet. Machine hits never set the first times.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from functools import lru_cache
+from urllib.parse import urlsplit
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import F, Min, OuterRef, Q, Subquery
+from django.utils import timezone
+from django.utils.translation import gettext as _
+
+from audiences.models import Channel, Profile
+from deliveries.models import Delivery, FailureReason, FailureType, JournalEntry, SendingLog, SendingStatus, TrackedUrl
+from deliveries.tokens import BadToken, read_token
+
+from .machine import burst_reason, machine_reason
+from .models import ProviderEvent, TrackingLog
+
+logger = logging.getLogger(__name__)
+
+K = TrackingLog.Kind
+_LOG = SendingLog._meta.db_table
+_URL = TrackedUrl._meta.db_table
+_TRK = TrackingLog._meta.db_table
+_INSERT = (
+    f"INSERT INTO {_TRK} (at, delivery_id, sending_log_id, kind, tracked_url_id, user_agent, ip_hash, is_machine, machine_reason) "
+    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+)
+UA_MAX = 500
+
+
+@dataclass(frozen=True)
+class Hit:
+    """What the request tells about the visitor (user agent, IP)."""
+
+    user_agent: str = ""
+    ip: str = ""
+
+    @property
+    def ua(self) -> str:
+        return (self.user_agent or "")[:UA_MAX]
+
+    @property
+    def ip_hash(self) -> str:
+        return ip_hash(self.ip)
+
+
+@lru_cache(maxsize=1)
+def _ip_key() -> bytes:
+    return hashlib.sha256(b"dispatch.tracking.ip:" + settings.SECRET_KEY.encode()).digest()
+
+
+def ip_hash(ip: str) -> str:
+    """A keyed hash of the IP: the same visitor can be recognized, the address is not kept."""
+    if not ip:
+        return ""
+    return hashlib.blake2b(ip.encode(), key=_ip_key()[:32], digest_size=16).hexdigest()
+
+
+def _delivered_at(event_at, status: str, at: datetime):
+    # A hit on a log still being sent (its outcome not written yet) is as early as can be.
+    if event_at is None and status == SendingStatus.SENDING:
+        return at
+    return event_at
+
+
+def _set_first_times(cursor, log_id: int, at: datetime, *, click: bool) -> None:
+    """Set the first human open (and click) time once: a conditional UPDATE, so concurrent hits agree."""
+    if click:
+        cursor.execute(
+            f"UPDATE {_LOG} SET first_open_at = COALESCE(first_open_at, %s), first_click_at = COALESCE(first_click_at, %s) "
+            "WHERE id = %s AND (first_open_at IS NULL OR first_click_at IS NULL)",
+            [at, at, log_id],
+        )
+    else:
+        cursor.execute(f"UPDATE {_LOG} SET first_open_at = %s WHERE id = %s AND first_open_at IS NULL", [at, log_id])
+
+
+# --- open pixel ---------------------------------------------------------------------------------
+def tracking_open(*, token: str, hit: Hit) -> bool:
+    """Record an open for the token's sending log; False (and nothing written) for a bad token."""
+    try:
+        log_id, url_id = read_token(token)
+    except BadToken:
+        return False
+    if url_id is not None:
+        return False
+    at = timezone.now()
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT delivery_id, event_at, status, first_open_at FROM {_LOG} WHERE id = %s", [log_id])
+        row = cursor.fetchone()
+        if row is None:
+            return False
+        delivery_id, event_at, status, first_open_at = row
+        reason = machine_reason(user_agent=hit.ua, at=at, delivered_at=_delivered_at(event_at, status, at))
+        cursor.execute(_INSERT, [at, delivery_id, log_id, K.OPEN, None, hit.ua, hit.ip_hash, bool(reason), reason])
+        if not reason and first_open_at is None:
+            _set_first_times(cursor, log_id, at, click=False)
+    return True
+
+
+# --- click redirect -----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ClickTarget:
+    url: str
+    is_template: bool
+    delivery_id: int
+    profile_id: int | None
+
+
+def _render_url(template_url: str, profile_id: int | None) -> str | None:
+    """Render a personalized link for its recipient; None when it is refused (see tracking_click)."""
+    from deliveries.personalization import TEXT_ENV, profile_context
+
+    profile = Profile.objects.filter(pk=profile_id).first() if profile_id else None
+    try:
+        rendered = TEXT_ENV.from_string(template_url).render(profile_context(profile) if profile else {}).strip()
+    except Exception:  # a template error at click time: refuse rather than guess
+        logger.warning("tracked URL template failed to render for profile %s", profile_id, exc_info=True)
+        return None
+    source, result = urlsplit(template_url.strip()), urlsplit(rendered)
+    # Followed only when personalization kept the scheme and the host of the template: a value
+    # of the profile cannot send the click elsewhere (no open redirect through profile data).
+    if "{" in source.scheme or "{" in source.netloc or not source.scheme or not source.netloc:
+        return None
+    if (result.scheme.lower(), result.netloc.lower()) != (source.scheme.lower(), source.netloc.lower()):
+        return None
+    return rendered
+
+
+def tracking_click(*, token: str, hit: Hit) -> str | None:
+    """Record a click and return the URL to redirect to, or None (nothing written) when the token
+    is bad, unknown, not a link of the log's message, or its personalized URL is refused."""
+    try:
+        log_id, url_id = read_token(token)
+    except BadToken:
+        return None
+    if url_id is None:
+        return None
+    at = timezone.now()
+    since = at - timedelta(seconds=settings.TRACKING_BURST_SECONDS)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT u.url, u.is_template, l.delivery_id, l.profile_id, l.event_at, l.status, l.first_open_at, l.first_click_at, "
+            f"(SELECT COUNT(DISTINCT t.tracked_url_id) FROM {_TRK} t WHERE t.sending_log_id = l.id AND t.kind = %s "
+            "AND t.at >= %s AND t.tracked_url_id <> u.id) "
+            f"FROM {_URL} u JOIN {_LOG} l ON l.delivery_id = u.delivery_id WHERE u.id = %s AND l.id = %s AND u.kind = %s",
+            [K.CLICK, since, url_id, log_id, TrackedUrl.Kind.CLICK],
+        )
+        row = cursor.fetchone()
+        if row is None:
+            return None
+        url, is_template, delivery_id, profile_id, event_at, status, first_open_at, first_click_at, others = row
+        if is_template:
+            url = _render_url(url, profile_id)
+            if url is None:
+                return None
+        burst = others + 1 >= settings.TRACKING_BURST_LINKS
+        reason = burst_reason() if burst else ""
+        reason = machine_reason(user_agent=hit.ua, at=at, delivered_at=_delivered_at(event_at, status, at)) or reason
+        cursor.execute(_INSERT, [at, delivery_id, log_id, K.CLICK, url_id, hit.ua, hit.ip_hash, bool(reason), reason])
+        if burst:
+            _flag_burst(log_id=log_id, since=since, reason=burst_reason())
+        elif not reason and (first_open_at is None or first_click_at is None):
+            _set_first_times(cursor, log_id, at, click=True)
+    return url
+
+
+def _flag_burst(*, log_id: int, since: datetime, reason: str) -> None:
+    """A burst of clicks was a machine: flag the burst's earlier clicks too and recompute the
+    log's first human times from what is left (rare path, a few statements)."""
+    TrackingLog.objects.filter(sending_log_id=log_id, kind=K.CLICK, at__gte=since, is_machine=False).update(
+        is_machine=True, machine_reason=reason
+    )
+    humans = TrackingLog.objects.filter(sending_log_id=OuterRef("pk"), is_machine=False).order_by().values("sending_log_id")
+    SendingLog.objects.filter(pk=log_id).update(
+        first_open_at=Subquery(humans.annotate(first=Min("at")).values("first")[:1]),
+        first_click_at=Subquery(humans.filter(kind=K.CLICK).annotate(first=Min("at")).values("first")[:1]),
+    )
+
+
+# --- mirror page and unsubscribe ----------------------------------------------------------------
+def sending_log_for_token(*, token: str) -> SendingLog | None:
+    """The sending log a (url-less) token names, with its delivery and profile; None when bad or unknown."""
+    try:
+        log_id, url_id = read_token(token)
+    except BadToken:
+        return None
+    if url_id is not None:
+        return None
+    return SendingLog.objects.select_related("delivery", "profile").filter(pk=log_id).first()
+
+
+def tracking_mirror_view(*, log: SendingLog, hit: Hit) -> None:
+    """Record a mirror-page view (counts as an open for a person)."""
+    at = timezone.now()
+    reason = machine_reason(user_agent=hit.ua, at=at, delivered_at=_delivered_at(log.event_at, log.status, at))
+    with connection.cursor() as cursor:
+        cursor.execute(_INSERT, [at, log.delivery_id, log.pk, K.MIRROR, None, hit.ua, hit.ip_hash, bool(reason), reason])
+        if not reason and log.first_open_at is None:
+            _set_first_times(cursor, log.pk, at, click=False)
+
+
+def tracking_optout(*, log: SendingLog, hit: Hit) -> bool:
+    """Opt the recipient out: set the profile's email denylist flag and record one opt-out (an
+    open too). Repeating it changes nothing. Returns True the first time.
+
+    Not subject to the machine rules: a one-click unsubscribe (RFC 8058) is posted by the mailbox
+    provider on the person's behalf, and it is the person's decision.
+    """
+    at = timezone.now()
+    with transaction.atomic():
+        # The profile's flag (the profile, not the address: DOMAIN.md §5). audiences has no
+        # service for this one-column change yet, so it is a direct conditional UPDATE.
+        if log.profile_id:
+            Profile.objects.filter(pk=log.profile_id, email_denylisted=False).update(email_denylisted=True, updated_at=at)
+        if TrackingLog.objects.filter(sending_log_id=log.pk, kind=K.OPTOUT).exists():
+            return False
+        TrackingLog.objects.create(
+            at=at, delivery_id=log.delivery_id, sending_log_id=log.pk, kind=K.OPTOUT, user_agent=hit.ua, ip_hash=hit.ip_hash
+        )
+        SendingLog.objects.filter(pk=log.pk, first_open_at__isnull=True).update(first_open_at=at)
+    return True
+
+
+# --- provider events (django-anymail) -----------------------------------------------------------
+LOG_ID_KEYS = ("dispatch_log", "x-dispatch-log", "X-Dispatch-Log")
+HANDLED = {"delivered", "bounced", "rejected", "deferred", "complained", "unsubscribed", "opened", "clicked"}
+
+
+def provider_log_id(*, metadata: dict | None, headers: dict | None = None) -> int | None:
+    """Our sending log id, carried by the message's metadata (or its X-Dispatch-Log header)."""
+    for source in (metadata or {}, headers or {}):
+        for key, value in source.items():
+            if str(key).lower() in ("dispatch_log", "x-dispatch-log"):
+                try:
+                    return int(str(value).strip())
+                except ValueError:
+                    return None
+    return None
+
+
+def classify_bounce(*, esp_type: str, reject_reason: str | None, mta_response: str | None, description: str | None) -> tuple[str, str]:
+    """(failure_type, failure_reason) of an asynchronous bounce (DOMAIN.md §5): 4.x.x soft, 5.x.x hard."""
+    text = " ".join(filter(None, [mta_response, description])).lower()
+    m = re.search(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b", text)
+    enhanced = m.groups() if m else None
+    soft = esp_type.lower() in ("softbounce", "transient", "dnserror") or (enhanced is not None and enhanced[0] == "4")
+    ftype = FailureType.SOFT if soft else FailureType.HARD
+    if reject_reason == "spam" or (enhanced and enhanced[1] == "7"):
+        reason = FailureReason.REFUSED
+    elif enhanced and enhanced[1:] == ("1", "1") or "user unknown" in text or "does not exist" in text or reject_reason == "invalid":
+        reason, ftype = FailureReason.USER_UNKNOWN, FailureType.HARD
+    elif enhanced and enhanced[1:] == ("1", "2") or "domain" in text and "not found" in text:
+        reason, ftype = FailureReason.INVALID_DOMAIN, FailureType.SOFT
+    elif enhanced and enhanced[1:] == ("2", "2") or "mailbox full" in text or "quota" in text:
+        reason, ftype = FailureReason.MAILBOX_FULL, FailureType.SOFT
+    elif enhanced and enhanced[1:] == ("2", "1") or "disabled" in text:
+        reason = FailureReason.ACCOUNT_DISABLED
+    elif reject_reason in ("blocked", "unsubscribed"):
+        reason = FailureReason.REFUSED
+    else:
+        reason = FailureReason.NOT_DEFINED if soft else FailureReason.USER_UNKNOWN if reject_reason == "bounced" else FailureReason.NOT_DEFINED
+    return ftype, reason
+
+
+def _bounce(*, esp: str, log: SendingLog, event, at: datetime) -> None:
+    esp_type = str((event.esp_event or {}).get("Type", "")) if isinstance(event.esp_event, dict) else ""
+    ftype, reason = classify_bounce(
+        esp_type=esp_type, reject_reason=event.reject_reason, mta_response=event.mta_response, description=event.description
+    )
+    text = (event.mta_response or event.description or "").strip()[:2000]
+    # Only a sent log turns failed (the counters move with it); a log already failed stays as it is.
+    changed = SendingLog.objects.filter(pk=log.pk, status=SendingStatus.SENT).update(
+        status=SendingStatus.FAILED, failure_type=ftype, failure_reason=reason, failure_text=text, event_at=at
+    )
+    if changed:
+        Delivery.objects.filter(pk=log.delivery_id).update(sent_count=F("sent_count") - 1, failed_count=F("failed_count") + 1)
+        JournalEntry.objects.create(
+            delivery_id=log.delivery_id,
+            level=JournalEntry.Level.WARNING,
+            text=_("Asynchronous bounce for %(address)s reported by %(esp)s: %(reason)s (%(type)s).")
+            % {
+                "address": log.address,
+                "esp": esp,
+                "reason": FailureReason(reason).label,
+                "type": FailureType(ftype).label,
+            },
+        )
+    from audiences.services import quarantine_record_failure
+
+    quarantine_record_failure(address=log.address, channel=Channel.EMAIL, failure_type=ftype, reason=reason, text=text, at=at)
+
+
+def provider_event_record(*, esp: str, event) -> str:
+    """Apply one anymail tracking event; returns what happened ("ignored", "duplicate", "applied").
+
+    A repeated event (same provider event id, or same log, type and time when the provider sends
+    no id) changes nothing.
+    """
+    event_type = str(event.event_type or "")
+    if event_type not in HANDLED:
+        return "ignored"
+    headers = {}
+    if isinstance(event.esp_event, dict):
+        headers = (event.esp_event.get("event-data", {}).get("message", {}) or {}).get("headers", {}) or {}
+    log_id = provider_log_id(metadata=event.metadata, headers=headers)
+    log = SendingLog.objects.filter(pk=log_id).first() if log_id else None
+    if log is None:
+        logger.info("%s %s event for %s: no Dispatch sending log in its metadata; ignored", esp, event_type, event.recipient)
+        return "ignored"
+    at = event.timestamp or timezone.now()
+    key = str(event.event_id) if event.event_id else f"{log.pk}:{event_type}:{at.isoformat()}"
+    with transaction.atomic():
+        _, created = ProviderEvent.objects.get_or_create(
+            esp=esp,
+            key=key[:255],
+            defaults={
+                "event_type": event_type,
+                "at": at,
+                "sending_log": log,
+                "recipient": (event.recipient or "")[:254],
+                "description": (event.description or event.mta_response or "")[:2000],
+            },
+        )
+        if not created:
+            return "duplicate"
+        hit = Hit(user_agent=getattr(event, "user_agent", "") or "")
+        if event_type in ("bounced", "rejected"):
+            _bounce(esp=esp, log=log, event=event, at=at)
+        elif event_type == "complained":
+            from audiences.services import quarantine_record_failure
+
+            quarantine_record_failure(
+                address=log.address, channel=Channel.EMAIL, failure_type="complaint", reason="refused", text=_("Spam complaint"), at=at
+            )
+        elif event_type == "unsubscribed":
+            tracking_optout(log=log, hit=hit)
+        elif event_type in ("opened", "clicked"):
+            kind = K.OPEN if event_type == "opened" else K.CLICK
+            reason = machine_reason(user_agent=hit.ua, at=at, delivered_at=log.event_at) if hit.ua else ""
+            TrackingLog.objects.create(
+                at=at, delivery_id=log.delivery_id, sending_log=log, kind=kind, user_agent=hit.ua, is_machine=bool(reason), machine_reason=reason
+            )
+            if not reason:
+                updates = {"first_open_at": at} if kind == K.OPEN else {"first_click_at": at}
+                SendingLog.objects.filter(Q(pk=log.pk) & Q(**{f"{next(iter(updates))}__isnull": True})).update(**updates)
+                if kind == K.CLICK:
+                    SendingLog.objects.filter(pk=log.pk, first_open_at__isnull=True).update(first_open_at=at)
+        # delivered and deferred: the log is already sent (the relay accepted it); nothing to change.
+    return "applied"
