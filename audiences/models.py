@@ -31,6 +31,7 @@ class Profile(models.Model):
         indexes = [
             models.Index(fields=["last_name", "first_name"]),
             models.Index(fields=["language"]),
+            models.Index(fields=["time_zone"]),
             models.Index(fields=["created_at"]),
         ]
 
@@ -106,3 +107,90 @@ class Quarantine(models.Model):
 
     def __str__(self) -> str:
         return f"{self.address} ({self.channel}): {self.get_status_display()}"
+
+
+class ImportJob(models.Model):
+    """One CSV import (issue 3): its file, its progress and its counts. Progress lives here,
+    never in Celery's result backend."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", _("Waiting for a worker")
+        RUNNING = "running", _("Importing")
+        DONE = "done", _("Finished")
+        REFUSED = "refused", _("Refused")
+        FAILED = "failed", _("Failed")
+
+    audience = models.ForeignKey(Audience, null=True, blank=True, on_delete=models.SET_NULL, related_name="imports")
+    file = models.FileField(upload_to="imports/%Y/%m/", blank=True)
+    file_name = models.CharField(max_length=255)
+    size = models.BigIntegerField(default=0)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    message = models.TextField(blank=True, default="")
+    columns = models.JSONField(default=list, blank=True)
+    bytes_done = models.BigIntegerField(default=0)
+    rows_read = models.PositiveIntegerField(default=0)
+    created_count = models.PositiveIntegerField(default=0)
+    updated_count = models.PositiveIntegerField(default=0)
+    merged_count = models.PositiveIntegerField(default=0)
+    rejected_count = models.PositiveIntegerField(default=0)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["status"])]
+
+    def __str__(self) -> str:
+        return f"Import {self.pk} ({self.file_name})"
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in (self.Status.PENDING, self.Status.RUNNING)
+
+    @property
+    def percent(self) -> int:
+        if self.status in (self.Status.DONE, self.Status.REFUSED, self.Status.FAILED):
+            return 100
+        return min(99, int(100 * self.bytes_done / self.size)) if self.size else 0
+
+    @property
+    def unchanged_count(self) -> int:
+        valid = self.rows_read - self.rejected_count
+        return max(0, valid - self.created_count - self.updated_count - self.merged_count)
+
+
+class ImportRejection(models.Model):
+    """A problem that kept one row of an import out (a row with two problems has two entries)."""
+
+    job = models.ForeignKey(ImportJob, on_delete=models.CASCADE, related_name="rejections")
+    line = models.PositiveIntegerField()
+    column = models.CharField(max_length=100, blank=True, default="")
+    value = models.CharField(max_length=200, blank=True, default="")
+    reason = models.TextField()
+
+    class Meta:
+        ordering = ["job", "line", "id"]
+        indexes = [models.Index(fields=["job", "line"])]
+
+
+class QuarantineChange(models.Model):
+    """Audit of a person's change to a quarantine row (a status edited, a row deleted)."""
+
+    class Action(models.TextChoices):
+        STATUS_CHANGED = "status_changed", _("Status changed")
+        DELETED = "deleted", _("Deleted")
+
+    address = models.CharField(max_length=254)
+    channel = models.CharField(max_length=10, choices=Channel.choices)
+    action = models.CharField(max_length=20, choices=Action.choices)
+    before = models.CharField(max_length=12, blank=True, default="")
+    after = models.CharField(max_length=12, blank=True, default="")
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    source = models.CharField(max_length=10, default="page")
+    at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-at", "-id"]
+        indexes = [models.Index(fields=["address", "channel"])]

@@ -3,11 +3,23 @@
 import logging
 from datetime import datetime, timedelta
 
-from django.db import transaction
+from django.conf import settings
+from django.core.exceptions import PermissionDenied
+from django.db import IntegrityError, transaction
 from django.db.models import Case, F, PositiveIntegerField, Value, When
+from django.template.defaultfilters import filesizeformat
 from django.utils import timezone
+from django.utils.translation import gettext as _
 
-from .models import Channel, Quarantine
+from accounts.errors import DispatchError, InvalidInput
+from accounts.roles import ADMINISTRATION, GENERIC_IMPORT, MONITOR_DELIVERY, PREPARE_DELIVERY, role_required_message
+from accounts.selectors import user_has_any_role
+from accounts.services import require_role
+
+from . import imports
+from .conditions import conditions_clean
+from .emails import email_key, is_valid_email, normalize_email
+from .models import Audience, AudienceMember, Channel, ImportJob, Profile, Quarantine, QuarantineChange
 
 logger = logging.getLogger(__name__)
 
@@ -151,3 +163,292 @@ def quarantine_cleanup(*, now=None) -> int:
     if count:
         logger.info("quarantine cleanup: %d erroneous address(es) back to valid", count)
     return count
+
+
+def _require_quarantine_role(user) -> None:
+    if not user_has_any_role(user=user, roles=(ADMINISTRATION, MONITOR_DELIVERY)):
+        raise PermissionDenied(role_required_message(ADMINISTRATION, MONITOR_DELIVERY))
+
+
+def quarantine_set_status(*, actor, quarantine: Quarantine, status: str, source: str = "page") -> Quarantine:
+    """A person sets a quarantine row's status (e.g. back to Valid). Audited. Returning to Valid
+    (or Unknown) resets the error count, as the automatic cleanup does."""
+    _require_quarantine_role(actor)
+    if status not in Quarantine.Status.values:
+        raise InvalidInput(
+            _("“%(status)s” is not a quarantine status: choose one of %(choices)s.")
+            % {"status": status, "choices": ", ".join(Quarantine.Status.values)},
+            code="invalid_status",
+        )
+    with transaction.atomic():
+        row = Quarantine.objects.select_for_update().get(pk=quarantine.pk)
+        before = row.status
+        if before == status:
+            return row
+        row.status = status
+        fields = ["status", "updated_at"]
+        if status in (S.VALID, S.UNKNOWN, S.ALLOWLIST):
+            row.error_count = 0
+            fields.append("error_count")
+        row.save(update_fields=fields)
+        QuarantineChange.objects.create(
+            address=row.address, channel=row.channel, action=QuarantineChange.Action.STATUS_CHANGED,
+            before=before, after=status, actor=actor, source=source,
+        )
+    return row
+
+
+def quarantine_delete(*, actor, quarantine: Quarantine, source: str = "page") -> None:
+    """A person deletes a quarantine row (the address is treated as new again). Audited."""
+    _require_quarantine_role(actor)
+    with transaction.atomic():
+        deleted, _n = Quarantine.objects.filter(pk=quarantine.pk).delete()
+        if deleted:
+            QuarantineChange.objects.create(
+                address=quarantine.address, channel=quarantine.channel, action=QuarantineChange.Action.DELETED,
+                before=quarantine.status, after="", actor=actor, source=source,
+            )
+
+
+# --- profiles ------------------------------------------------------------------------------------
+
+PROFILE_FIELDS = ("email", "phone", "first_name", "last_name", "language", "time_zone", "attributes",
+                  "email_denylisted", "sms_denylisted")
+
+
+def _clean_profile_data(data: dict) -> dict:
+    """Validate profile fields with the same rules as the import; raise InvalidInput."""
+    clean = {k: v for k, v in data.items() if k in PROFILE_FIELDS}
+    if "email" in clean:
+        email = normalize_email(clean["email"])
+        if email and not is_valid_email(email):
+            raise InvalidInput(_("“%(v)s” is not a valid email address.") % {"v": email}, code="invalid_email")
+        clean["email"] = email
+    if clean.get("phone"):
+        phone = imports.normalize_phone(clean["phone"])
+        if not imports._E164.match(phone):
+            raise InvalidInput(
+                _("“%(v)s” is not a phone number in international format, e.g. +33612345678.") % {"v": clean["phone"]},
+                code="invalid_phone",
+            )
+        clean["phone"] = phone
+    if clean.get("time_zone") and clean["time_zone"] not in imports.time_zones():
+        raise InvalidInput(
+            _("“%(v)s” is not a time zone name: use an IANA name such as Europe/Paris.") % {"v": clean["time_zone"]},
+            code="invalid_time_zone",
+        )
+    if clean.get("language") and not imports._LANGUAGE.match(clean["language"]):
+        raise InvalidInput(
+            _("“%(v)s” is not a language code such as fr or en-GB.") % {"v": clean["language"]}, code="invalid_language"
+        )
+    if "attributes" in clean:
+        attrs = clean["attributes"]
+        if not isinstance(attrs, dict):
+            raise InvalidInput(_("Attributes must be an object of names and values."), code="invalid_attributes")
+    return clean
+
+
+def _save_profile(profile: Profile) -> Profile:
+    profile.email_key = email_key(profile.email) or None
+    if not profile.email and not profile.phone:
+        raise InvalidInput(_("A profile needs an email address or a phone number."), code="profile_unreachable")
+    try:
+        with transaction.atomic():
+            profile.save()
+    except IntegrityError:
+        raise InvalidInput(
+            _("Another profile already has the address %(email)s: open that profile instead.") % {"email": profile.email},
+            code="duplicate_email",
+        )
+    return profile
+
+
+def profile_create(*, user, **data) -> Profile:
+    require_role(user=user, role=PREPARE_DELIVERY)
+    return _save_profile(Profile(**_clean_profile_data(data)))
+
+
+def profile_update(*, user, profile: Profile, **data) -> Profile:
+    require_role(user=user, role=PREPARE_DELIVERY)
+    for name, value in _clean_profile_data(data).items():
+        setattr(profile, name, value)
+    return _save_profile(profile)
+
+
+# --- audiences -----------------------------------------------------------------------------------
+
+
+def _clean_audience(*, name, kind, conditions):
+    name = (name or "").strip()
+    if not name:
+        raise InvalidInput(_("Give the audience a name."), code="name_required")
+    if kind not in Audience.Kind.values:
+        raise InvalidInput(_("An audience is a list or a filter."), code="invalid_kind")
+    return name, (conditions_clean(conditions) if kind == Audience.Kind.FILTER else {})
+
+
+def audience_create(*, user, name: str, kind: str = Audience.Kind.LIST, description: str = "", conditions=None) -> Audience:
+    require_role(user=user, role=PREPARE_DELIVERY)
+    name, conditions = _clean_audience(name=name, kind=kind, conditions=conditions)
+    return Audience.objects.create(name=name, kind=kind, description=description or "", conditions=conditions, created_by=user)
+
+
+def audience_update(*, user, audience: Audience, name: str | None = None, description: str | None = None, conditions=None) -> Audience:
+    """Rename, describe, or (filters) change the conditions. The kind never changes."""
+    require_role(user=user, role=PREPARE_DELIVERY)
+    name, cleaned = _clean_audience(
+        name=audience.name if name is None else name,
+        kind=audience.kind,
+        conditions=audience.conditions if conditions is None else conditions,
+    )
+    audience.name = name
+    audience.conditions = cleaned
+    if description is not None:
+        audience.description = description
+    audience.save(update_fields=["name", "description", "conditions", "updated_at"])
+    return audience
+
+
+def audience_delete(*, user, audience: Audience) -> None:
+    require_role(user=user, role=PREPARE_DELIVERY)
+    try:
+        audience.delete()
+    except Exception as e:  # a message that still targets it (PROTECT) keeps it
+        if e.__class__.__name__ == "ProtectedError":
+            raise DispatchError(
+                _("The audience “%(name)s” is used by a message: choose another audience there first.") % {"name": audience.name},
+                code="audience_in_use",
+            )
+        raise
+
+
+def _require_list(audience: Audience) -> None:
+    if audience.kind != Audience.Kind.LIST:
+        raise DispatchError(
+            _("“%(name)s” is a filter: its members follow its conditions. Edit the conditions instead.") % {"name": audience.name},
+            code="audience_is_filter",
+        )
+
+
+def _resolve_profile_ids(*, profile_ids=(), emails=()) -> tuple[set[int], list[str]]:
+    ids = {int(i) for i in profile_ids}
+    found = set(Profile.objects.filter(pk__in=ids).values_list("pk", flat=True)) if ids else set()
+    missing = [str(i) for i in sorted(ids - found)]
+    keys = {email_key(e) for e in emails if e and e.strip()}
+    if keys:
+        by_key = dict(Profile.objects.filter(email_key__in=keys).values_list("email_key", "pk"))
+        found |= set(by_key.values())
+        missing += sorted(keys - set(by_key))
+    return found, missing
+
+
+def audience_members_add(*, user, audience: Audience, profile_ids=(), emails=()) -> int:
+    """Add profiles (by id or email) to a list. Unknown ones are refused, none added. Returns the
+    number newly added."""
+    require_role(user=user, role=PREPARE_DELIVERY)
+    _require_list(audience)
+    ids, missing = _resolve_profile_ids(profile_ids=profile_ids, emails=emails)
+    if missing:
+        raise InvalidInput(
+            _("No profile matches %(list)s: create the profiles first (or import them), then add them.") % {"list": ", ".join(missing[:10])},
+            code="unknown_profile",
+        )
+    before = AudienceMember.objects.filter(audience=audience).count()
+    AudienceMember.objects.bulk_create([AudienceMember(audience=audience, profile_id=i) for i in ids], ignore_conflicts=True)
+    Audience.objects.filter(pk=audience.pk).update(updated_at=timezone.now())
+    return AudienceMember.objects.filter(audience=audience).count() - before
+
+
+def audience_members_remove(*, user, audience: Audience, profile_ids=(), emails=()) -> int:
+    require_role(user=user, role=PREPARE_DELIVERY)
+    _require_list(audience)
+    ids, _missing = _resolve_profile_ids(profile_ids=profile_ids, emails=emails)
+    removed, _n = AudienceMember.objects.filter(audience=audience, profile_id__in=ids).delete()
+    Audience.objects.filter(pk=audience.pk).update(updated_at=timezone.now())
+    return removed
+
+
+# --- CSV import ----------------------------------------------------------------------------------
+
+
+def import_create(*, user, uploaded, audience: Audience | None = None, source: str = "page") -> ImportJob:
+    """Accept an uploaded CSV (role Generic import) and enqueue its import after commit.
+
+    Quick whole-file checks run here (empty, header, email column) so the person learns at once;
+    the task checks the rest (every byte UTF-8) before it imports anything."""
+    require_role(user=user, role=GENERIC_IMPORT)
+    if audience is not None:
+        _require_list(audience)
+    if (uploaded.size or 0) > settings.IMPORT_MAX_BYTES:
+        raise InvalidInput(
+            _("The file is larger than %(max)s: split it into smaller files and import them one by one.")
+            % {"max": filesizeformat(settings.IMPORT_MAX_BYTES)},
+            code="file_too_large",
+        )
+    try:
+        imports.preflight(uploaded)
+    except imports.FileRefused as e:
+        raise InvalidInput(str(e), code="file_refused")
+    from .tasks import import_run
+
+    job = ImportJob(audience=audience, file_name=(uploaded.name or "import.csv")[:255], size=uploaded.size or 0, created_by=user)
+    uploaded.seek(0)
+    job.file.save(f"import-{timezone.now():%Y%m%d%H%M%S}.csv", uploaded, save=False)
+    job.save()
+    import_run.delay_on_commit(job.pk)
+    return job
+
+
+def import_run(*, job_id: int) -> ImportJob | None:
+    """Run an import (the task's body). Idempotent: a finished or running import is left alone,
+    and the upsert itself changes nothing the second time."""
+    claimed = ImportJob.objects.filter(pk=job_id, status=ImportJob.Status.PENDING).update(
+        status=ImportJob.Status.RUNNING, started_at=timezone.now()
+    )
+    if not claimed:
+        logger.info("import %s: not pending (missing, running or done); nothing to do", job_id)
+        return None
+    job = ImportJob.objects.get(pk=job_id)
+    try:
+        with job.file.open("rb") as binary:
+            imports.check_utf8(binary)
+            reader = imports.open_csv(binary)
+            columns = imports.read_header(reader)
+            ImportJob.objects.filter(pk=job.pk).update(columns=columns)
+            totals = {"rows_read": 0, "created_count": 0, "updated_count": 0, "merged_count": 0, "rejected_count": 0}
+            for chunk in imports.iter_chunks(reader, columns):
+                created, updated, merged = imports.upsert_chunk(rows=chunk.rows, audience_id=job.audience_id, started_at=job.started_at)
+                if chunk.rejections:
+                    imports.save_rejections(job_id=job.pk, rejections=chunk.rejections)
+                totals["rows_read"] += chunk.read
+                totals["created_count"] += created
+                totals["updated_count"] += updated
+                totals["merged_count"] += merged + chunk.merged
+                totals["rejected_count"] += chunk.rejected
+                ImportJob.objects.filter(pk=job.pk).update(bytes_done=binary.tell(), **totals)
+            if not totals["rows_read"]:
+                raise imports.FileRefused(_("The file has a header but no rows: nothing was imported."))
+        ImportJob.objects.filter(pk=job.pk).update(status=ImportJob.Status.DONE, bytes_done=job.size, finished_at=timezone.now())
+    except imports.FileRefused as e:
+        ImportJob.objects.filter(pk=job.pk).update(status=ImportJob.Status.REFUSED, message=str(e), finished_at=timezone.now())
+    except Exception as e:  # noqa: BLE001 - the job must not stay 'running' forever
+        logger.exception("import %s failed", job_id)
+        ImportJob.objects.filter(pk=job.pk).update(
+            status=ImportJob.Status.FAILED,
+            message=_("The import stopped: %(error)s. Rows before the failure were imported; import the file again to finish.") % {"error": e},
+            finished_at=timezone.now(),
+        )
+    finally:
+        _discard_file(job)
+    job.refresh_from_db()
+    return job
+
+
+def _discard_file(job: ImportJob) -> None:
+    """The uploaded file is not kept once imported (the report lives in the database)."""
+    if job.file:
+        try:
+            job.file.delete(save=False)
+        except OSError:
+            logger.warning("import %s: could not delete %s", job.pk, job.file.name)
+        ImportJob.objects.filter(pk=job.pk).update(file="")

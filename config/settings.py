@@ -250,3 +250,12 @@ PREPARATION_CHUNK = 5000
 RETRY_BACKOFF_SECONDS = [int(s) for s in env_list("RETRY_BACKOFF_SECONDS", "900,1800,3600,7200,14400")]
 CLAIM_TIMEOUT_SECONDS = int(os.environ.get("CLAIM_TIMEOUT_SECONDS", "600"))
 CELERY_BEAT_SCHEDULE["deliveries-tick"] = {"task": "deliveries.tick", "schedule": 60.0}
+
+# --- audiences ---
+from celery.schedules import crontab  # noqa: E402
+
+IMPORT_MAX_BYTES = int(os.environ.get("IMPORT_MAX_BYTES", str(1024 * 1024 * 1024)))  # largest CSV accepted (1 GB)
+CELERY_BEAT_SCHEDULE["audiences-quarantine-cleanup"] = {
+    "task": "audiences.quarantine_cleanup",
+    "schedule": crontab(hour=3, minute=15),  # daily (DOMAIN.md §5)
+}

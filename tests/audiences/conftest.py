@@ -11,3 +11,24 @@ def make_profile(db):
         return Profile.objects.create(email=email, email_key=email_key(email) or None, **fields)
 
     return _make
+
+
+@pytest.fixture(autouse=True)
+def _media_root(settings, tmp_path):
+    settings.MEDIA_ROOT = tmp_path / "media"
+
+
+@pytest.fixture
+def run_import(django_capture_on_commit_callbacks):
+    """Upload bytes as a CSV and run the import task (eagerly, after commit); returns the job."""
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from audiences.services import import_create
+
+    def _run(user, content: bytes, audience=None, name="people.csv"):
+        with django_capture_on_commit_callbacks(execute=True):
+            job = import_create(user=user, uploaded=SimpleUploadedFile(name, content, "text/csv"), audience=audience)
+        job.refresh_from_db()
+        return job
+
+    return _run

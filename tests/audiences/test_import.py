@@ -1,0 +1,126 @@
+"""CSV import: good rows, each kind of bad row, duplicates, idempotence, whole-file refusals."""
+
+import pytest
+
+from accounts.errors import InvalidInput
+from audiences.models import Audience, ImportJob, Profile
+
+GOOD = (
+    "email,first_name,last_name,phone,language,time_zone,Loyalty tier\n"
+    "Ann.Lee@Example.COM,Ann,Lee,+33 6 12 34 56 78,fr,Europe/Paris,gold\n"
+    "bob@example.org,Bob,Martin,,en,Europe/London,\n"
+).encode()
+
+
+@pytest.fixture
+def audience(db, marketer):
+    return Audience.objects.create(name="Newsletter", kind=Audience.Kind.LIST)
+
+
+def test_good_rows_land_with_normalized_values_attributes_and_membership(marketer, audience, run_import):
+    job = run_import(marketer, GOOD, audience)
+    assert job.status == ImportJob.Status.DONE
+    assert (job.rows_read, job.created_count, job.updated_count, job.rejected_count) == (2, 2, 0, 0)
+    ann = Profile.objects.get(email_key="ann.lee@example.com")
+    assert ann.email == "Ann.Lee@example.com"  # local part kept, domain lower-cased
+    assert (ann.phone, ann.language, ann.time_zone) == ("+33612345678", "fr", "Europe/Paris")
+    assert ann.attributes == {"loyalty_tier": "gold"}
+    assert Profile.objects.get(email_key="bob@example.org").attributes == {}  # empty cells set nothing
+    assert set(audience.members.values_list("email_key", flat=True)) == {"ann.lee@example.com", "bob@example.org"}
+    assert not job.file  # the upload is not kept
+
+
+def test_each_kind_of_bad_row_is_skipped_and_reported_and_every_valid_row_lands(marketer, run_import):
+    content = (
+        "email,phone,time_zone,language\n"
+        "good@example.com,+14155550100,America/New_York,en\n"      # line 2
+        "not-an-address,,,\n"                                      # 3 email syntax
+        ",+33612345678,,\n"                                        # 4 email missing
+        "c@example.com,12345,,\n"                                  # 5 phone
+        "d@example.com,,Mars/Olympus,\n"                           # 6 time zone
+        "e@example.com,,\n"                                        # 7 column count
+        "f@example.com,,,english!\n"                               # 8 language
+        "g@example.com,,Europe/Berlin,de\n"                        # 9 good
+    ).encode()
+    job = run_import(marketer, content)
+    assert (job.rows_read, job.created_count, job.rejected_count) == (8, 2, 6)
+    report = [(r.line, r.column, r.reason) for r in job.rejections.all()]
+    assert [(line, col) for line, col, _r in report] == [
+        (3, "email"), (4, "email"), (5, "phone"), (6, "time_zone"), (7, ""), (8, "language")
+    ]
+    assert "not a valid email address" in report[0][2]
+    assert "3 values but the header has 4 columns" in report[4][2]
+    assert set(Profile.objects.values_list("email_key", flat=True)) == {"good@example.com", "g@example.com"}
+
+
+def test_duplicates_inside_the_file_are_merged_case_insensitively(marketer, run_import):
+    content = b"email,first_name,city\nJane@example.com,Jane,\njane@EXAMPLE.com,,Paris\n"
+    job = run_import(marketer, content)
+    assert (job.rows_read, job.created_count, job.merged_count) == (2, 1, 1)
+    jane = Profile.objects.get()
+    assert (jane.email, jane.first_name, jane.attributes) == ("jane@example.com", "Jane", {"city": "Paris"})
+
+
+def test_duplicates_across_chunks_are_merged_too(marketer, run_import, monkeypatch):
+    from audiences import imports
+
+    monkeypatch.setattr(imports, "CHUNK_ROWS", 2)
+    monkeypatch.setattr(imports.iter_chunks, "__kwdefaults__", {"chunk_rows": 2})
+    content = b"email,first_name,tier\na@example.com,Ann,\nb@example.com,Bob,\nA@example.com,,gold\n"
+    job = run_import(marketer, content)
+    assert (job.rows_read, job.created_count, job.updated_count, job.merged_count) == (3, 2, 0, 1)
+    assert Profile.objects.get(email_key="a@example.com").attributes == {"tier": "gold"}
+
+
+def test_importing_the_same_file_again_changes_nothing(marketer, audience, run_import):
+    run_import(marketer, GOOD, audience)
+    before = list(Profile.objects.order_by("id").values())
+    again = run_import(marketer, GOOD, audience)
+    assert (again.rows_read, again.created_count, again.updated_count, again.unchanged_count) == (2, 0, 0, 2)
+    assert list(Profile.objects.order_by("id").values()) == before
+    assert audience.members.count() == 2
+
+
+def test_a_later_file_updates_only_what_it_fills(marketer, run_import):
+    run_import(marketer, GOOD)
+    job = run_import(marketer, b"email,first_name,last_name,Loyalty tier,vip\nann.lee@example.com,Annie,,silver,yes\n")
+    assert (job.created_count, job.updated_count) == (0, 1)
+    ann = Profile.objects.get(email_key="ann.lee@example.com")
+    assert (ann.first_name, ann.last_name, ann.attributes) == ("Annie", "Lee", {"loyalty_tier": "silver", "vip": "yes"})
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"", "The file is empty"),
+        (b"\xef\xbb\xbf  \n", "The file is empty"),
+        (b"name,phone\nAnn,+33612345678\n", "no “email” column"),
+        ("email,first_name\nzoe@example.com,Zoé\n".encode("latin-1"), "not UTF-8"),
+    ],
+)
+def test_whole_file_refusals_at_upload_import_nothing(marketer, run_import, content, message):
+    with pytest.raises(InvalidInput, match=message):
+        run_import(marketer, content)
+    assert not Profile.objects.exists()
+    assert not ImportJob.objects.exists()
+
+
+def test_a_file_that_is_not_utf8_further_down_is_refused_by_the_task_and_imports_nothing(marketer, run_import):
+    rows = "".join(f"user{i}@example.com,Name\n" for i in range(4000))  # past the 64 KB checked at upload
+    content = ("email,first_name\n" + rows).encode() + "late@example.com,Zoé\n".encode("latin-1")
+    job = run_import(marketer, content)
+    assert job.status == ImportJob.Status.REFUSED
+    assert "not UTF-8" in job.message and "line 4002" in job.message
+    assert not Profile.objects.exists()
+
+
+def test_a_header_without_rows_is_refused(marketer, run_import):
+    job = run_import(marketer, b"email,first_name\n")
+    assert job.status == ImportJob.Status.REFUSED
+    assert "no rows" in job.message
+
+
+def test_semicolon_separated_files_with_a_bom_are_read(marketer, run_import):
+    job = run_import(marketer, "\ufeffEmail;First name\nzoe@example.com;Zoé\n".encode())
+    assert (job.status, job.created_count) == (ImportJob.Status.DONE, 1)
+    assert Profile.objects.get().first_name == "Zoé"
