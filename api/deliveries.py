@@ -1,3 +1,214 @@
-from django.urls import path  # noqa: F401
+"""Messages (deliveries) over the same services as the pages."""
 
-urlpatterns: list = []
+from datetime import timedelta
+
+from django.http import Http404
+from django.urls import path
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import generics, serializers, status
+from rest_framework.pagination import PageNumberPagination
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from accounts.roles import ROLES
+from deliveries import selectors, services
+from deliveries.models import Delivery, ExclusionLog, JournalEntry, SendingLog
+
+from .permissions import HasRole
+from .serializers import ErrorSerializer
+
+ANY_ROLE = HasRole(*ROLES)
+ERRORS = {400: ErrorSerializer, 401: ErrorSerializer, 403: ErrorSerializer, 404: ErrorSerializer, 409: ErrorSerializer}
+
+
+class DeliverySerializer(serializers.ModelSerializer):
+    human_id = serializers.CharField(read_only=True)
+    logical_status = serializers.CharField(read_only=True)
+    validity_hours = serializers.FloatField(required=False, min_value=0.01, max_value=84, help_text="At most 84 (3.5 days).")
+
+    class Meta:
+        model = Delivery
+        fields = [
+            "id", "human_id", "label", "channel", "sender_name", "sender_address", "reply_to", "subject", "html", "text",
+            "audience", "schedule", "scheduled_at", "schedule_tz", "validity_hours", "requires_approval",
+            "rate_limit_per_hour", "state", "logical_status", "progress", "revision", "targeted_count",
+            "to_deliver_count", "warnings_count", "sent_count", "failed_count", "processed_count",
+            "content_approved_by", "content_approved_at", "target_approved_by", "target_approved_at",
+            "created_by", "created_at", "updated_at", "confirmed_by", "confirmed_at", "started_at", "finished_at",
+        ]  # fmt: skip
+        read_only_fields = [
+            "state", "progress", "revision", "targeted_count", "to_deliver_count", "warnings_count", "sent_count",
+            "failed_count", "processed_count", "content_approved_by", "content_approved_at", "target_approved_by",
+            "target_approved_at", "created_by", "created_at", "updated_at", "confirmed_by", "confirmed_at",
+            "started_at", "finished_at",
+        ]  # fmt: skip
+
+    def to_representation(self, instance):
+        data = super().to_representation(instance)
+        data["validity_hours"] = round(instance.validity.total_seconds() / 3600, 2)
+        return data
+
+    def service_data(self) -> dict:
+        data = dict(self.validated_data)
+        hours = data.pop("validity_hours", None)
+        if hours is not None:
+            data["validity"] = timedelta(hours=hours)
+        return data
+
+
+
+class RevisionSerializer(serializers.Serializer):
+    revision = serializers.IntegerField(required=False, help_text="The revision you reviewed; refused if the message changed since.")
+
+
+class ApproveSerializer(serializers.Serializer):
+    part = serializers.ChoiceField(choices=["content", "target"])
+
+
+class JournalSerializer(serializers.ModelSerializer):
+    user = serializers.SlugRelatedField(slug_field="username", read_only=True)
+
+    class Meta:
+        model = JournalEntry
+        fields = ["at", "level", "text", "user"]
+
+
+class ExclusionLogSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = ExclusionLog
+        fields = ["id", "profile", "address", "cause"]
+
+
+class ExclusionCauseSerializer(serializers.Serializer):
+    cause = serializers.CharField()
+    label = serializers.CharField()
+    count = serializers.IntegerField()
+
+
+class SendingLogSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = SendingLog
+        fields = ["id", "profile", "address", "status", "failure_type", "failure_reason", "failure_text", "attempts",
+                  "next_attempt_at", "event_at", "message_id"]  # fmt: skip
+
+
+def _get(pk) -> Delivery:
+    try:
+        return selectors.delivery_get(pk=pk)
+    except Delivery.DoesNotExist:
+        raise Http404("No message with this id.") from None
+
+
+class DeliveryList(generics.ListCreateAPIView):
+    """Messages, newest first (filter with ?status=<logical status>&channel=email&q=<label or DM id>)."""
+
+    permission_classes = [ANY_ROLE]
+    serializer_class = DeliverySerializer
+
+    def get_queryset(self):
+        p = self.request.query_params
+        return selectors.delivery_list(status=p.get("status", ""), channel=p.get("channel", ""), search=p.get("q", ""))
+
+    def perform_create(self, serializer):
+        serializer.instance = services.delivery_create(user=self.request.user, data=serializer.service_data())
+
+
+class DeliveryDetail(generics.RetrieveUpdateAPIView):
+    """A message. Updating content, audience or schedule after preparation sends it back to editing."""
+
+    permission_classes = [ANY_ROLE]
+    serializer_class = DeliverySerializer
+
+    def get_object(self):
+        return _get(self.kwargs["pk"])
+
+    def perform_update(self, serializer):
+        serializer.instance = services.delivery_update(delivery=serializer.instance, user=self.request.user, data=serializer.service_data())
+
+
+def _action(name, service, request_serializer=None, doc=""):
+    class ActionView(APIView):
+        permission_classes = [ANY_ROLE]
+
+        @extend_schema(request=request_serializer, responses={200: DeliverySerializer, 201: DeliverySerializer, **ERRORS}, description=doc, operation_id=f"deliveries_{name.replace('-', '_')}")
+        def post(self, request, pk):
+            d = _get(pk)
+            kwargs = {}
+            if request_serializer is not None:
+                s = request_serializer(data=request.data)
+                s.is_valid(raise_exception=True)
+                kwargs = dict(s.validated_data)
+            result = service(delivery=d, user=request.user, **kwargs)
+            code = status.HTTP_201_CREATED if name == "duplicate" else status.HTTP_200_OK
+            return Response(DeliverySerializer(selectors.delivery_get(pk=result.pk)).data, status=code)
+
+    ActionView.__name__ = f"Delivery{name.title().replace('-', '')}"
+    return ActionView.as_view()
+
+
+class Paginated(PageNumberPagination):
+    page_size = 100
+    page_size_query_param = "page_size"
+    max_page_size = 1000
+
+
+class JournalList(generics.ListAPIView):
+    permission_classes = [ANY_ROLE]
+    serializer_class = JournalSerializer
+
+    def get_queryset(self):
+        return selectors.journal_list(delivery=_get(self.kwargs["pk"]), limit=None)
+
+
+class ExclusionLogList(generics.ListAPIView):
+    permission_classes = [ANY_ROLE]
+    serializer_class = ExclusionLogSerializer
+    pagination_class = Paginated
+
+    @extend_schema(parameters=[OpenApiParameter("cause", str, description="Filter by cause")])
+    def get(self, request, *args, **kwargs):
+        return super().get(request, *args, **kwargs)
+
+    def get_queryset(self):
+        return selectors.exclusion_logs(delivery=_get(self.kwargs["pk"]), cause=self.request.query_params.get("cause", ""))
+
+
+class ExclusionCauseList(APIView):
+    permission_classes = [ANY_ROLE]
+
+    @extend_schema(responses={200: ExclusionCauseSerializer(many=True), **ERRORS})
+    def get(self, request, pk):
+        return Response(ExclusionCauseSerializer(selectors.exclusion_causes(delivery=_get(pk)), many=True).data)
+
+
+class SendingLogList(generics.ListAPIView):
+    permission_classes = [ANY_ROLE]
+    serializer_class = SendingLogSerializer
+    pagination_class = Paginated
+
+    @extend_schema(parameters=[OpenApiParameter("status", str, description="pending, sending, sent, failed, unknown, cancelled"),
+                               OpenApiParameter("reason", str, description="Failure reason")])  # fmt: skip
+    def get(self, request, *args, **kwargs):
+        return super().get(request, *args, **kwargs)
+
+    def get_queryset(self):
+        p = self.request.query_params
+        return selectors.sending_logs(delivery=_get(self.kwargs["pk"]), status=p.get("status", ""), reason=p.get("reason", ""))
+
+
+urlpatterns = [
+    path("deliveries/", DeliveryList.as_view(), name="api-deliveries"),
+    path("deliveries/<int:pk>/", DeliveryDetail.as_view(), name="api-delivery"),
+    path("deliveries/<int:pk>/duplicate/", _action("duplicate", services.delivery_duplicate, doc="A copy in editing; the schedule is cleared."), name="api-delivery-duplicate"),
+    path("deliveries/<int:pk>/prepare/", _action("prepare", services.delivery_prepare, doc="Start the preparation (asynchronous)."), name="api-delivery-prepare"),
+    path("deliveries/<int:pk>/stop-preparation/", _action("stop-preparation", services.delivery_stop_preparation), name="api-delivery-stop-preparation"),
+    path("deliveries/<int:pk>/approve/", _action("approve", services.delivery_approve, ApproveSerializer, doc="Approve the content or the target of someone else's message."), name="api-delivery-approve"),
+    path("deliveries/<int:pk>/confirm/", _action("confirm", services.delivery_confirm, RevisionSerializer, doc="Confirm send (Start deliveries)."), name="api-delivery-confirm"),
+    path("deliveries/<int:pk>/pause/", _action("pause", services.delivery_pause), name="api-delivery-pause"),
+    path("deliveries/<int:pk>/resume/", _action("resume", services.delivery_resume), name="api-delivery-resume"),
+    path("deliveries/<int:pk>/stop/", _action("stop", services.delivery_stop), name="api-delivery-stop"),
+    path("deliveries/<int:pk>/journal/", JournalList.as_view(), name="api-delivery-journal"),
+    path("deliveries/<int:pk>/exclusion-logs/", ExclusionLogList.as_view(), name="api-delivery-exclusion-logs"),
+    path("deliveries/<int:pk>/exclusion-causes/", ExclusionCauseList.as_view(), name="api-delivery-exclusion-causes"),
+    path("deliveries/<int:pk>/sending-logs/", SendingLogList.as_view(), name="api-delivery-sending-logs"),
+]

@@ -205,6 +205,10 @@ def delivery_stop_preparation(*, delivery, user) -> Delivery:
     return d
 
 
+# What the links look like while checking personalization (the real ones are made per recipient).
+CHECK_LINKS = {"unsubscribe_url": "https://check/u", "mirror_url": "https://check/m"}
+
+
 class _Stopped(Exception):
     pass
 
@@ -307,6 +311,8 @@ def delivery_prepare_run(*, delivery_id: int) -> None:
                         {"email": email, "first_name": first, "last_name": last, "language": lang,
                          "time_zone": tz, "phone": phone, "attributes": attrs}  # fmt: skip
                     )
+                    ctx |= CHECK_LINKS
+                    missing_here: set[str] = set()
                     for template in (compiled.subject, compiled.html, compiled.text):
                         if template is None:
                             continue
@@ -315,8 +321,9 @@ def delivery_prepare_run(*, delivery_id: int) -> None:
                         except Exception as e:  # a template that fails for this profile's data
                             render_errors[f"{type(e).__name__}: {e}"] += 1
                             continue
-                        for name in missing:
-                            missing_vars[name] += 1
+                        missing_here |= missing
+                    for name in missing_here:
+                        missing_vars[name] += 1
             if len(excl_buf) + len(logs_buf) >= chunk:
                 flush()
         flush()
