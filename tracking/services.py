@@ -329,7 +329,7 @@ def provider_event_record(*, esp: str, event) -> str:
     at = event.timestamp or timezone.now()
     key = str(event.event_id) if event.event_id else f"{log.pk}:{event_type}:{at.isoformat()}"
     with transaction.atomic():
-        _, created = ProviderEvent.objects.get_or_create(
+        _event, created = ProviderEvent.objects.get_or_create(
             esp=esp,
             key=key[:255],
             defaults={

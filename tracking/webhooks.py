@@ -26,12 +26,22 @@ def _anymail(name: str) -> str:
     return (getattr(settings, "ANYMAIL", {}) or {}).get(name, "") or ""
 
 
+class SignedMailgunTrackingView(MailgunTrackingWebhookView):
+    """Mailgun's tracking webhook, authenticated by its signature alone (no basic auth on top)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.basic_auth = []
+
+
+_mailgun_view = SignedMailgunTrackingView.as_view()
+
+
 @csrf_exempt
 def mailgun_tracking(request):
     if not _anymail("MAILGUN_WEBHOOK_SIGNING_KEY"):
         return HttpResponseNotFound("Mailgun webhooks are not configured: set MAILGUN_WEBHOOK_SIGNING_KEY.")
-    # Signed by Mailgun: the signature is the authentication (basic auth not required on top).
-    return MailgunTrackingWebhookView.as_view(webhook_secret=[])(request)
+    return _mailgun_view(request)
 
 
 def require_webhook_secret(view):
