@@ -7,6 +7,7 @@ from django.conf import settings
 from django.db.models import Count, Max, Min, Q, QuerySet
 from django.db.models.functions import Trunc
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from deliveries.models import (
     FINAL_SENDING,
@@ -76,6 +77,19 @@ class Progress:
         if self.eta is None:
             return None
         return max(0, round((self.eta - timezone.now()).total_seconds()))
+
+    @property
+    def eta_left_display(self) -> str:
+        """'less than a minute left', 'about 12 min left', 'about 2 h 05 min left'."""
+        seconds = self.eta_seconds
+        if seconds is None:
+            return ""
+        if seconds < 60:
+            return gettext("less than a minute left")
+        minutes = round(seconds / 60)
+        if minutes < 60:
+            return gettext("about %(m)d min left") % {"m": minutes}
+        return gettext("about %(h)d h %(m)02d min left") % {"h": minutes // 60, "m": minutes % 60}
 
 
 def delivery_progress(*, delivery: Delivery, now: datetime | None = None) -> Progress:

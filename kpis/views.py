@@ -92,8 +92,18 @@ STATUS_TEXT = {
 }
 
 
-def block_context(request, delivery: Delivery, *, notice: str = "", in_window: bool = False) -> dict:
-    """What the Deployment block needs: progress while sending, KPI tiles after, polling while either moves."""
+EMBED_TARGET = "deployment-kpis"  # the id of the element the message dashboard loads this partial into
+
+
+def block_context(
+    request, delivery: Delivery, *, notice: str = "", in_window: bool = False, embedded: bool = False
+) -> dict:
+    """What the Deployment block needs: progress while sending, KPI tiles after, polling while either moves.
+
+    `embedded`: inside the message dashboard's Deployment block, which already shows the status and
+    the bar and refreshes itself (reloading this partial) while the send runs; so this part adds the
+    rate, ETA and KPIs, and polls on its own only while a recompute runs.
+    """
     snapshot = selectors.snapshot_of(delivery)
     computing = selectors.snapshot_is_computing(snapshot)
     started = delivery.state in STARTED_STATES
@@ -107,7 +117,8 @@ def block_context(request, delivery: Delivery, *, notice: str = "", in_window: b
         "started": started,
         "final": final,
         "computing": computing,
-        "poll": started and (not final or computing),
+        "poll": started and (computing or (not final and not embedded)),
+        "embedded": embedded,
         "poll_seconds": settings.KPI_PROGRESS_POLL_SECONDS,
         "status_title": title,
         "status_text": text,
@@ -124,9 +135,9 @@ def deployment_kpis(request, pk: int):
     delivery = _delivery(pk)
     if kpis_compute_if_stale(delivery=delivery):  # the send just ended: bring the figures up to date once
         delivery = _delivery(pk)
-    return render(
-        request, "kpis/block.html", block_context(request, delivery, in_window=bool(request.GET.get("window")))
-    )
+    embedded = bool(request.GET.get("embed")) or bool(request.htmx and request.htmx.target == EMBED_TARGET)
+    context = block_context(request, delivery, in_window=bool(request.GET.get("window")), embedded=embedded)
+    return render(request, "kpis/block.html", context)
 
 
 @role_required(*COMPUTE_ROLES)
