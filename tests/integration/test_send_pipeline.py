@@ -1,0 +1,79 @@
+"""A real send: real Celery worker, real SMTP server, soft and hard refusals, retries."""
+
+import time
+from datetime import timedelta
+
+import pytest
+
+from audiences.models import Quarantine
+from deliveries.models import Delivery, SendingLog, State
+from deliveries.services import delivery_confirm, delivery_prepare
+from tests.deliveries.conftest import HTML, make_audience, make_profiles
+
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+
+
+def wait_for_state(pk, states, timeout=90):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        d = Delivery.objects.get(pk=pk)
+        if d.state in states:
+            return d
+        time.sleep(0.2)
+    raise AssertionError(f"still {Delivery.objects.get(pk=pk).state} after {timeout}s: {list(Delivery.objects.get(pk=pk).journal.values_list('text', flat=True))}")
+
+
+def test_200_recipients_with_hard_soft_and_transient_refusals(celery_worker, smtp_server, marketer, settings):
+    settings.RETRY_BACKOFF_SECONDS = [1]
+    settings.SEND_CHUNK = 20
+    emails = [f"user{i:03d}@example.com" for i in range(200)]
+    hard = emails[:10]
+    always_soft = emails[10:20]
+    once_soft = emails[20:30]
+    for a in hard:
+        smtp_server.set_reply(a, "550 5.1.1 User unknown")
+    for a in always_soft:
+        smtp_server.set_reply(a, "452 4.2.2 Mailbox full")
+    for a in once_soft:
+        smtp_server.set_reply(a, "452 4.2.2 Mailbox full", times=1)
+    profiles = make_profiles([{"email": e, "first_name": f"Name{i}"} for i, e in enumerate(emails)])
+    from deliveries.services import delivery_create
+
+    d = delivery_create(
+        user=marketer,
+        data={"label": "Integration", "sender_name": "Shop", "sender_address": "news@shop.example.com",
+              "subject": "Hi {{ first_name }}", "html": HTML, "audience": make_audience(profiles),
+              "validity": timedelta(seconds=4)},  # fmt: skip
+    )
+    delivery_prepare(delivery=d, user=marketer)
+    d = wait_for_state(d.pk, {State.READY, State.PREPARATION_FAILED})
+    assert d.state == State.READY and d.to_deliver_count == 200
+    delivery_confirm(delivery=d, user=marketer)
+    d = wait_for_state(d.pk, {State.FINISHED, State.FAILED})
+    assert d.state == State.FINISHED
+
+    logs = {log.address: log for log in SendingLog.objects.filter(delivery=d)}
+    assert {log.status for log in logs.values()} == {"sent", "failed"}  # every log final
+    for a in hard:
+        assert (logs[a].status, logs[a].failure_type, logs[a].failure_reason) == ("failed", "hard", "user_unknown")
+        assert logs[a].attempts == 1
+    for a in always_soft:
+        assert (logs[a].status, logs[a].failure_type, logs[a].failure_reason) == ("failed", "soft", "mailbox_full")
+        assert logs[a].attempts >= 2  # retried inside the validity period, then failed at its end
+    for a in once_soft:
+        assert logs[a].status == "sent" and logs[a].attempts == 2
+    accepted = [e for e in emails if e not in hard and e not in always_soft]
+    assert len(accepted) == 180
+    for i, address in enumerate(emails):
+        got = smtp_server.received_by(address)
+        if address in accepted:
+            assert len(got) == 1, address
+            assert f"Hello Name{i}," in got[0].message.get_body(preferencelist=("html",)).get_content()
+        else:
+            assert got == []
+    assert (d.sent_count, d.failed_count, d.processed_count) == (180, 20, 200)
+    statuses = dict(Quarantine.objects.filter(address__in=hard + always_soft + once_soft).values_list("address", "status"))
+    assert all(statuses[a] == "quarantine" for a in hard)
+    assert all(statuses[a] == "erroneous" for a in always_soft)
+    assert d.journal.filter(text="Delivery finished (all messages have been processed).").count() == 1
+    assert d.journal.filter(text__startswith="Pass done:").exists()
