@@ -64,14 +64,23 @@ def agent_rule(user_agent: str) -> AgentRule | None:
     return rules[int(m.lastgroup[1:])] if m else None
 
 
+def agent_reason(user_agent: str) -> str:
+    """Why the user agent is a machine's ("" when it is not known as one)."""
+    rule = agent_rule(user_agent)
+    return _("Known %(category)s: %(name)s") % {"category": rule.category, "name": rule.name} if rule else ""
+
+
+def timing_reason() -> str:
+    return _("Within %(seconds)s s of delivery") % {"seconds": f"{settings.TRACKING_MACHINE_DELAY_SECONDS:g}"}
+
+
 def machine_reason(*, user_agent: str, at: datetime, delivered_at: datetime | None) -> str:
     """Why a hit looks made by a machine (by its user agent or its timing); "" for a person."""
-    rule = agent_rule(user_agent)
-    if rule is not None:
-        return _("Known %(category)s: %(name)s") % {"category": rule.category, "name": rule.name}
-    delay = settings.TRACKING_MACHINE_DELAY_SECONDS
-    if delivered_at is not None and at - delivered_at < timedelta(seconds=delay):
-        return _("Within %(seconds)s s of delivery") % {"seconds": f"{delay:g}"}
+    reason = agent_reason(user_agent)
+    if reason:
+        return reason
+    if delivered_at is not None and at - delivered_at < timedelta(seconds=settings.TRACKING_MACHINE_DELAY_SECONDS):
+        return timing_reason()
     return ""
 
 

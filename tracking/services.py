@@ -16,7 +16,7 @@ import hashlib
 import logging
 import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from urllib.parse import urlsplit
 
@@ -24,13 +24,14 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import F, Min, OuterRef, Q, Subquery
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 from django.utils.translation import gettext as _
 
 from audiences.models import Channel, Profile
 from deliveries.models import Delivery, FailureReason, FailureType, JournalEntry, SendingLog, SendingStatus, TrackedUrl
 from deliveries.tokens import BadToken, read_token
 
-from .machine import burst_reason, machine_reason
+from .machine import agent_reason, burst_reason, machine_reason, timing_reason
 from .models import ProviderEvent, TrackingLog
 
 logger = logging.getLogger(__name__)
@@ -74,11 +75,20 @@ def ip_hash(ip: str) -> str:
     return hashlib.blake2b(ip.encode(), key=_ip_key()[:32], digest_size=16).hexdigest()
 
 
+def _aware(value):
+    """A datetime read by raw SQL (SQLite gives naive UTC datetimes or strings)."""
+    if isinstance(value, str):
+        value = parse_datetime(value)
+    if value is not None and timezone.is_naive(value):
+        value = timezone.make_aware(value, UTC)
+    return value
+
+
 def _delivered_at(event_at, status: str, at: datetime):
     # A hit on a log still being sent (its outcome not written yet) is as early as can be.
     if event_at is None and status == SendingStatus.SENDING:
         return at
-    return event_at
+    return _aware(event_at)
 
 
 def _set_first_times(cursor, log_id: int, at: datetime, *, click: bool) -> None:
@@ -93,9 +103,66 @@ def _set_first_times(cursor, log_id: int, at: datetime, *, click: bool) -> None:
         cursor.execute(f"UPDATE {_LOG} SET first_open_at = %s WHERE id = %s AND first_open_at IS NULL", [at, log_id])
 
 
+def _postgres() -> bool:
+    return connection.vendor == "postgresql"
+
+
+def _commit_mode() -> str:
+    # PostgreSQL: a tracking hit may skip waiting for its WAL flush (synchronous_commit off for
+    # that transaction only): a database crash can lose the last fraction of a second of hits,
+    # never corrupt anything. TRACKING_ASYNC_COMMIT=0 keeps every hit durable before answering.
+    return "off" if getattr(settings, "TRACKING_ASYNC_COMMIT", True) else "on"
+
+
+def _record(cursor, *, at, delivery_id, log_id, kind, url_id, hit: Hit, reason: str, set_open: bool, set_click: bool) -> None:
+    """Insert one tracking log and, for a person's first open / click, set the log's first times.
+
+    PostgreSQL: one statement (a data-modifying CTE), so one round trip and one commit per hit.
+    """
+    values = [at, delivery_id, log_id, kind, url_id, hit.ua, hit.ip_hash, bool(reason), reason]
+    first = set_open or set_click
+    if not _postgres():
+        cursor.execute(_INSERT, values)
+        if first:
+            _set_first_times(cursor, log_id, at, click=set_click)
+        return
+    insert = (
+        f"INSERT INTO {_TRK} (at, delivery_id, sending_log_id, kind, tracked_url_id, user_agent, ip_hash, is_machine, machine_reason) "
+        "SELECT %s, %s, %s, %s, %s, %s, %s, %s, %s FROM (SELECT set_config('synchronous_commit', %s, true)) AS commit_mode"
+    )
+    if not first:
+        cursor.execute(insert, [*values, _commit_mode()])
+        return
+    sets = "first_open_at = COALESCE(first_open_at, %s)" + (", first_click_at = COALESCE(first_click_at, %s)" if set_click else "")
+    cond = "(first_open_at IS NULL OR first_click_at IS NULL)" if set_click else "first_open_at IS NULL"
+    cursor.execute(
+        f"WITH ins AS ({insert} RETURNING sending_log_id) UPDATE {_LOG} SET {sets} WHERE id IN (SELECT sending_log_id FROM ins) AND {cond}",
+        [*values, _commit_mode(), at, *([at] if set_click else [])],
+    )
+
+
 # --- open pixel ---------------------------------------------------------------------------------
+_OPEN_PG = f"""
+WITH l AS (
+    SELECT id, delivery_id, set_config('synchronous_commit', %(commit_mode)s, true) AS commit_mode,
+           CASE WHEN %(agent_reason)s <> '' THEN %(agent_reason)s
+                WHEN (event_at IS NULL AND status = %(sending)s) OR event_at > %(since)s THEN %(timing_reason)s
+                ELSE '' END AS reason
+    FROM {_LOG} WHERE id = %(log_id)s
+), ins AS (
+    INSERT INTO {_TRK} (at, delivery_id, sending_log_id, kind, tracked_url_id, user_agent, ip_hash, is_machine, machine_reason)
+    SELECT %(at)s, delivery_id, id, %(kind)s, NULL, %(ua)s, %(ip_hash)s, reason <> '', reason FROM l
+)
+UPDATE {_LOG} AS s SET first_open_at = %(at)s FROM l WHERE s.id = l.id AND l.reason = '' AND s.first_open_at IS NULL
+"""
+
+
 def tracking_open(*, token: str, hit: Hit) -> bool:
-    """Record an open for the token's sending log; False (and nothing written) for a bad token."""
+    """Record an open for the token's sending log; False (and nothing written) for a bad token.
+
+    PostgreSQL: one statement reads the log, applies the timing rule, inserts the tracking log
+    and sets the first open time; elsewhere the same in two or three statements.
+    """
     try:
         log_id, url_id = read_token(token)
     except BadToken:
@@ -104,27 +171,37 @@ def tracking_open(*, token: str, hit: Hit) -> bool:
         return False
     at = timezone.now()
     with connection.cursor() as cursor:
+        if _postgres():
+            cursor.execute(
+                _OPEN_PG,
+                {
+                    "commit_mode": _commit_mode(),
+                    "agent_reason": agent_reason(hit.ua),
+                    "sending": SendingStatus.SENDING,
+                    "since": at - timedelta(seconds=settings.TRACKING_MACHINE_DELAY_SECONDS),
+                    "timing_reason": timing_reason(),
+                    "log_id": log_id,
+                    "at": at,
+                    "kind": K.OPEN,
+                    "ua": hit.ua,
+                    "ip_hash": hit.ip_hash,
+                },
+            )
+            return True
         cursor.execute(f"SELECT delivery_id, event_at, status, first_open_at FROM {_LOG} WHERE id = %s", [log_id])
         row = cursor.fetchone()
         if row is None:
             return False
         delivery_id, event_at, status, first_open_at = row
         reason = machine_reason(user_agent=hit.ua, at=at, delivered_at=_delivered_at(event_at, status, at))
-        cursor.execute(_INSERT, [at, delivery_id, log_id, K.OPEN, None, hit.ua, hit.ip_hash, bool(reason), reason])
-        if not reason and first_open_at is None:
-            _set_first_times(cursor, log_id, at, click=False)
+        _record(
+            cursor, at=at, delivery_id=delivery_id, log_id=log_id, kind=K.OPEN, url_id=None, hit=hit, reason=reason,
+            set_open=not reason and first_open_at is None, set_click=False,
+        )  # fmt: skip
     return True
 
 
 # --- click redirect -----------------------------------------------------------------------------
-@dataclass(frozen=True)
-class ClickTarget:
-    url: str
-    is_template: bool
-    delivery_id: int
-    profile_id: int | None
-
-
 def _render_url(template_url: str, profile_id: int | None) -> str | None:
     """Render a personalized link for its recipient; None when it is refused (see tracking_click)."""
     from deliveries.personalization import TEXT_ENV, profile_context
@@ -175,11 +252,13 @@ def tracking_click(*, token: str, hit: Hit) -> str | None:
         burst = others + 1 >= settings.TRACKING_BURST_LINKS
         reason = burst_reason() if burst else ""
         reason = machine_reason(user_agent=hit.ua, at=at, delivered_at=_delivered_at(event_at, status, at)) or reason
-        cursor.execute(_INSERT, [at, delivery_id, log_id, K.CLICK, url_id, hit.ua, hit.ip_hash, bool(reason), reason])
+        human_first = not reason and (first_open_at is None or first_click_at is None)
+        _record(
+            cursor, at=at, delivery_id=delivery_id, log_id=log_id, kind=K.CLICK, url_id=url_id, hit=hit, reason=reason,
+            set_open=human_first, set_click=human_first,
+        )  # fmt: skip
         if burst:
             _flag_burst(log_id=log_id, since=since, reason=burst_reason())
-        elif not reason and (first_open_at is None or first_click_at is None):
-            _set_first_times(cursor, log_id, at, click=True)
     return url
 
 
@@ -213,9 +292,10 @@ def tracking_mirror_view(*, log: SendingLog, hit: Hit) -> None:
     at = timezone.now()
     reason = machine_reason(user_agent=hit.ua, at=at, delivered_at=_delivered_at(log.event_at, log.status, at))
     with connection.cursor() as cursor:
-        cursor.execute(_INSERT, [at, log.delivery_id, log.pk, K.MIRROR, None, hit.ua, hit.ip_hash, bool(reason), reason])
-        if not reason and log.first_open_at is None:
-            _set_first_times(cursor, log.pk, at, click=False)
+        _record(
+            cursor, at=at, delivery_id=log.delivery_id, log_id=log.pk, kind=K.MIRROR, url_id=None, hit=hit, reason=reason,
+            set_open=not reason and log.first_open_at is None, set_click=False,
+        )  # fmt: skip
 
 
 def tracking_optout(*, log: SendingLog, hit: Hit) -> bool:

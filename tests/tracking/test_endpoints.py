@@ -45,15 +45,17 @@ def test_open_pixel_answers_a_43_byte_gif_without_caching_and_records_the_first_
     assert stored.ip_hash and "203.0.113.9" not in stored.ip_hash
 
 
-def test_open_pixel_costs_at_most_three_queries_then_two(client, sent, django_assert_num_queries):
-    with django_assert_num_queries(3):  # read the log, insert the tracking log, set the first open
-        client.get(sent.open_path())
-    with django_assert_num_queries(2):
-        client.get(sent.open_path())
+def test_open_pixel_and_click_cost_one_or_two_queries(client, sent, django_assert_num_queries):
+    from django.db import connection
 
-
-def test_click_costs_at_most_three_queries_then_two(client, sent, django_assert_num_queries):
-    with django_assert_num_queries(3):
+    postgres = connection.vendor == "postgresql"
+    # PostgreSQL: the pixel is one statement (read, insert, first open); a click reads its link,
+    # then writes in one statement. Elsewhere the first open / click costs one more UPDATE.
+    with django_assert_num_queries(1 if postgres else 3):
+        client.get(sent.open_path())
+    with django_assert_num_queries(1 if postgres else 2):
+        client.get(sent.open_path())
+    with django_assert_num_queries(2 if postgres else 3):
         client.get(sent.click_path(SALE))
     with django_assert_num_queries(2):
         client.get(sent.click_path(SALE))
