@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied
-from django.db.models import Case, Count, IntegerField, Max, Q, Sum, When
+from django.db.models import Count, Q
 from django.utils import timezone
 from django.utils.formats import time_format
 from django.utils.translation import gettext as _
@@ -44,59 +44,31 @@ def lock_is_free_q(*, now=None) -> Q:
 
 
 def _sending_counts(delivery_id: int) -> dict:
-    """One GROUP BY over the delivery's sending logs: count per (status, failure type)."""
-    rows = (
-        SendingLog.objects.filter(delivery_id=delivery_id)
-        .values_list("status", "failure_type")
-        .annotate(n=Count("*"))
-        .order_by()
+    """One conditional aggregate over the delivery's sending logs (one pass, parallel on PostgreSQL)."""
+    sent, failed = Q(status=SendingStatus.SENT), Q(status=SendingStatus.FAILED)
+    return SendingLog.objects.filter(delivery_id=delivery_id).aggregate(
+        to_deliver=Count("*"),
+        delivered=Count("id", filter=sent),
+        bounces=Count("id", filter=failed),
+        hard_bounces=Count("id", filter=failed & Q(failure_type=FailureType.HARD)),
+        soft_bounces=Count("id", filter=failed & Q(failure_type=FailureType.SOFT)),
+        unknown=Count("id", filter=Q(status=SendingStatus.UNKNOWN)),
+        cancelled=Count("id", filter=Q(status=SendingStatus.CANCELLED)),
+        pending=Count("id", filter=Q(status__in=(SendingStatus.PENDING, SendingStatus.SENDING))),
     )
-    counts = {"to_deliver": 0, "delivered": 0, "bounces": 0, "hard_bounces": 0, "soft_bounces": 0}
-    counts.update(unknown=0, cancelled=0, pending=0)
-    for status, failure_type, n in rows:
-        counts["to_deliver"] += n
-        if status == SendingStatus.SENT:
-            counts["delivered"] += n
-        elif status == SendingStatus.FAILED:
-            counts["bounces"] += n
-            if failure_type == FailureType.HARD:
-                counts["hard_bounces"] += n
-            elif failure_type == FailureType.SOFT:
-                counts["soft_bounces"] += n
-        elif status == SendingStatus.UNKNOWN:
-            counts["unknown"] += n
-        elif status == SendingStatus.CANCELLED:
-            counts["cancelled"] += n
-        else:  # pending (with or without a retry scheduled) and sending
-            counts["pending"] += n
-    return counts
-
-
-def _flag(kind: str):
-    return Max(Case(When(kind=kind, then=1), default=0, output_field=IntegerField()))
 
 
 def _tracking_counts(delivery_id: int) -> dict:
-    """One aggregate over the human tracking events, grouped by sending log first (a hash aggregate):
+    """One aggregate over the human tracking events, each figure counting sending logs once:
     unique opens (any human event: a click, mirror view or opt-out implies an open), unique clicks,
-    opt-outs and mirror pages, each counted once per sending log."""
-    per_log = (
-        TrackingLog.objects.filter(delivery_id=delivery_id, is_machine=False)
-        .values("sending_log_id")
-        .annotate(
-            clicked=_flag(TrackingLog.Kind.CLICK),
-            opted_out=_flag(TrackingLog.Kind.OPTOUT),
-            mirrored=_flag(TrackingLog.Kind.MIRROR),
-        )
-        .order_by()
+    opt-outs and mirror pages. Machine events (scanners, privacy proxies) are left out."""
+    kind = TrackingLog.Kind
+    return TrackingLog.objects.filter(delivery_id=delivery_id, is_machine=False).aggregate(
+        unique_opens=Count("sending_log_id", distinct=True),
+        unique_clicks=Count("sending_log_id", distinct=True, filter=Q(kind=kind.CLICK)),
+        opt_outs=Count("sending_log_id", distinct=True, filter=Q(kind=kind.OPTOUT)),
+        mirror_pages=Count("sending_log_id", distinct=True, filter=Q(kind=kind.MIRROR)),
     )
-    totals = per_log.aggregate(
-        unique_opens=Count("sending_log_id"),
-        unique_clicks=Sum("clicked"),
-        opt_outs=Sum("opted_out"),
-        mirror_pages=Sum("mirrored"),
-    )
-    return {key: value or 0 for key, value in totals.items()}
 
 
 def kpis_compute(*, delivery_id: int) -> KpiSnapshot:
