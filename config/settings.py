@@ -252,6 +252,8 @@ SEND_BATCH = int(os.environ.get("SEND_BATCH", "1000"))  # rows per batch task (o
 PREPARATION_CHUNK = 5000
 RETRY_BACKOFF_SECONDS = [int(s) for s in env_list("RETRY_BACKOFF_SECONDS", "900,1800,3600,7200,14400")]
 CLAIM_TIMEOUT_SECONDS = int(os.environ.get("CLAIM_TIMEOUT_SECONDS", "600"))
+AUTOPAUSE_BOUNCE_RATE = float(os.environ.get("AUTOPAUSE_BOUNCE_RATE", "0.2"))  # default; Administration can change it
+AUTOPAUSE_MIN_PROCESSED = int(os.environ.get("AUTOPAUSE_MIN_PROCESSED", "500"))
 CELERY_BEAT_SCHEDULE["deliveries-tick"] = {"task": "deliveries.tick", "schedule": 60.0}
 
 # --- audiences ---

@@ -119,6 +119,7 @@ class Delivery(models.Model):
     sent_count = models.PositiveIntegerField(default=0)
     failed_count = models.PositiveIntegerField(default=0)
     processed_count = models.PositiveIntegerField(default=0)
+    autopaused_at = models.DateTimeField(null=True, blank=True)  # the send paused itself (bounce limit)
 
     class Meta:
         ordering = ["-id"]
@@ -273,3 +274,15 @@ class TrackedUrl(models.Model):
 
     def __str__(self) -> str:
         return self.label or self.url
+
+
+class SendingPolicy(models.Model):
+    """Site-wide sending guards, editable by Administration (one row; defaults from settings)."""
+
+    autopause_bounce_rate = models.FloatField(help_text=_("Pause a send whose bounces + errors exceed this share of processed messages (0.2 = 20%)."))
+    autopause_min_processed = models.PositiveIntegerField(help_text=_("…once at least this many messages were processed."))
+    updated_at = models.DateTimeField(auto_now=True)
+    updated_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+
+    class Meta:
+        constraints = [models.CheckConstraint(condition=Q(autopause_bounce_rate__gt=0) & Q(autopause_bounce_rate__lte=1), name="sending_policy_rate_range")]

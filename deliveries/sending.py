@@ -53,16 +53,25 @@ def claim_chunk(*, delivery_id: int, lo: int, hi: int, limit: int, now) -> list[
     profile_id, attempts) of the rows this caller won. Competing workers skip each other's rows
     (FOR UPDATE SKIP LOCKED on PostgreSQL; SQLite serializes writers anyway)."""
     table = SendingLog._meta.db_table
-    lock = " FOR UPDATE SKIP LOCKED" if connection.vendor == "postgresql" else ""
     ts = connection.ops.adapt_datetimefield_value(now)
-    sql = (
-        f"UPDATE {table} SET status = %s, claimed_at = %s WHERE id IN ("
+    pick = (
         f"SELECT id FROM {table} WHERE delivery_id = %s AND status = %s AND id BETWEEN %s AND %s"
-        f" AND (next_attempt_at IS NULL OR next_attempt_at <= %s) ORDER BY id LIMIT %s{lock})"
-        f" AND status = %s RETURNING id, address, profile_id, attempts"
+        f" AND (next_attempt_at IS NULL OR next_attempt_at <= %s) ORDER BY id LIMIT %s"
     )
+    if connection.vendor == "postgresql":
+        # A materialized CTE: PostgreSQL may otherwise re-run a LIMIT subquery of an UPDATE and
+        # claim more than `limit` rows; SKIP LOCKED lets competing workers take other rows.
+        sql = (
+            f"WITH picked AS MATERIALIZED ({pick} FOR UPDATE SKIP LOCKED) "
+            f"UPDATE {table} AS t SET status = %s, claimed_at = %s FROM picked WHERE t.id = picked.id AND t.status = %s "
+            f"RETURNING t.id, t.address, t.profile_id, t.attempts"
+        )
+        params = [delivery_id, SendingStatus.PENDING, lo, hi, ts, limit, SendingStatus.SENDING, ts, SendingStatus.PENDING]
+    else:  # SQLite serializes writers: a plain conditional UPDATE is enough
+        sql = f"UPDATE {table} SET status = %s, claimed_at = %s WHERE id IN ({pick}) AND status = %s RETURNING id, address, profile_id, attempts"
+        params = [SendingStatus.SENDING, ts, delivery_id, SendingStatus.PENDING, lo, hi, ts, limit, SendingStatus.PENDING]
     with transaction.atomic(), connection.cursor() as cur:
-        cur.execute(sql, [SendingStatus.SENDING, ts, delivery_id, SendingStatus.PENDING, lo, hi, ts, limit, SendingStatus.PENDING])
+        cur.execute(sql, params)
         rows = cur.fetchall()
     rows.sort()
     return rows
@@ -103,6 +112,36 @@ def write_outcomes(*, delivery: Delivery, results: list[tuple[SendingLog, object
                 processed_count=F("processed_count") + len(sent) + len(failed),
             )
     _quarantine(delivery=delivery, sent=sent, failures=failed + retry, now=now)
+    if failed:
+        autopause_if_needed(delivery_id=delivery.pk, now=now)
+
+
+def autopause_if_needed(*, delivery_id: int, now) -> bool:
+    """Pause a send whose bounces + errors cross the hard limit (a broken list or a blocked sender
+    stops before it burns the domain's reputation). One conditional UPDATE decides."""
+    from .services import sending_policy_get
+
+    policy = sending_policy_get()
+    paused = Delivery.objects.filter(
+        pk=delivery_id,
+        state__in=ACTIVE,
+        autopaused_at__isnull=True,  # once per send: after a person resumes, it is their call
+        processed_count__gte=policy.autopause_min_processed,
+        failed_count__gt=F("processed_count") * policy.autopause_bounce_rate,
+    ).update(state=State.PAUSED, autopaused_at=now)
+    if paused:
+        d = Delivery.objects.get(pk=delivery_id)
+        journal_add(
+            delivery=d,
+            level=JournalEntry.Level.CRITICAL,
+            text=_(
+                "Sending paused automatically: bounces + errors reached %(rate).1f%% of %(n)d processed messages "
+                "(limit %(limit).0f%% after %(min)d). Check the list and the sender, then resume or stop."
+            )
+            % {"rate": d.failed_count * 100 / d.processed_count, "n": d.processed_count,
+               "limit": policy.autopause_bounce_rate * 100, "min": policy.autopause_min_processed},  # fmt: skip
+        )
+    return bool(paused)
 
 
 def _quarantine(*, delivery, sent, failures, now) -> None:

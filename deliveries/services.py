@@ -529,3 +529,32 @@ def delivery_stop(*, delivery, user) -> Delivery:
         )
     d.refresh_from_db()
     return d
+
+
+# --- sending policy (auto-pause) --------------------------------------------------------------
+def sending_policy_get():
+    """The site's sending guards: the stored row, or the defaults from settings."""
+    from .models import SendingPolicy
+
+    row = SendingPolicy.objects.order_by("pk").first()
+    if row is None:
+        row = SendingPolicy(
+            autopause_bounce_rate=float(getattr(settings, "AUTOPAUSE_BOUNCE_RATE", 0.2)),
+            autopause_min_processed=int(getattr(settings, "AUTOPAUSE_MIN_PROCESSED", 500)),
+        )
+    return row
+
+
+def sending_policy_update(*, user, autopause_bounce_rate: float, autopause_min_processed: int):
+    """Change the auto-pause limit (Administration)."""
+    from accounts.roles import ADMINISTRATION
+
+    from .models import SendingPolicy
+
+    require_role(user=user, role=ADMINISTRATION)
+    if not 0 < autopause_bounce_rate <= 1:
+        raise InvalidInput(_("The auto-pause rate must be between 0 and 1 (0.2 means 20%)."), code="invalid")
+    row = SendingPolicy.objects.order_by("pk").first() or SendingPolicy()
+    row.autopause_bounce_rate, row.autopause_min_processed, row.updated_by = autopause_bounce_rate, autopause_min_processed, user
+    row.save()
+    return row

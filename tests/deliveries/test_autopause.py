@@ -1,0 +1,64 @@
+import pytest
+
+from deliveries.models import SendingLog, State
+from deliveries.services import delivery_confirm, delivery_resume, sending_policy_get, sending_policy_update
+
+from .conftest import make_audience, make_profiles
+
+pytestmark = pytest.mark.django_db
+
+
+def test_send_pauses_itself_when_bounces_cross_the_limit_and_says_why(ready_delivery, marketer, admin, smtp_server, settings, django_capture_on_commit_callbacks):
+    settings.SEND_CHUNK = 10
+    sending_policy_update(user=admin, autopause_bounce_rate=0.2, autopause_min_processed=10)
+    emails = [f"x{i:02d}@example.com" for i in range(40)]
+    for a in emails[:5] + emails[10:15]:  # 5 refusals in each of the first two chunks
+        smtp_server.set_reply(a, "550 5.1.1 User unknown")
+    d = ready_delivery(audience=make_audience(make_profiles(emails)))
+    with django_capture_on_commit_callbacks(execute=True):
+        delivery_confirm(delivery=d, user=marketer)
+    d.refresh_from_db()
+    assert d.state == State.PAUSED and d.autopaused_at is not None
+    assert (d.processed_count, d.failed_count) == (10, 5), list(d.journal.values_list("text", flat=True))  # stopped after the first chunk: 50% > 20%
+    assert SendingLog.objects.filter(delivery=d, status="pending").count() == 30
+    entry = d.journal.get(level="critical")
+    assert entry.text.startswith("Sending paused automatically: bounces + errors reached 50.0% of 10 processed messages (limit 20% after 10)")
+    # a person resumes: it is their call, the send goes on to the end
+    with django_capture_on_commit_callbacks(execute=True):
+        delivery_resume(delivery=d, user=marketer)
+    d.refresh_from_db()
+    assert d.state == State.FINISHED and d.processed_count == 40
+
+
+def test_below_the_minimum_volume_nothing_pauses(ready_delivery, marketer, smtp_server, django_capture_on_commit_callbacks):
+    assert sending_policy_get().autopause_min_processed == 500
+    smtp_server.set_reply("person0@example.com", "550 5.1.1 User unknown")
+    d = ready_delivery()
+    with django_capture_on_commit_callbacks(execute=True):
+        delivery_confirm(delivery=d, user=marketer)
+    d.refresh_from_db()
+    assert d.state == State.FINISHED and d.autopaused_at is None
+
+
+def test_only_administration_changes_the_policy(marketer):
+    from django.core.exceptions import PermissionDenied
+
+    with pytest.raises(PermissionDenied):
+        sending_policy_update(user=marketer, autopause_bounce_rate=0.5, autopause_min_processed=1)
+
+
+def test_a_claim_takes_at_most_its_chunk_and_never_the_same_row_twice(ready_delivery):
+    from django.utils import timezone
+
+    from deliveries.sending import claim_chunk
+
+    d = ready_delivery(audience=make_audience(make_profiles([f"c{i}@example.com" for i in range(25)])))
+    now = timezone.now()
+    sizes, seen = [], set()
+    while rows := claim_chunk(delivery_id=d.pk, lo=0, hi=10**12, limit=10, now=now):
+        sizes.append(len(rows))
+        ids = {r[0] for r in rows}
+        assert not ids & seen
+        seen |= ids
+    assert sizes == [10, 10, 5]
+    assert SendingLog.objects.filter(delivery=d, status="sending").count() == 25
