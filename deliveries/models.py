@@ -63,6 +63,16 @@ LOGICAL = {
     State.FAILED: LogicalStatus.ERRONEOUS,
     State.FINISHED: LogicalStatus.FINISHED,
 }
+def logical_status_q(status: str) -> Q:
+    """The filter matching `Delivery.logical_status == status`, for lists and counts in SQL."""
+    warning = Q(state=State.READY, warnings_count__gt=0) | Q(
+        has_open_alert=True, state__in=[s for s, lg in LOGICAL.items() if lg in (LogicalStatus.IN_PROGRESS, LogicalStatus.FINISHED)]
+    )
+    if status == LogicalStatus.WARNING:
+        return warning
+    return Q(state__in=[s for s, lg in LOGICAL.items() if lg == status]) & ~warning
+
+
 SENDING_STATES = (State.IN_PROGRESS, State.RETRY_PENDING, State.RETRY_IN_PROGRESS, State.PAUSED)
 STARTED_STATES = (State.START_PENDING, *SENDING_STATES, State.STOPPED, State.FAILED, State.FINISHED)
 FINAL_STATES = (State.STOPPED, State.FAILED, State.FINISHED)
@@ -120,6 +130,7 @@ class Delivery(models.Model):
     failed_count = models.PositiveIntegerField(default=0)
     processed_count = models.PositiveIntegerField(default=0)
     autopaused_at = models.DateTimeField(null=True, blank=True)  # the send paused itself (bounce limit)
+    has_open_alert = models.BooleanField(default=False)  # an alert not yet acknowledged (kept by the ops app)
 
     class Meta:
         ordering = ["-id"]
@@ -144,7 +155,14 @@ class Delivery(models.Model):
 
     @property
     def logical_status(self) -> str:
-        return LOGICAL[State(self.state)]
+        """DOMAIN.md §2: Warning when in progress or finished with an alert not yet acknowledged,
+        or prepared with warnings; otherwise the state's own logical status."""
+        logical = LOGICAL[State(self.state)]
+        if self.state == State.READY and self.warnings_count:
+            return LogicalStatus.WARNING
+        if self.has_open_alert and logical in (LogicalStatus.IN_PROGRESS, LogicalStatus.FINISHED):
+            return LogicalStatus.WARNING
+        return logical
 
     @property
     def state_number(self) -> int:

@@ -1,13 +1,13 @@
 from django.db.models import Count, Q, QuerySet
 
-from .models import LOGICAL, Delivery, JournalEntry, LogicalStatus, SendingLog, State
+from .models import Delivery, JournalEntry, LogicalStatus, SendingLog, logical_status_q
 
 
 def delivery_list(*, status: str = "", channel: str = "", search: str = "") -> QuerySet[Delivery]:
     """Messages, newest first, filtered by logical status, channel and label/ID."""
     qs = Delivery.objects.select_related("audience", "created_by")
-    if status:
-        qs = qs.filter(state__in=[s for s, logical in LOGICAL.items() if logical == status])
+    if status in LogicalStatus.values:
+        qs = qs.filter(logical_status_q(status))
     if channel:
         qs = qs.filter(channel=channel)
     if search:
@@ -21,11 +21,7 @@ def delivery_list(*, status: str = "", channel: str = "", search: str = "") -> Q
 
 def delivery_status_counts() -> dict[str, int]:
     """How many messages per logical status (one GROUP BY)."""
-    by_state = dict(Delivery.objects.values_list("state").annotate(n=Count("id")).values_list("state", "n"))
-    counts = {s.value: 0 for s in LogicalStatus}
-    for state, n in by_state.items():
-        counts[LOGICAL[State(state)]] += n
-    return counts
+    return Delivery.objects.aggregate(**{s.value: Count("id", filter=logical_status_q(s.value)) for s in LogicalStatus})
 
 
 def delivery_get(*, pk) -> Delivery:

@@ -558,3 +558,9 @@ def sending_policy_update(*, user, autopause_bounce_rate: float, autopause_min_p
     row.autopause_bounce_rate, row.autopause_min_processed, row.updated_by = autopause_bounce_rate, autopause_min_processed, user
     row.save()
     return row
+
+
+def delivery_alert_flag_set(*, delivery_id: int, open_alert: bool) -> None:
+    """Record whether the message has an alert not yet acknowledged (shown as Warning in lists).
+    Called by the ops app, which owns alerts."""
+    Delivery.objects.filter(pk=delivery_id).exclude(has_open_alert=open_alert).update(has_open_alert=open_alert)

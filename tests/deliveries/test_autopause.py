@@ -62,3 +62,25 @@ def test_a_claim_takes_at_most_its_chunk_and_never_the_same_row_twice(ready_deli
         seen |= ids
     assert sizes == [10, 10, 5]
     assert SendingLog.objects.filter(delivery=d, status="sending").count() == 25
+
+
+def test_logical_status_warning_for_prepared_with_warnings_or_an_open_alert(ready_delivery, marketer, client):
+    from django.urls import reverse
+
+    from deliveries.models import Delivery, LogicalStatus
+    from deliveries.selectors import delivery_list, delivery_status_counts
+    from deliveries.services import delivery_alert_flag_set
+
+    warned = ready_delivery(html="<p>no unsubscribe link</p>")
+    clean = ready_delivery()
+    assert (warned.logical_status, clean.logical_status) == (LogicalStatus.WARNING, LogicalStatus.EDITING)
+    Delivery.objects.filter(pk=clean.pk).update(state=State.FINISHED)
+    delivery_alert_flag_set(delivery_id=clean.pk, open_alert=True)
+    assert Delivery.objects.get(pk=clean.pk).logical_status == LogicalStatus.WARNING
+    assert set(delivery_list(status="warning").values_list("pk", flat=True)) == {warned.pk, clean.pk}
+    assert delivery_status_counts() == {"editing": 0, "in_progress": 0, "finished": 0, "warning": 2, "erroneous": 0}
+    delivery_alert_flag_set(delivery_id=clean.pk, open_alert=False)
+    assert list(delivery_list(status="finished").values_list("pk", flat=True)) == [clean.pk]
+    client.force_login(marketer)
+    html = client.get(reverse("deliveries:list") + "?status=warning").content.decode()
+    assert warned.label in html and 'class="status warning"' in html
