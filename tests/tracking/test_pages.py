@@ -102,3 +102,19 @@ def test_api_profile_history_tracking_logs_and_tracked_urls(client, marketer, en
     )
     missing = client.get("/api/deliveries/999999/tracked-urls/")
     assert missing.status_code == 404 and set(missing.json()) == {"detail", "code"}
+
+
+def test_demo_seed_adds_tracking_once(make_sent):
+    from deliveries.models import SendingLog
+    from tracking import demo
+    from tracking.models import TrackingLog
+
+    first = make_sent()
+    for i in range(60):
+        make_sent(email=f"p{i}@example.com", delivery=first.delivery)
+    demo.seed(None)
+    count = TrackingLog.objects.count()
+    assert count > 0 and TrackingLog.objects.filter(is_machine=False, kind="open").exists()
+    assert SendingLog.objects.filter(first_open_at__isnull=False).exists()
+    demo.seed(None)  # idempotent
+    assert TrackingLog.objects.count() == count
