@@ -5,7 +5,8 @@ from .models import Delivery, JournalEntry, LogicalStatus, SendingLog, logical_s
 
 def delivery_list(*, status: str = "", channel: str = "", search: str = "") -> QuerySet[Delivery]:
     """Messages, newest first, filtered by logical status, channel and label/ID."""
-    qs = Delivery.objects.select_related("audience", "created_by")
+    # "kpis" is the snapshot the kpis app keeps (reverse one-to-one): the list's mini KPIs read it.
+    qs = Delivery.objects.select_related("audience", "created_by", "kpis")
     if status in LogicalStatus.values:
         qs = qs.filter(logical_status_q(status))
     if channel:
