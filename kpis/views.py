@@ -96,7 +96,13 @@ EMBED_TARGET = "deployment-kpis"  # the id of the element the message dashboard 
 
 
 def block_context(
-    request, delivery: Delivery, *, notice: str = "", in_window: bool = False, embedded: bool = False
+    request,
+    delivery: Delivery,
+    *,
+    notice: str = "",
+    notice_level: str = "info",
+    in_window: bool = False,
+    embedded: bool = False,
 ) -> dict:
     """What the Deployment block needs: progress while sending, KPI tiles after, polling while either moves.
 
@@ -123,6 +129,7 @@ def block_context(
         "status_title": title,
         "status_text": text,
         "notice": notice,
+        "notice_level": notice_level,
         "in_window": in_window,
         "can_compute": user_has_any_role(user=request.user, roles=COMPUTE_ROLES),
     }
@@ -152,7 +159,14 @@ def compute_stats(request, pk: int):
     if request.htmx:
         delivery = _delivery(pk)
         in_window = bool(request.POST.get("window"))
-        return render(request, "kpis/block.html", block_context(request, delivery, notice=notice, in_window=in_window))
+        context = block_context(
+            request,
+            delivery,
+            notice=notice,
+            notice_level="warning" if level == messages.WARNING else "info",
+            in_window=in_window,
+        )
+        return render(request, "kpis/block.html", context)
     messages.add_message(request, level, notice)
     return redirect("kpis:deployment", pk=pk)
 
