@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F, OuterRef, Subquery
 from django.utils import timezone
 from django.utils.translation import gettext as _
@@ -37,7 +37,7 @@ from .models import (
     SendingStatus,
     State,
 )
-from .personalization import compile_content, profile_context, render_with_missing
+from .personalization import check_template, compile_content, profile_context, render_with_missing
 
 log = logging.getLogger(__name__)
 
@@ -209,6 +209,24 @@ def delivery_stop_preparation(*, delivery, user) -> Delivery:
 CHECK_LINKS = {"unsubscribe_url": "https://check/u", "mirror_url": "https://check/m"}
 
 
+SENDING_LOG_COLUMNS = (
+    "delivery_id", "profile_id", "address", "status", "failure_type", "failure_reason", "failure_text", "attempts", "message_id",
+)  # fmt: skip
+
+
+def insert_rows(model, columns: tuple[str, ...], rows: list[tuple]) -> None:
+    """Insert many rows in one statement: COPY on PostgreSQL (~10x faster than INSERT for 100k
+    rows), a bulk INSERT elsewhere."""
+    if not rows:
+        return
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor, cursor.cursor.copy(f"COPY {model._meta.db_table} ({', '.join(columns)}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+        return
+    model.objects.bulk_create([model(**dict(zip(columns, row, strict=True))) for row in rows], batch_size=2000)
+
+
 class _Stopped(Exception):
     pass
 
@@ -240,6 +258,14 @@ def delivery_prepare_run(*, delivery_id: int) -> None:
         critical.append(_("The sender address is missing or not valid: set a sender address."))
     compiled = compile_content(subject=d.subject, html=d.html, text=d.text)
     critical += [p.text for p in compiled.problems if p.level == "critical"]
+    checks = []
+    if compiled.ok:
+        # What each recipient's copy evaluates (a derived text part evaluates what the HTML does).
+        checks = [check_template(d.subject, autoescape=False)]
+        if d.html:
+            checks.append(check_template(d.html, autoescape=True))
+        if d.text or not d.html:
+            checks.append(check_template(d.text, autoescape=False))
     if d.html and "unsubscribe_url" not in d.html:
         warnings.append(_("The HTML content has no unsubscribe link: add {{ unsubscribe_url }} (recipients and mailbox providers expect one)."))
     try:
@@ -272,8 +298,8 @@ def delivery_prepare_run(*, delivery_id: int) -> None:
     logs_buf: list[SendingLog] = []
 
     def flush():
-        ExclusionLog.objects.bulk_create(excl_buf, batch_size=chunk)
-        SendingLog.objects.bulk_create(logs_buf, batch_size=chunk)
+        insert_rows(ExclusionLog, ("delivery_id", "profile_id", "address", "cause"), excl_buf)
+        insert_rows(SendingLog, SENDING_LOG_COLUMNS, logs_buf)
         excl_buf.clear()
         logs_buf.clear()
         state = Delivery.objects.filter(pk=d.pk).values_list("state", "stop_requested").first()
@@ -301,11 +327,11 @@ def delivery_prepare_run(*, delivery_id: int) -> None:
                 cause = None
             if cause:
                 causes[cause] += 1
-                excl_buf.append(ExclusionLog(delivery_id=d.pk, profile_id=pid, address=email or "", cause=cause))
+                excl_buf.append((d.pk, pid, email or "", cause))
             else:
                 seen.add(key)
                 to_deliver += 1
-                logs_buf.append(SendingLog(delivery_id=d.pk, profile_id=pid, address=email))
+                logs_buf.append((d.pk, pid, email, SendingStatus.PENDING, "", "", "", 0, ""))
                 if compiled.ok:
                     ctx = profile_context(
                         {"email": email, "first_name": first, "last_name": last, "language": lang,
@@ -313,9 +339,7 @@ def delivery_prepare_run(*, delivery_id: int) -> None:
                     )
                     ctx |= CHECK_LINKS
                     missing_here: set[str] = set()
-                    for template in (compiled.subject, compiled.html, compiled.text):
-                        if template is None:
-                            continue
+                    for template in checks:
                         try:
                             _out, missing = render_with_missing(template, ctx)
                         except Exception as e:  # a template that fails for this profile's data

@@ -188,3 +188,11 @@ def test_preparer_sees_the_banner_and_no_confirm_button(ready_delivery, preparer
     html = client.get(reverse("deliveries:detail", args=[d.pk])).content.decode()
     assert "Your permissions do not allow you to confirm a delivery." not in html
     assert 'data-open-dialog="confirm-dialog"' in html and "Messages are ready to be sent immediately." in html
+
+
+def test_a_template_that_fails_for_some_profiles_data_is_critical_with_their_count(ready_delivery):
+    profiles = make_profiles([{"email": f"n{i}@example.com", "attributes": {"n": i}} for i in range(3)])
+    html = "<p>Share: {{ 100 // attributes.n }}</p>" * 3 + "{{ unsubscribe_url }}"
+    d = ready_delivery(audience=make_audience(profiles), html=html)
+    assert d.state == State.PREPARATION_FAILED
+    assert d.journal.filter(level="critical", text__startswith="Personalization failed for 1 profile(s): ZeroDivisionError").exists()
