@@ -26,6 +26,7 @@ from deliveries.models import (
 from tracking.models import TrackingLog
 
 from .models import KpiSnapshot
+from .selectors import snapshot_of
 
 logger = logging.getLogger(__name__)
 
@@ -146,7 +147,7 @@ def kpis_compute_if_stale(*, delivery: Delivery) -> bool:
     when there is no snapshot yet or it predates the end of the send. True when one was enqueued."""
     if delivery.state not in FINAL_STATES:
         return False
-    snapshot = KpiSnapshot.objects.filter(pk=delivery.pk).only("computed_at").first()
+    snapshot = snapshot_of(delivery)  # no query when fetched with select_related("kpis")
     ended = delivery.finished_at or delivery.updated_at
     if snapshot and snapshot.computed_at and (ended is None or snapshot.computed_at >= ended):
         return False
