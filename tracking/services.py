@@ -222,9 +222,42 @@ def _render_url(template_url: str, profile_id: int | None) -> str | None:
     return rendered
 
 
+_CLICK_READ = (
+    f"SELECT u.url, u.is_template, l.delivery_id, l.profile_id, l.event_at, l.status, l.first_open_at, l.first_click_at, "
+    f"(SELECT COUNT(DISTINCT t.tracked_url_id) FROM {_TRK} t WHERE t.sending_log_id = l.id AND t.kind = %(click)s "
+    "AND t.at >= %(burst_since)s AND t.tracked_url_id <> u.id) AS others "
+    f"FROM {_URL} u JOIN {_LOG} l ON l.delivery_id = u.delivery_id "
+    "WHERE u.id = %(url_id)s AND l.id = %(log_id)s AND u.kind = %(url_kind)s"
+)
+# PostgreSQL: read the link and the log, apply the machine rules, insert the click and set the
+# first times in one statement; a personalized link is only read here (it is written once its
+# rendering is accepted, see tracking_click).
+_CLICK_PG = f"""
+WITH x AS (
+    SELECT r.*, set_config('synchronous_commit', %(commit_mode)s, true) AS commit_mode,
+           CASE WHEN %(agent_reason)s <> '' THEN %(agent_reason)s
+                WHEN (r.event_at IS NULL AND r.status = %(sending)s) OR r.event_at > %(since)s THEN %(timing_reason)s
+                WHEN r.others + 1 >= %(burst_links)s THEN %(burst_reason)s
+                ELSE '' END AS reason
+    FROM ({_CLICK_READ}) AS r
+), ins AS (
+    INSERT INTO {_TRK} (at, delivery_id, sending_log_id, kind, tracked_url_id, user_agent, ip_hash, is_machine, machine_reason)
+    SELECT %(at)s, delivery_id, %(log_id)s, %(click)s, %(url_id)s, %(ua)s, %(ip_hash)s, reason <> '', reason FROM x WHERE NOT is_template
+), upd AS (
+    UPDATE {_LOG} AS s SET first_open_at = COALESCE(s.first_open_at, %(at)s), first_click_at = COALESCE(s.first_click_at, %(at)s)
+    FROM x WHERE s.id = %(log_id)s AND NOT x.is_template AND x.reason = '' AND (s.first_open_at IS NULL OR s.first_click_at IS NULL)
+)
+SELECT url, is_template, delivery_id, profile_id, event_at, status, first_open_at, first_click_at, others FROM x
+"""
+
+
 def tracking_click(*, token: str, hit: Hit) -> str | None:
     """Record a click and return the URL to redirect to, or None (nothing written) when the token
-    is bad, unknown, not a link of the log's message, or its personalized URL is refused."""
+    is bad, unknown, not a link of the log's message, or its personalized URL is refused.
+
+    PostgreSQL: one statement for a plain link; a personalized link costs one more (its click is
+    written only after its rendering is accepted). Elsewhere: a read, then the writes.
+    """
     try:
         log_id, url_id = read_token(token)
     except BadToken:
@@ -233,30 +266,35 @@ def tracking_click(*, token: str, hit: Hit) -> str | None:
         return None
     at = timezone.now()
     since = at - timedelta(seconds=settings.TRACKING_BURST_SECONDS)
+    params = {"click": K.CLICK, "url_kind": TrackedUrl.Kind.CLICK, "burst_since": since, "url_id": url_id, "log_id": log_id}
+    postgres = _postgres()
     with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT u.url, u.is_template, l.delivery_id, l.profile_id, l.event_at, l.status, l.first_open_at, l.first_click_at, "
-            f"(SELECT COUNT(DISTINCT t.tracked_url_id) FROM {_TRK} t WHERE t.sending_log_id = l.id AND t.kind = %s "
-            "AND t.at >= %s AND t.tracked_url_id <> u.id) "
-            f"FROM {_URL} u JOIN {_LOG} l ON l.delivery_id = u.delivery_id WHERE u.id = %s AND l.id = %s AND u.kind = %s",
-            [K.CLICK, since, url_id, log_id, TrackedUrl.Kind.CLICK],
-        )
+        if postgres:
+            params.update(
+                commit_mode=_commit_mode(), agent_reason=agent_reason(hit.ua), sending=SendingStatus.SENDING,
+                since=at - timedelta(seconds=settings.TRACKING_MACHINE_DELAY_SECONDS), timing_reason=timing_reason(),
+                burst_links=settings.TRACKING_BURST_LINKS, burst_reason=burst_reason(), at=at, ua=hit.ua, ip_hash=hit.ip_hash,
+            )  # fmt: skip
+            cursor.execute(_CLICK_PG, params)
+        else:
+            cursor.execute(_CLICK_READ, params)
         row = cursor.fetchone()
         if row is None:
             return None
         url, is_template, delivery_id, profile_id, event_at, status, first_open_at, first_click_at, others = row
+        burst = others + 1 >= settings.TRACKING_BURST_LINKS
         if is_template:
             url = _render_url(url, profile_id)
             if url is None:
                 return None
-        burst = others + 1 >= settings.TRACKING_BURST_LINKS
-        reason = burst_reason() if burst else ""
-        reason = machine_reason(user_agent=hit.ua, at=at, delivered_at=_delivered_at(event_at, status, at)) or reason
-        human_first = not reason and (first_open_at is None or first_click_at is None)
-        _record(
-            cursor, at=at, delivery_id=delivery_id, log_id=log_id, kind=K.CLICK, url_id=url_id, hit=hit, reason=reason,
-            set_open=human_first, set_click=human_first,
-        )  # fmt: skip
+        if is_template or not postgres:
+            reason = machine_reason(user_agent=hit.ua, at=at, delivered_at=_delivered_at(event_at, status, at))
+            reason = reason or (burst_reason() if burst else "")
+            human_first = not reason and (first_open_at is None or first_click_at is None)
+            _record(
+                cursor, at=at, delivery_id=delivery_id, log_id=log_id, kind=K.CLICK, url_id=url_id, hit=hit, reason=reason,
+                set_open=human_first, set_click=human_first,
+            )  # fmt: skip
         if burst:
             _flag_burst(log_id=log_id, since=since, reason=burst_reason())
     return url

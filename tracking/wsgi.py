@@ -1,0 +1,88 @@
+"""A WSGI fast path for the two hottest endpoints: the open pixel and the click redirect.
+
+Every recipient's mail client loads the pixel and every click goes through the redirect, so these
+two run far more often than any page. They need nothing from Django's middleware (no session, no
+CSRF, no user, no locale, no messages), so `tracking_fast_path` answers them before Django's
+handler while reusing the same services, database connection handling and settings. Everything
+else (and any answer other than the GIF or a redirect, such as the 404 page of a bad click token)
+goes to Django as usual; the views in tracking/views.py serve the same URLs when the fast path is
+not installed (runserver, tests).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+from django.db import connection, connections
+from django.db.utils import InterfaceError, OperationalError
+
+from . import services
+from .views import GIF, NO_CACHE
+
+logger = logging.getLogger(__name__)
+
+_PIXEL = re.compile(r"/t/o/([^/]+)\.gif")
+_CLICK = re.compile(r"/t/c/([^/]+)")
+_COMMON = [("X-Content-Type-Options", "nosniff"), *NO_CACHE.items()]
+_GIF_HEADERS = [("Content-Type", "image/gif"), ("Content-Length", str(len(GIF))), *_COMMON]
+
+
+def _hit(environ) -> services.Hit:
+    return services.Hit(user_agent=environ.get("HTTP_USER_AGENT", ""), ip=environ.get("REMOTE_ADDR", ""))
+
+
+def _end_of_hit() -> None:
+    """What Django does when a request ends (close a connection past CONN_MAX_AGE or broken),
+    without re-arming the per-request health check (a `SELECT 1` round trip that would cost as
+    much as the hit itself): a connection that dropped meanwhile is noticed by the next hit, which
+    then runs again once on a fresh connection (`_retrying`)."""
+    for conn in connections.all(initialized_only=True):
+        conn.close_if_unusable_or_obsolete()
+        if conn.connection is not None:
+            conn.health_check_done = True
+
+
+def _retrying(fn, **kwargs):
+    try:
+        return fn(**kwargs)
+    except (OperationalError, InterfaceError):
+        connection.close()
+        return fn(**kwargs)
+
+
+def tracking_fast_path(django_app):
+    def application(environ, start_response):
+        path = environ.get("PATH_INFO", "")
+        if not path.startswith("/t/") or environ.get("REQUEST_METHOD") != "GET":
+            return django_app(environ, start_response)
+        pixel = _PIXEL.fullmatch(path)
+        click = None if pixel else _CLICK.fullmatch(path)
+        if not pixel and not click:
+            return django_app(environ, start_response)
+        try:
+            if pixel:
+                try:
+                    _retrying(services.tracking_open, token=pixel.group(1), hit=_hit(environ))
+                except Exception:  # the pixel is always answered, even when recording fails
+                    logger.exception("open pixel: recording failed")
+                start_response("200 OK", _GIF_HEADERS)
+                return [GIF]
+            url = _retrying(services.tracking_click, token=click.group(1), hit=_hit(environ))
+        finally:
+            _end_of_hit()
+        if url is None:
+            return django_app(environ, start_response)  # the plain 404 page (nothing was written)
+        start_response(
+            "302 Found",
+            [("Location", _iri_to_uri(url)), ("Content-Length", "0"), ("Referrer-Policy", "no-referrer"), *_COMMON],
+        )
+        return [b""]
+
+    return application
+
+
+def _iri_to_uri(url: str) -> str:
+    from django.utils.encoding import iri_to_uri
+
+    return iri_to_uri(url)
