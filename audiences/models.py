@@ -128,6 +128,7 @@ class ImportJob(models.Model):
     message = models.TextField(blank=True, default="")
     columns = models.JSONField(default=list, blank=True)
     bytes_done = models.BigIntegerField(default=0)
+    progress = models.PositiveSmallIntegerField(default=0)  # percent: reading the file, then merging
     rows_read = models.PositiveIntegerField(default=0)
     created_count = models.PositiveIntegerField(default=0)
     updated_count = models.PositiveIntegerField(default=0)
@@ -151,9 +152,7 @@ class ImportJob(models.Model):
 
     @property
     def percent(self) -> int:
-        if self.status in (self.Status.DONE, self.Status.REFUSED, self.Status.FAILED):
-            return 100
-        return min(99, int(100 * self.bytes_done / self.size)) if self.size else 0
+        return 100 if not self.is_active else min(99, self.progress)
 
     @property
     def unchanged_count(self) -> int:
