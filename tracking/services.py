@@ -22,7 +22,8 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F, Min, OuterRef, Q, Subquery
+from django.db.models import F, Min, OuterRef, Subquery, Value
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from django.utils.translation import gettext as _
@@ -375,34 +376,38 @@ def provider_log_id(*, metadata: dict | None, headers: dict | None = None) -> in
     return None
 
 
-def classify_bounce(*, esp_type: str, reject_reason: str | None, mta_response: str | None, description: str | None) -> tuple[str, str]:
-    """(failure_type, failure_reason) of an asynchronous bounce (DOMAIN.md §5): 4.x.x soft, 5.x.x hard."""
-    text = " ".join(filter(None, [mta_response, description])).lower()
-    m = re.search(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b", text)
-    enhanced = m.groups() if m else None
-    soft = esp_type.lower() in ("softbounce", "transient", "dnserror") or (enhanced is not None and enhanced[0] == "4")
-    ftype = FailureType.SOFT if soft else FailureType.HARD
-    if reject_reason == "spam" or (enhanced and enhanced[1] == "7"):
+SOFT_ESP_TYPES = {"softbounce", "transient", "dnserror"}  # Postmark bounce types that are temporary
+
+
+def classify_bounce(*, esp_type: str, reject_reason: str | None, mta_response: str | None, description: str | None, code: int | None = None) -> tuple[str, str]:
+    """(failure_type, failure_reason) of an asynchronous bounce, classified like an SMTP refusal
+    (deliveries.channels.classify: DOMAIN.md §5, RFC 3463) from the provider's reply code and text."""
+    from deliveries.channels.classify import classify
+
+    text = " ".join(filter(None, [mta_response, description]))
+    soft = esp_type.lower() in SOFT_ESP_TYPES
+    if not code:
+        m = re.search(r"\b([45]\d\d)\b", mta_response or "")
+        code = int(m.group(1)) if m else (450 if soft else 550)
+    ftype, reason = classify(code, text)
+    if reject_reason == "invalid" and reason == FailureReason.NOT_DEFINED:
+        reason = FailureReason.USER_UNKNOWN
+    elif reject_reason in ("spam", "blocked") and reason == FailureReason.NOT_DEFINED:
         reason = FailureReason.REFUSED
-    elif enhanced and enhanced[1:] == ("1", "1") or "user unknown" in text or "does not exist" in text or reject_reason == "invalid":
-        reason, ftype = FailureReason.USER_UNKNOWN, FailureType.HARD
-    elif enhanced and enhanced[1:] == ("1", "2") or "domain" in text and "not found" in text:
-        reason, ftype = FailureReason.INVALID_DOMAIN, FailureType.SOFT
-    elif enhanced and enhanced[1:] == ("2", "2") or "mailbox full" in text or "quota" in text:
-        reason, ftype = FailureReason.MAILBOX_FULL, FailureType.SOFT
-    elif enhanced and enhanced[1:] == ("2", "1") or "disabled" in text:
-        reason = FailureReason.ACCOUNT_DISABLED
-    elif reject_reason in ("blocked", "unsubscribed"):
-        reason = FailureReason.REFUSED
-    else:
-        reason = FailureReason.NOT_DEFINED if soft else FailureReason.USER_UNKNOWN if reject_reason == "bounced" else FailureReason.NOT_DEFINED
+    if soft:
+        ftype = FailureType.SOFT
     return ftype, reason
 
 
 def _bounce(*, esp: str, log: SendingLog, event, at: datetime) -> None:
-    esp_type = str((event.esp_event or {}).get("Type", "")) if isinstance(event.esp_event, dict) else ""
+    esp_event = event.esp_event if isinstance(event.esp_event, dict) else {}
+    status = (esp_event.get("event-data", {}) or {}).get("delivery-status", {}) or {}  # Mailgun
     ftype, reason = classify_bounce(
-        esp_type=esp_type, reject_reason=event.reject_reason, mta_response=event.mta_response, description=event.description
+        esp_type=str(esp_event.get("Type", "")),  # Postmark
+        reject_reason=event.reject_reason,
+        mta_response=event.mta_response,
+        description=event.description,
+        code=status.get("code") if isinstance(status.get("code"), int) else None,
     )
     text = (event.mta_response or event.description or "").strip()[:2000]
     # Only a sent log turns failed (the counters move with it); a log already failed stays as it is.
@@ -477,10 +482,10 @@ def provider_event_record(*, esp: str, event) -> str:
             TrackingLog.objects.create(
                 at=at, delivery_id=log.delivery_id, sending_log=log, kind=kind, user_agent=hit.ua, is_machine=bool(reason), machine_reason=reason
             )
-            if not reason:
-                updates = {"first_open_at": at} if kind == K.OPEN else {"first_click_at": at}
-                SendingLog.objects.filter(Q(pk=log.pk) & Q(**{f"{next(iter(updates))}__isnull": True})).update(**updates)
+            if not reason:  # a person: first open (and first click) set once
+                first = {"first_open_at": Coalesce("first_open_at", Value(at))}
                 if kind == K.CLICK:
-                    SendingLog.objects.filter(pk=log.pk, first_open_at__isnull=True).update(first_open_at=at)
+                    first["first_click_at"] = Coalesce("first_click_at", Value(at))
+                SendingLog.objects.filter(pk=log.pk).update(**first)
         # delivered and deferred: the log is already sent (the relay accepted it); nothing to change.
     return "applied"
