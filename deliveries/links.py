@@ -15,6 +15,7 @@ import html as html_lib
 import re
 from dataclasses import dataclass
 from functools import cached_property
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.db import transaction
@@ -89,7 +90,14 @@ def _placeholder(url: str) -> str | None:
 
 
 def _skipped(url: str) -> bool:
-    return not url or url.lower().startswith(_SKIPPED_PREFIXES)
+    """Links left as they are: empty, anchors, mailto:/tel:/..., anything but an absolute http(s)
+    URL, and personalized URLs whose scheme or host is personalized (the redirect follows a
+    personalized link only when its scheme and host stay the template's, so such a link could
+    never be followed: better left untracked than broken)."""
+    if not url or url.lower().startswith(_SKIPPED_PREFIXES):
+        return True
+    parts = urlsplit(url)
+    return parts.scheme.lower() not in ("http", "https") or not parts.netloc or "{" in parts.netloc
 
 
 @dataclass
@@ -131,14 +139,14 @@ def _label(html: str, link: _Link) -> str:
 
 
 def _href(link: _Link) -> str | None:
-    """The link's target when it is tracked; None otherwise (no href, opted out, mailto:, ...)."""
+    """The link's target when it is tracked (or a placeholder); None otherwise (no href, opted out, mailto:, ...)."""
     if "data-no-track" in link.attrs:
         return None
     href = link.attrs.get("href")
     if href is None or href.value is None:
         return None
     url = href.value.strip()
-    return None if _skipped(url) else url
+    return url if _placeholder(url) or not _skipped(url) else None
 
 
 def extract_links(html: str) -> list[LinkSpec]:

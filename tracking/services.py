@@ -301,6 +301,11 @@ def tracking_click(*, token: str, hit: Hit) -> str | None:
     return url
 
 
+def is_safe_target(url: str) -> bool:
+    """Only absolute http(s) URLs are redirected to (preparation tracks nothing else)."""
+    return urlsplit(url).scheme.lower() in ("http", "https")
+
+
 def _flag_burst(*, log_id: int, since: datetime, reason: str) -> None:
     """A burst of clicks was a machine: flag the burst's earlier clicks too and recompute the
     log's first human times from what is left (rare path, a few statements)."""

@@ -77,7 +77,7 @@ def open_pixel(request, token: str):
 @require_GET
 def click(request, token: str):
     url = services.tracking_click(token=token, hit=_hit(request))
-    if url is None:
+    if url is None or not services.is_safe_target(url):
         return _not_found()
     response = HttpResponseRedirect(url)
     response["Cache-Control"] = NO_CACHE["Cache-Control"]

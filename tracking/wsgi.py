@@ -3,10 +3,10 @@
 Every recipient's mail client loads the pixel and every click goes through the redirect, so these
 two run far more often than any page. They need nothing from Django's middleware (no session, no
 CSRF, no user, no locale, no messages), so `tracking_fast_path` answers them before Django's
-handler while reusing the same services, database connection handling and settings. Everything
-else (and any answer other than the GIF or a redirect, such as the 404 page of a bad click token)
-goes to Django as usual; the views in tracking/views.py serve the same URLs when the fast path is
-not installed (runserver, tests).
+handler while reusing the same services and settings. Everything else goes to Django as usual;
+the views in tracking/views.py answer the same URLs identically where the fast path is not in
+front (Django's test client, live_server). gunicorn and runserver both serve config.wsgi, which
+installs it.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import re
 
 from django.db import connection, connections
 from django.db.utils import InterfaceError, OperationalError
+from django.template.loader import render_to_string
 
 from . import services
 from .views import GIF, NO_CACHE
@@ -71,8 +72,13 @@ def tracking_fast_path(django_app):
             url = _retrying(services.tracking_click, token=click.group(1), hit=_hit(environ))
         finally:
             _end_of_hit()
-        if url is None:
-            return django_app(environ, start_response)  # the plain 404 page (nothing was written)
+        if url is None or not services.is_safe_target(url):
+            body = render_to_string("tracking/not_found.html").encode()
+            start_response(
+                "404 Not Found",
+                [("Content-Type", "text/html; charset=utf-8"), ("Content-Length", str(len(body))), *_COMMON],
+            )
+            return [body]
         start_response(
             "302 Found",
             [("Location", _iri_to_uri(url)), ("Content-Length", "0"), ("Referrer-Policy", "no-referrer"), *_COMMON],

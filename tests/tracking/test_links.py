@@ -143,3 +143,17 @@ def test_tracked_urls_sync_replaces_the_rows_and_returns_their_ids():
     assert ids == dict(TrackedUrl.objects.filter(delivery=delivery).values_list("url", "id"))
     out = compile_tracked_html(HTML, ids)
     assert '<a href="{{ unsubscribe_url }}">Unsubscribe</a>' in out  # placeholders stay placeholders
+
+
+def test_links_that_could_not_be_followed_safely_are_left_untracked():
+    html = (
+        '<a href="https://{{ attributes.host }}/x">dynamic host</a>'
+        '<a href="https://example.com{{ attributes.rest }}">host may change</a>'
+        '<a href="{{ attributes.portal_url }}">all personalized</a>'
+        '<a href="/relative/path">relative</a><a href="javascript:alert(1)">js</a><a href="ftp://files.example.com/">ftp</a>'
+        '<a href="https://example.com/u/{{ attributes.id }}">personalized path</a>'
+    )
+    assert [s.url for s in extract_links(html)] == ["https://example.com/u/{{ attributes.id }}"]
+    out = compile_tracked_html(html, {"https://example.com/u/{{ attributes.id }}": 5})
+    assert out.count("tracking.click(") == 1
+    assert 'href="https://{{ attributes.host }}/x"' in out and 'href="{{ attributes.portal_url }}"' in out
