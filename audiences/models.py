@@ -193,3 +193,11 @@ class QuarantineChange(models.Model):
     class Meta:
         ordering = ["-at", "-id"]
         indexes = [models.Index(fields=["address", "channel"])]
+
+    @property
+    def before_label(self) -> str:
+        return Quarantine.Status(self.before).label if self.before in Quarantine.Status.values else self.before
+
+    @property
+    def after_label(self) -> str:
+        return Quarantine.Status(self.after).label if self.after in Quarantine.Status.values else self.after

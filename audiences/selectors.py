@@ -2,10 +2,10 @@
 
 from collections.abc import Iterable
 
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, F, Q, QuerySet
 
 from .conditions import conditions_to_q
-from .models import Audience, Channel, Profile, Quarantine
+from .models import Audience, Channel, ImportJob, Profile, Quarantine
 
 # Statuses that keep an address out of a send (preparation excludes them).
 QUARANTINE_BLOCKING = (Quarantine.Status.QUARANTINE, Quarantine.Status.DENYLIST)
@@ -91,4 +91,18 @@ def quarantine_list(*, status: str = "", channel: str = "", address: str = "") -
         qs = qs.filter(channel=channel)
     if address:
         qs = qs.filter(address__contains=address.strip().lower())
-    return qs.order_by("-last_error_at", "address")
+    return qs.order_by(F("last_error_at").desc(nulls_last=True), "address")
+
+
+def quarantine_totals() -> dict[str, int]:
+    """Rows per status (every channel), for the quarantine page's summary."""
+    return dict(Quarantine.objects.order_by().values_list("status").annotate(n=Count("id")).values_list("status", "n"))
+
+
+def import_list(*, user=None) -> QuerySet[ImportJob]:
+    qs = ImportJob.objects.select_related("audience", "created_by").order_by("-created_at", "-id")
+    return qs.filter(created_by=user) if user is not None else qs
+
+
+def import_get(*, pk) -> ImportJob:
+    return ImportJob.objects.select_related("audience", "created_by").get(pk=pk)
