@@ -1,10 +1,13 @@
 """Writes of the tracking app: what recipients (or machines acting for them) did, and provider events.
 
-The open pixel and the click redirect are the hot paths: each hit costs one read (the sending log,
-joined with the tracked URL for a click, and the recent clicks for the burst rule), one INSERT of
-the tracking log and, only the first time a person opens or clicks, one conditional UPDATE of the
-sending log's first open / first click times. They use plain SQL through Django's connection to
-keep the per-hit cost low (the ORM's query building costs more than the queries here).
+The open pixel and the click redirect are the hot paths. On PostgreSQL each hit is ONE statement
+(a data-modifying CTE): read the sending log (joined with the tracked URL and the recent clicks
+of the burst rule for a click), apply the timing rule, insert the tracking log and, the first
+time a person opens or clicks, set the log's first open / first click time with a conditional
+UPDATE (`... WHERE first_open_at IS NULL`), committed without waiting for the WAL flush
+(TRACKING_ASYNC_COMMIT). Elsewhere (SQLite) the same work takes a read, an INSERT and, the first
+time, an UPDATE. Plain SQL through Django's connection keeps the per-hit cost low (building ORM
+queries costs more than running these).
 
 A click, a mirror-page view and an opt-out also count as an open (DOMAIN.md §4): they set the
 first open time when it is not set yet. Machine hits never set the first times.
@@ -365,7 +368,6 @@ def tracking_optout(*, log: SendingLog, hit: Hit) -> bool:
 
 
 # --- provider events (django-anymail) -----------------------------------------------------------
-LOG_ID_KEYS = ("dispatch_log", "x-dispatch-log", "X-Dispatch-Log")
 HANDLED = {"delivered", "bounced", "rejected", "deferred", "complained", "unsubscribed", "opened", "clicked"}
 
 
