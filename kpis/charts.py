@@ -20,7 +20,7 @@ class Chart:
     height: int = HEIGHT
     lines: list[dict] = field(default_factory=list)  # {"label", "css", "points": "x,y x,y"}
     bars: list[dict] = field(default_factory=list)  # {"x", "y", "w", "h", "css", "title"}
-    x_ticks: list[tuple[float, str]] = field(default_factory=list)
+    x_ticks: list[tuple[float, str, str]] = field(default_factory=list)  # (x, label, text-anchor)
     y_ticks: list[tuple[float, str]] = field(default_factory=list)
     legend: list[tuple[str, str]] = field(default_factory=list)  # (css, label)
     empty_text: str = ""
@@ -46,11 +46,17 @@ def _nice_max(value: int) -> int:
 
 
 def _y_ticks(top_value: int) -> list[tuple[float, str]]:
-    ticks = []
-    for i in range(5):
-        v = top_value * i / 4
-        ticks.append((_y(v, top_value), number_format(round(v), force_grouping=True)))
-    return ticks
+    """Round steps: 0–50 by 10, 0–20 by 5, 0–2 by 1."""
+    intervals = min(5 if str(top_value)[0] in "15" else 4, top_value)
+    return [
+        (_y(top_value * i / intervals, top_value), number_format(top_value * i // intervals, force_grouping=True))
+        for i in range(intervals + 1)
+    ]
+
+
+def _anchor(i: int, count: int) -> str:
+    """The first and last x labels hug the plot's edges so they are never cut off."""
+    return "start" if i == 0 else "end" if i == count - 1 else "middle"
 
 
 def _y(value: float, top_value: int) -> float:
@@ -90,7 +96,7 @@ def processed_chart(unit: str, rows: list[tuple[datetime, int]], *, started_at: 
     chart.y_ticks = _y_ticks(top)
     for i in range(5):
         moment = t0 + (t1 - t0) * i / 4
-        chart.x_ticks.append((_x(i / 4), _label(moment, unit)))
+        chart.x_ticks.append((_x(i / 4), _label(moment, unit), _anchor(i, 5)))
     chart.legend = [("processed", _("Processed (cumulative)"))]
     return chart
 
@@ -137,6 +143,7 @@ def engagement_chart(unit: str, rows: list[tuple[datetime, str, int]]) -> Chart:
     ticks = min(count, 6)
     for i in range(ticks):
         index = round(i * (count - 1) / max(ticks - 1, 1))
-        chart.x_ticks.append((round(LEFT + slot * index + slot / 2, 1), _label(first + step * index, unit)))
+        x = round(LEFT + slot * index + slot / 2, 1)
+        chart.x_ticks.append((x, _label(first + step * index, unit), "middle"))
     chart.legend = [("opens", _("Opens")), ("clicks", _("Clicks"))]
     return chart

@@ -10,7 +10,6 @@ from django.utils import timezone
 from django.utils.translation import gettext
 
 from deliveries.models import (
-    FINAL_SENDING,
     FINAL_STATES,
     SENDING_STATES,
     STARTED_STATES,
@@ -174,8 +173,11 @@ def tracked_url_list(*, delivery: Delivery) -> QuerySet:
 
 # --- charts ------------------------------------------------------------------------------
 def processed_over_time(*, delivery: Delivery) -> tuple[str, list[tuple[datetime, int]]]:
-    """Messages reaching a final status per minute (or per hour for a long send), oldest first."""
-    logs = SendingLog.objects.filter(delivery=delivery, event_at__isnull=False, status__in=FINAL_SENDING)
+    """Messages reaching a final status per minute (or per hour for a long send), oldest first.
+
+    The sender sets `event_at` only when a log becomes final (sent, failed, unknown, cancelled; a
+    soft failure waiting for its retry keeps none), so this reads the (delivery, event_at) index alone."""
+    logs = SendingLog.objects.filter(delivery=delivery, event_at__isnull=False)
     start, end = delivery.started_at, delivery.finished_at or timezone.now()
     unit = "minute" if start is None or end - start <= timedelta(hours=6) else "hour"
     rows = (
