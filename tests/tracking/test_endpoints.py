@@ -256,3 +256,14 @@ def test_tracked_urls_of_the_message_count_people_once_per_recipient(client, sen
     assert rows[SALE] == (TrackedUrl.Kind.CLICK, 3, 2)
     assert rows["{{ unsubscribe_url }}"] == (TrackedUrl.Kind.OPTOUT, 1, 1)
     assert rows["{{ mirror_url }}"] == (TrackedUrl.Kind.MIRROR, 0, 0)
+
+
+def test_open_pixel_is_answered_even_when_recording_fails(client, sent, monkeypatch):
+    from tracking import services
+
+    def broken(**kwargs):
+        raise services.transaction.TransactionManagementError("database unavailable")
+
+    monkeypatch.setattr(services, "tracking_open", broken)
+    response = client.get(sent.open_path())
+    assert response.status_code == 200 and response.content == GIF
