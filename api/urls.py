@@ -1,7 +1,7 @@
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from . import audiences, deliveries, kpis, tracking, views
+from . import audiences, deliveries, kpis, ops, tracking, views
 
 urlpatterns = [
     path("auth/token/", views.TokenView.as_view(), name="api-token"),
@@ -15,4 +15,5 @@ urlpatterns = [
     *deliveries.urlpatterns,
     *tracking.urlpatterns,
     *kpis.urlpatterns,
+    *ops.urlpatterns,
 ]

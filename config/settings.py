@@ -42,6 +42,7 @@ INSTALLED_APPS = [
     "deliveries",
     "tracking",
     "kpis",
+    "ops",
     "api",
     "system",
 ]
@@ -260,7 +261,28 @@ CELERY_BEAT_SCHEDULE["deliveries-tick"] = {"task": "deliveries.tick", "schedule"
 from celery.schedules import crontab  # noqa: E402
 
 IMPORT_MAX_BYTES = int(os.environ.get("IMPORT_MAX_BYTES", str(1024 * 1024 * 1024)))  # largest CSV accepted (1 GB)
+SPECTACULAR_SETTINGS.setdefault("ENUM_NAME_OVERRIDES", {}).update(
+    {
+        "QuarantineStatusEnum": "audiences.models.Quarantine.Status",
+        "ImportStatusEnum": "audiences.models.ImportJob.Status",
+    }
+)
 CELERY_BEAT_SCHEDULE["audiences-quarantine-cleanup"] = {
     "task": "audiences.quarantine_cleanup",
     "schedule": crontab(hour=3, minute=15),  # daily (DOMAIN.md §5)
 }
+
+# --- ops ---
+# Alert thresholds: defaults for the row Administration edits on /deployments/thresholds/.
+ALERT_BOUNCE_RATE = float(os.environ.get("ALERT_BOUNCE_RATE", "0.05"))  # bounces + errors / processed
+ALERT_BOUNCE_MIN_PROCESSED = int(os.environ.get("ALERT_BOUNCE_MIN_PROCESSED", "100"))
+ALERT_START_PENDING_MINUTES = int(os.environ.get("ALERT_START_PENDING_MINUTES", "30"))
+ALERT_MIN_THROUGHPUT_PER_MINUTE = int(os.environ.get("ALERT_MIN_THROUGHPUT_PER_MINUTE", "10"))
+ALERT_THROUGHPUT_WINDOW_MINUTES = int(os.environ.get("ALERT_THROUGHPUT_WINDOW_MINUTES", "10"))
+ALERT_LOOKBACK_HOURS = 24  # messages sent or sending this recently are checked
+HEALTH_PING_TIMEOUT = float(os.environ.get("HEALTH_PING_TIMEOUT", "1.0"))  # seconds to wait for workers' replies
+HEALTH_BEAT_MAX_AGE = int(os.environ.get("HEALTH_BEAT_MAX_AGE", "180"))  # seconds since the last beat heartbeat
+OPS_DASHBOARD_POLL_SECONDS = int(os.environ.get("OPS_DASHBOARD_POLL_SECONDS", "5"))
+CELERY_BEAT_SCHEDULE["ops-alerts-check"] = {"task": "ops.alerts_check", "schedule": 600.0}
+# Every minute: the hourly counter of messages processed, and the alert for a send that paused itself.
+CELERY_BEAT_SCHEDULE["ops-minute"] = {"task": "ops.minute", "schedule": 60.0}

@@ -7,6 +7,7 @@ urlpatterns = [
     path("", include("deliveries.urls")),
     path("", include("tracking.urls")),
     path("", include("kpis.urls")),
+    path("", include("ops.urls")),
     path("api/", include("api.urls")),
     path("dev/", include("system.urls")),
     path("admin/", admin.site.urls),

@@ -1,0 +1,175 @@
+"""System health: database, broker, Celery workers, queue length, last beat run.
+
+Each part answers {"status": "ok" | "down", "detail": <a sentence>, ...}. Nothing here names a
+host, a password or a URL: the JSON is public (load balancers, monitors).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from django.conf import settings
+from django.db import connections
+from django.utils import timezone
+from django.utils.translation import gettext as _
+
+log = logging.getLogger(__name__)
+
+OK, DOWN = "ok", "down"
+PARTS = ("database", "broker", "workers", "queue", "beat")
+
+
+@dataclass
+class Health:
+    parts: dict[str, dict] = field(default_factory=dict)
+    checked_at: datetime = field(default_factory=timezone.now)
+
+    @property
+    def failing(self) -> list[str]:
+        return [name for name in PARTS if self.parts.get(name, {}).get("status") != OK]
+
+    @property
+    def ok(self) -> bool:
+        return not self.failing
+
+    def as_dict(self) -> dict:
+        return {
+            "status": OK if self.ok else "failing",
+            "failing": self.failing,
+            "checked_at": self.checked_at.isoformat(),
+            "parts": self.parts,
+        }
+
+    @property
+    def rows(self) -> list[tuple[str, dict]]:
+        labels = {
+            "database": _("Database"),
+            "broker": _("Broker"),
+            "workers": _("Workers"),
+            "queue": _("Queue"),
+            "beat": _("Scheduler (beat)"),
+        }
+        return [(labels[name], {"key": name, **self.parts[name]}) for name in PARTS if name in self.parts]
+
+
+def check_database(using: str = "default") -> dict:
+    try:
+        with connections[using].cursor() as cur:
+            cur.execute("SELECT 1")
+            cur.fetchone()
+        return {"status": OK, "detail": _("Reachable.")}
+    except Exception as e:  # any driver error means the same thing to an operator
+        log.warning("health: database unreachable: %s", type(e).__name__)
+        connections[using].close_if_unusable_or_obsolete()
+        return {"status": DOWN, "detail": _("Unreachable: pages and sends are stopped. Check the database server.")}
+
+
+def _app():
+    from config.celery import app
+
+    return app
+
+
+def check_broker_and_queue(app=None) -> tuple[dict, dict, object]:
+    """(broker part, queue part, an open connection or None)."""
+    app = app or _app()
+    queue_name = app.conf.task_default_queue
+    conn = app.connection_for_write(settings.CELERY_BROKER_URL)  # the setting, read now (tests point it elsewhere)
+    try:
+        conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=2)
+    except Exception as e:
+        log.warning("health: broker unreachable: %s", type(e).__name__)
+        conn.release()
+        down = {"status": DOWN, "detail": _("Unreachable: no task can be queued. Check the broker (Redis).")}
+        return down, {"status": DOWN, "length": None, "detail": _("Unknown: the broker is unreachable.")}, None
+    broker = {"status": OK, "detail": _("Reachable.")}
+    try:
+        length = _queue_length(conn, queue_name)
+        queue = {"status": OK, "length": length, "detail": _("%(n)d task(s) waiting.") % {"n": length}}
+    except Exception as e:
+        log.warning("health: queue length unreadable: %s", type(e).__name__)
+        queue = {"status": DOWN, "length": None, "detail": _("The queue length could not be read from the broker.")}
+    return broker, queue, conn
+
+
+def _queue_length(conn, name: str) -> int:
+    from kombu.exceptions import ChannelError
+
+    channel = conn.default_channel
+    try:
+        return int(channel.queue_declare(queue=name, passive=True).message_count)
+    except ChannelError:  # Redis drops the key of an empty queue: nothing waiting
+        return 0
+
+
+def check_workers(app=None, conn=None, timeout: float | None = None) -> dict:
+    app = app or _app()
+    timeout = settings.HEALTH_PING_TIMEOUT if timeout is None else timeout
+    if conn is None:
+        return {"status": DOWN, "count": 0, "detail": _("Unknown: the broker is unreachable.")}
+    try:
+        replies = app.control.ping(timeout=timeout, connection=conn) or []
+    except Exception as e:
+        log.warning("health: worker ping failed: %s", type(e).__name__)
+        replies = []
+    count = len(replies)
+    if not count:
+        return {
+            "status": DOWN,
+            "count": 0,
+            "detail": _("No worker answered: sends, preparations and alerts are not running. Start a Celery worker."),
+        }
+    return {"status": OK, "count": count, "detail": _("%(n)d worker(s) online.") % {"n": count}}
+
+
+def check_beat(now: datetime | None = None) -> dict:
+    from system.selectors import heartbeat_get
+
+    now = now or timezone.now()
+    try:
+        beat = heartbeat_get(name="beat")
+    except Exception:
+        return {
+            "status": DOWN,
+            "last_run": None,
+            "age_seconds": None,
+            "detail": _("Unknown: the database is unreachable."),
+        }
+    if beat is None:
+        return {
+            "status": DOWN,
+            "last_run": None,
+            "age_seconds": None,
+            "detail": _("Never ran: start the scheduler (celery beat)."),
+        }
+    age = max(0, int((now - beat.at).total_seconds()))
+    status = OK if age <= settings.HEALTH_BEAT_MAX_AGE else DOWN
+    detail = (
+        _("Last run %(s)d seconds ago.") % {"s": age}
+        if status == OK
+        else _(
+            "Last run %(m)d minutes ago: scheduled sends, retries and alerts wait. Check the scheduler (celery beat)."
+        )
+        % {"m": age // 60}
+    )
+    return {"status": status, "last_run": beat.at.isoformat(), "age_seconds": age, "detail": detail}
+
+
+def system_health() -> Health:
+    """Check every part (the worker ping waits HEALTH_PING_TIMEOUT seconds for replies)."""
+    health = Health()
+    health.parts["database"] = check_database()
+    broker, queue, conn = check_broker_and_queue()
+    try:
+        health.parts["broker"] = broker
+        health.parts["workers"] = check_workers(conn=conn)
+        health.parts["queue"] = queue
+    finally:
+        if conn is not None:
+            conn.release()
+    health.parts["beat"] = check_beat() if health.parts["database"]["status"] == OK else {
+        "status": DOWN, "last_run": None, "age_seconds": None, "detail": _("Unknown: the database is unreachable."),
+    }  # fmt: skip
+    return health
