@@ -265,6 +265,7 @@ SPECTACULAR_SETTINGS.setdefault("ENUM_NAME_OVERRIDES", {}).update(
     {
         "QuarantineStatusEnum": "audiences.models.Quarantine.Status",
         "ImportStatusEnum": "audiences.models.ImportJob.Status",
+        "SendingStatusEnum": "deliveries.models.SendingStatus",  # several "status" enums now coexist
     }
 )
 CELERY_BEAT_SCHEDULE["audiences-quarantine-cleanup"] = {
