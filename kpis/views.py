@@ -200,7 +200,15 @@ def deployment(request, pk: int):
         context["page"] = Paginator(selectors.journal_list(delivery=delivery), PAGE_SIZE).get_page(page_number)
     elif tab == "sending":
         logs = selectors.sending_log_list(delivery=delivery, **filters).only(
-            "id", "event_at", "status", "address", "failure_type", "failure_reason", "failure_text", "attempts"
+            "id",
+            "profile_id",
+            "event_at",
+            "status",
+            "address",
+            "failure_type",
+            "failure_reason",
+            "failure_text",
+            "attempts",
         )
         context["page"] = Paginator(logs, PAGE_SIZE).get_page(page_number)
     elif tab == "exclusions":
