@@ -132,15 +132,17 @@ def wait_port(port, timeout=10):
 
 def baseline(n: int, size: int) -> float:
     """smtplib, pre-built messages of the same size, one connection."""
+    from email import policy
     from email.message import EmailMessage
 
     messages = []
     for i in range(n):
         m = EmailMessage()
         m["From"], m["To"], m["Subject"] = "news@shop.example.com", f"x{i}@bench.example.com", f"Baseline {i}"
-        m.set_content("x" * (size // 2))
-        m.add_alternative("<p>" + "y" * (size // 2) + "</p>", subtype="html")
-        messages.append((m["To"], m.as_bytes()))
+        line = "lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod\n"
+        m.set_content(line * (size // 2 // len(line)))
+        m.add_alternative("<p>" + line * (size // 2 // len(line)) + "</p>", subtype="html")
+        messages.append((m["To"], m.as_bytes(policy=policy.SMTP)))  # CRLF line ends, as on the wire
     t0 = time.perf_counter()
     with smtplib.SMTP("127.0.0.1", SINK_PORT) as conn:
         for to, data in messages:
