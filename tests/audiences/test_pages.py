@@ -142,3 +142,20 @@ def test_list_members_page_and_filter_sample(client, marketer, ann):
     AudienceMember.objects.create(audience=audience, profile=ann)
     body = login(client, marketer).get(reverse("audiences:audience-detail", args=[audience.pk])).content.decode()
     assert "Ann@example.com" in body and "Remove Ann@example.com" in body
+
+
+def test_demo_data_is_varied_and_idempotent(django_assert_max_num_queries):
+    from audiences import demo
+
+    demo.seed()
+    counts = (Profile.objects.count(), Audience.objects.count(), AudienceMember.objects.count(), Quarantine.objects.count())
+    with django_assert_max_num_queries(40):
+        demo.seed()
+    assert (Profile.objects.count(), Audience.objects.count(), AudienceMember.objects.count(), Quarantine.objects.count()) == counts
+    assert counts[0] == 5000 + len(demo.INVALID) + 3 and counts[1] == 3
+    assert Profile.objects.values("language").distinct().count() >= 6
+    assert Profile.objects.values("time_zone").distinct().count() >= 10
+    from audiences.selectors import audience_count
+
+    french = Audience.objects.get(kind="filter")
+    assert 0 < audience_count(audience=french) < 5000
