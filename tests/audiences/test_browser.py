@@ -1,0 +1,41 @@
+"""In a real browser: a marketer imports a CSV with two bad rows and reads the report."""
+
+import pytest
+
+from audiences.models import Audience, Profile
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+CSV = (
+    b"email,first_name,last_name,time_zone,favourite colour\n"
+    b"ann@example.com,Ann,Lee,Europe/Paris,blue\n"
+    b"bob(at)example.org,Bob,Martin,Europe/London,green\n"
+    b"cyd@example.net,Cyd,Moreau,Mars/Olympus_Mons,red\n"
+    b"dan@example.com,Dan,Smith,America/New_York,\n"
+)
+
+
+def test_marketer_imports_a_csv_with_two_bad_rows_and_sees_the_report_name_them(page, sign_in, marketer):
+    Audience.objects.create(name="Spring campaign", kind=Audience.Kind.LIST)
+    sign_in(page, "marketer")
+    page.get_by_role("link", name="Profiles").click()
+    page.get_by_role("link", name="Import a CSV file").click()
+    page.get_by_label("CSV file (UTF-8, with a header)").set_input_files(
+        files=[{"name": "spring.csv", "mimeType": "text/csv", "buffer": CSV}]
+    )
+    page.get_by_label("Add the profiles to the list").select_option(label="Spring campaign")
+    page.get_by_role("button", name="Import").click()
+
+    page.get_by_test_id("import-status").filter(has_text="Finished").wait_for()
+    assert page.get_by_test_id("rejected-count").inner_text() == "2"
+    table = page.locator("#rejections-table")
+    rows = table.locator("tbody tr")
+    assert rows.count() == 2
+    assert "3" in rows.nth(0).inner_text() and "“bob(at)example.org” is not a valid email address." in rows.nth(0).inner_text()
+    assert "4" in rows.nth(1).inner_text() and "“Mars/Olympus_Mons” is not a time zone name" in rows.nth(1).inner_text()
+    assert page.get_by_role("link", name="Download the rejected rows (CSV)").is_visible()
+
+    assert sorted(Profile.objects.values_list("email", flat=True)) == ["ann@example.com", "dan@example.com"]
+    assert Profile.objects.get(email="ann@example.com").attributes == {"favourite_colour": "blue"}
+    page.get_by_role("link", name="Spring campaign").click()
+    assert page.locator("#audience-size").inner_text() == "2"
