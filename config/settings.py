@@ -281,7 +281,8 @@ ALERT_START_PENDING_MINUTES = int(os.environ.get("ALERT_START_PENDING_MINUTES", 
 ALERT_MIN_THROUGHPUT_PER_MINUTE = int(os.environ.get("ALERT_MIN_THROUGHPUT_PER_MINUTE", "10"))
 ALERT_THROUGHPUT_WINDOW_MINUTES = int(os.environ.get("ALERT_THROUGHPUT_WINDOW_MINUTES", "10"))
 ALERT_LOOKBACK_HOURS = 24  # messages sent or sending this recently are checked
-HEALTH_PING_TIMEOUT = float(os.environ.get("HEALTH_PING_TIMEOUT", "1.0"))  # seconds to wait for workers' replies
+# Seconds to wait for the workers' replies (the filesystem broker polls once a second: give it longer).
+HEALTH_PING_TIMEOUT = float(os.environ.get("HEALTH_PING_TIMEOUT", "3" if CELERY_BROKER_URL.startswith("filesystem://") else "1"))
 HEALTH_BEAT_MAX_AGE = int(os.environ.get("HEALTH_BEAT_MAX_AGE", "180"))  # seconds since the last beat heartbeat
 OPS_DASHBOARD_POLL_SECONDS = int(os.environ.get("OPS_DASHBOARD_POLL_SECONDS", "5"))
 CELERY_BEAT_SCHEDULE["ops-alerts-check"] = {"task": "ops.alerts_check", "schedule": 600.0}

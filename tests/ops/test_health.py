@@ -1,0 +1,135 @@
+"""System health at GET /api/health/ and on the dashboard, with each part down in turn."""
+
+from datetime import timedelta
+
+import pytest
+from django.conf import settings
+from django.db import connection
+from django.utils import timezone
+
+from system.models import Heartbeat
+from system.services import heartbeat_record
+
+pytestmark = [pytest.mark.integration]
+
+
+def fresh_beat():
+    heartbeat_record(name="beat")
+
+
+def health(client):
+    response = client.get("/api/health/")
+    return response.status_code, response.json()
+
+
+def assert_no_secrets(body: dict):
+    text = str(body)
+    for secret in (
+        settings.CELERY_BROKER_URL,
+        settings.SECRET_KEY,
+        settings.DATABASES["default"]["NAME"],
+        "127.0.0.1",
+        "redis://",
+        "postgres",
+    ):
+        assert secret not in text, secret
+
+
+@pytest.fixture
+def worker(transactional_db, _celery_test_config):
+    """Start and stop a real worker inside the test (the celery_worker fixture cannot be stopped midway)."""
+    from celery.contrib.testing.worker import start_worker
+
+    from tests.conftest import _broker_reachable, require
+
+    app = _celery_test_config
+    require(_broker_reachable(app), f"Celery broker {settings.CELERY_BROKER_URL} is not reachable")
+
+    def _start():
+        return start_worker(app, pool="threads", concurrency=1, perform_ping_check=False, loglevel="WARNING",
+                            shutdown_timeout=10, queues=[app.conf.task_default_queue])  # fmt: skip
+
+    return _start
+
+
+def test_all_well_then_the_worker_stops(client, worker):
+    fresh_beat()
+    with worker():  # the ping waits HEALTH_PING_TIMEOUT (longer on the filesystem broker, which polls)
+        status, body = health(client)
+        assert status == 200, body
+        assert body["status"] == "ok" and body["failing"] == []
+        assert body["parts"]["workers"]["count"] >= 1 and body["parts"]["workers"]["status"] == "ok"
+        assert body["parts"]["queue"]["length"] >= 0 and body["parts"]["beat"]["age_seconds"] < 60
+        assert_no_secrets(body)
+    status, body = health(client)
+    assert status == 503 and body["failing"] == ["workers"]
+    assert body["parts"]["workers"] == {
+        "status": "down",
+        "count": 0,
+        "detail": "No worker answered: sends, preparations and alerts are not running. Start a Celery worker.",
+    }
+    assert body["parts"]["database"]["status"] == body["parts"]["broker"]["status"] == "ok"
+
+
+@pytest.mark.django_db
+def test_broker_on_a_closed_port(client, settings):
+    fresh_beat()
+    settings.CELERY_BROKER_URL = "redis://127.0.0.1:1/0"  # nothing listens there
+    status, body = health(client)
+    assert status == 503
+    assert body["failing"] == ["broker", "workers", "queue"]
+    assert body["parts"]["broker"]["detail"].startswith("Unreachable: no task can be queued.")
+    assert ":1/" not in str(body)  # the broker's address stays private
+
+
+@pytest.mark.django_db
+def test_scheduler_silent_for_too_long(client, settings):
+    settings.HEALTH_PING_TIMEOUT = 0.2
+    Heartbeat.objects.create(name="beat", at=timezone.now() - timedelta(minutes=10))
+    status, body = health(client)
+    assert status == 503 and "beat" in body["failing"]
+    assert body["parts"]["beat"]["detail"].startswith("Last run 10 minutes ago")
+    Heartbeat.objects.all().delete()
+    assert health(client)[1]["parts"]["beat"]["detail"] == "Never ran: start the scheduler (celery beat)."
+
+
+def test_database_unreachable(client, transactional_db, settings):
+    settings.HEALTH_PING_TIMEOUT = 0.2
+    saved = dict(connection.settings_dict)
+    connection.close()
+    if connection.vendor == "sqlite":
+        connection.settings_dict["NAME"] = "/nonexistent-dir/dispatch.sqlite3"
+    else:
+        connection.settings_dict.update(HOST="127.0.0.1", PORT="1")
+    try:
+        status, body = health(client)
+    finally:
+        connection.close()
+        connection.settings_dict.clear()
+        connection.settings_dict.update(saved)
+    assert status == 503 and body["failing"][0] == "database"
+    assert body["parts"]["database"]["detail"] == "Unreachable: pages and sends are stopped. Check the database server."
+    assert "nonexistent" not in str(body)
+
+
+@pytest.mark.django_db
+def test_health_on_the_dashboard_and_exempt_from_the_ssl_redirect(client, ops, settings):
+    import re
+
+    settings.HEALTH_PING_TIMEOUT = 0.2
+    fresh_beat()
+    client.force_login(ops)
+    page = client.get("/deployments/").content.decode()
+    assert 'hx-get="/deployments/health/"' in page  # loaded after the page: the worker ping never slows it
+    html = client.get("/deployments/health/").content.decode()
+    assert re.search(r'data-part="database" data-status="ok"', html)
+    assert re.search(r'data-part="workers" data-status="down"', html) and 'data-testid="worker-count">0<' in html
+    assert "Start a Celery worker." in html
+    # behind a load balancer speaking plain HTTP, /api/health/ answers instead of redirecting to HTTPS
+    settings.SECURE_SSL_REDIRECT = True
+    settings.SECURE_REDIRECT_EXEMPT = [r"^api/health/$"]
+    from django.test import Client
+
+    fresh = Client()  # the middleware reads its settings when first loaded
+    assert fresh.get("/api/health/").status_code == 503
+    assert fresh.get("/deployments/").status_code == 301
