@@ -26,6 +26,7 @@ from accounts.roles import ROLES
 from accounts.selectors import user_has_any_role
 from audiences.models import Profile
 from deliveries.models import Delivery, SendingStatus
+from deliveries.personalization import render_message
 from deliveries.tokens import make_token
 
 from . import selectors, services
@@ -112,11 +113,9 @@ def mirror(request, token: str):
     log = services.sending_log_for_token(token=token)
     if log is None:
         return _not_found()
-    from deliveries.personalization import render_message
-
     try:
         message = render_message(delivery=log.delivery, profile=log.profile, sending_log_id=log.pk)
-    except ValueError:
+    except Exception:  # content that no longer renders (edited since, sandbox refusal): nothing to show
         logger.warning("mirror page of sending log %s does not render", log.pk, exc_info=True)
         return _not_found()
     if not _is_staff_preview(request):  # staff previewing it from the app record nothing
