@@ -247,6 +247,8 @@ class _Builder:
         if op == "not_equals":
             return ~Q(**{column: value})
         if op == "contains":
+            if column == "email_key":  # already lower-cased: a plain LIKE, no UPPER() per row
+                return Q(email_key__contains=value)
             return Q(**{f"{column}__icontains": value})
         if op == "in":
             return Q(**{f"{column}__in": value})
