@@ -31,11 +31,12 @@ def profile_history(*, profile_id: int) -> QuerySet[SendingLog]:
         SendingLog.objects.filter(profile_id=profile_id)
         .select_related("delivery")
         .annotate(
+            sent_at=Coalesce("event_at", "delivery__started_at", "delivery__created_at"),
             opens=_count(Q(kind__in=[K.OPEN, K.MIRROR])),
             clicks=_count(Q(kind=K.CLICK)),
             optouts=_count(Q(kind=K.OPTOUT)),
         )
-        .order_by(Coalesce("event_at", "delivery__started_at", "delivery__created_at").desc(), "-id")
+        .order_by("-sent_at", "-id")
     )
 
 

@@ -31,6 +31,7 @@ def test_profile_history_partial_shows_the_message_with_its_opens_and_clicks(cli
     html = client.get(url, HTTP_HX_REQUEST="true").content.decode()
     assert "Summer sale" in html and f"DM{engaged.delivery.pk}" in html
     assert "Sent" in html
+    assert engaged.log.event_at.strftime("%Y-%m-%d %H:%M") in html  # the date it was sent
     row = html.split(f'data-delivery="{engaged.delivery.pk}"')[1]
     assert '<td class="num"' in row
     cells = [c.split(">", 1)[1].split("<", 1)[0] for c in row.split('<td class="num"')[1:3]]
@@ -118,3 +119,15 @@ def test_demo_seed_adds_tracking_once(make_sent):
     assert SendingLog.objects.filter(first_open_at__isnull=False).exists()
     demo.seed(None)  # idempotent
     assert TrackingLog.objects.count() == count
+
+
+def test_profile_history_lists_the_newest_message_first(make_sent):
+    from datetime import timedelta
+
+    from deliveries.models import SendingLog
+    from tracking.selectors import profile_history
+
+    old = make_sent(sent_ago=timedelta(days=3))
+    new = make_sent(email="other@example.com", sent_ago=timedelta(hours=2))
+    SendingLog.objects.filter(pk=new.log.pk).update(profile=old.profile)  # both sent to the same profile
+    assert [row.delivery_id for row in profile_history(profile_id=old.profile.pk)] == [new.delivery.pk, old.delivery.pk]
