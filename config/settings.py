@@ -245,6 +245,8 @@ ANYMAIL = {
     "WEBHOOK_SECRET": os.environ.get("ANYMAIL_WEBHOOK_SECRET", ""),
     "MAILGUN_WEBHOOK_SIGNING_KEY": os.environ.get("MAILGUN_WEBHOOK_SIGNING_KEY", ""),
 }
+PROVIDER_EVENT_RETENTION_DAYS = int(os.environ.get("PROVIDER_EVENT_RETENTION_DAYS", "30"))  # repeats recognized this long
+CELERY_BEAT_SCHEDULE["tracking-provider-events-purge"] = {"task": "tracking.provider_events_purge", "schedule": 86400.0}
 
 # --- deliveries -----------------------------------------------------------------------------
 EXCLUDED_DOMAINS = env_list("EXCLUDED_DOMAINS", "")  # preparation excludes these domains

@@ -496,3 +496,13 @@ def provider_event_record(*, esp: str, event) -> str:
                 SendingLog.objects.filter(pk=log.pk).update(**first)
         # delivered and deferred: the log is already sent (the relay accepted it); nothing to change.
     return "applied"
+
+
+def provider_events_purge(*, now: datetime | None = None) -> int:
+    """Delete provider events older than PROVIDER_EVENT_RETENTION_DAYS (one statement); returns the count.
+
+    Providers repeat an undelivered webhook for hours, not weeks: past the retention a repeat is
+    not expected, and what the event changed (log status, quarantine, journal) stays."""
+    cutoff = (now or timezone.now()) - timedelta(days=settings.PROVIDER_EVENT_RETENTION_DAYS)
+    deleted, _by_model = ProviderEvent.objects.filter(received_at__lt=cutoff).delete()
+    return deleted

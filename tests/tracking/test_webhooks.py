@@ -209,3 +209,18 @@ def test_event_without_our_log_id_is_ignored(client, counted):
     assert postmark(client, postmark_bounce(counted, Metadata={})).status_code == 200
     assert state(counted) == (SendingStatus.SENT, "", "", 1, 0)
     assert not ProviderEvent.objects.exists()
+
+
+def test_provider_events_are_forgotten_after_the_retention(counted, settings):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from tracking.tasks import provider_events_purge
+
+    settings.PROVIDER_EVENT_RETENTION_DAYS = 30
+    old = ProviderEvent.objects.create(esp="postmark", key="old", event_type="delivered", at=timezone.now(), sending_log=counted.log)
+    ProviderEvent.objects.filter(pk=old.pk).update(received_at=timezone.now() - timedelta(days=31))
+    ProviderEvent.objects.create(esp="postmark", key="recent", event_type="delivered", at=timezone.now(), sending_log=counted.log)
+    assert provider_events_purge.delay().get() == 1
+    assert list(ProviderEvent.objects.values_list("key", flat=True)) == ["recent"]
