@@ -255,9 +255,10 @@ SELECT url, is_template, delivery_id, profile_id, event_at, status, first_open_a
 """
 
 
-def tracking_click(*, token: str, hit: Hit) -> str | None:
+def tracking_click(*, token: str, hit: Hit, record: bool = True) -> str | None:
     """Record a click and return the URL to redirect to, or None (nothing written) when the token
     is bad, unknown, not a link of the log's message, or its personalized URL is refused.
+    With `record=False` (a HEAD request: link checkers) the URL is only resolved.
 
     PostgreSQL: one statement for a plain link; a personalized link costs one more (its click is
     written only after its rendering is accepted). Elsewhere: a read, then the writes.
@@ -273,7 +274,7 @@ def tracking_click(*, token: str, hit: Hit) -> str | None:
     params = {"click": K.CLICK, "url_kind": TrackedUrl.Kind.CLICK, "burst_since": since, "url_id": url_id, "log_id": log_id}
     postgres = _postgres()
     with connection.cursor() as cursor:
-        if postgres:
+        if postgres and record:
             params.update(
                 commit_mode=_commit_mode(), agent_reason=agent_reason(hit.ua), sending=SendingStatus.SENDING,
                 since=at - timedelta(seconds=settings.TRACKING_MACHINE_DELAY_SECONDS), timing_reason=timing_reason(),
@@ -291,6 +292,8 @@ def tracking_click(*, token: str, hit: Hit) -> str | None:
             url = _render_url(url, profile_id)
             if url is None:
                 return None
+        if not record:
+            return url
         if is_template or not postgres:
             reason = machine_reason(user_agent=hit.ua, at=at, delivered_at=_delivered_at(event_at, status, at))
             reason = reason or (burst_reason() if burst else "")

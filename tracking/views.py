@@ -19,7 +19,7 @@ from django.shortcuts import get_object_or_404, render
 from django.template.loader import render_to_string
 from django.utils.http import urlencode
 from django.views.decorators.csrf import csrf_exempt
-from django.views.decorators.http import require_GET, require_http_methods
+from django.views.decorators.http import require_GET, require_http_methods, require_safe
 
 from accounts.decorators import role_required
 from accounts.roles import ROLES
@@ -66,18 +66,20 @@ def _not_found() -> HttpResponse:
 
 
 # --- public endpoints ---------------------------------------------------------------------------
-@require_GET
+@require_safe
 def open_pixel(request, token: str):
     try:
-        services.tracking_open(token=token, hit=_hit(request))
+        if request.method == "GET":  # HEAD (a link checker) records nothing
+            services.tracking_open(token=token, hit=_hit(request))
     except Exception:  # the pixel is always answered, even when recording fails
         logger.exception("open pixel: recording failed")
     return _no_cache(HttpResponse(GIF, content_type="image/gif"))
 
 
-@require_GET
+@require_safe
 def click(request, token: str):
-    url = services.tracking_click(token=token, hit=_hit(request))
+    # HEAD (link checkers, mail clients' URL hygiene checks) resolves the link and records nothing.
+    url = services.tracking_click(token=token, hit=_hit(request), record=request.method == "GET")
     if url is None or not services.is_safe_target(url):
         return _not_found()
     response = HttpResponseRedirect(url)

@@ -267,3 +267,11 @@ def test_open_pixel_is_answered_even_when_recording_fails(client, sent, monkeypa
     monkeypatch.setattr(services, "tracking_open", broken)
     response = client.get(sent.open_path())
     assert response.status_code == 200 and response.content == GIF
+
+
+def test_head_requests_resolve_but_record_nothing(client, sent):
+    assert client.head(sent.open_path()).status_code == 200
+    response = client.head(sent.click_path(SALE))
+    assert (response.status_code, response["Location"]) == (302, SALE)
+    assert client.head(sent.click_path(SALE)[:-2]).status_code == 404
+    assert TrackingLog.objects.count() == 0 and sent.refresh().log.first_open_at is None
