@@ -51,7 +51,7 @@ class Command(BaseCommand):
     def extra_steps(self):
         """Each app's `demo.seed(command)`, in dependency order (apps without one are passed over)."""
         steps = []
-        for app in ("audiences", "deliveries", "tracking", "kpis"):
+        for app in ("audiences", "deliveries", "tracking", "kpis", "ops"):
             try:
                 module = importlib.import_module(f"{app}.demo")
             except ModuleNotFoundError as e:
