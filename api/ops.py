@@ -9,7 +9,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from ops import selectors
-from ops.health import PARTS, system_health
+from ops.health import PARTS, system_health_cached
 from ops.models import Alert, Criterion
 from ops.services import MONITOR_ROLES, alert_acknowledge
 
@@ -206,7 +206,7 @@ class HealthView(APIView):
 
     @extend_schema(responses={200: HealthSerializer, 503: HealthSerializer, 400: ErrorSerializer})
     def get(self, request):
-        health = system_health()
+        health = system_health_cached()
         response = Response(
             health.as_dict(), status=status.HTTP_200_OK if health.ok else status.HTTP_503_SERVICE_UNAVAILABLE
         )

@@ -173,3 +173,18 @@ def system_health() -> Health:
         "status": DOWN, "last_run": None, "age_seconds": None, "detail": _("Unknown: the database is unreachable."),
     }  # fmt: skip
     return health
+
+
+def system_health_cached() -> Health:
+    """The public endpoint's answer, reused for HEALTH_CACHE_SECONDS: monitors polling it (or anyone
+    else, it is public) cannot make every web process broadcast a worker ping on each request."""
+    from django.core.cache import cache
+
+    seconds = settings.HEALTH_CACHE_SECONDS
+    if seconds <= 0:
+        return system_health()
+    health = cache.get("ops:health")
+    if health is None:
+        health = system_health()
+        cache.set("ops:health", health, seconds)
+    return health

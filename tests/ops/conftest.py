@@ -13,6 +13,11 @@ from tests.deliveries.conftest import audience, new_delivery, ready_delivery  # 
 _seq = count(1)
 
 
+@pytest.fixture(autouse=True)
+def _fresh_health(settings):
+    settings.HEALTH_CACHE_SECONDS = 0  # each check in a test sees the parts as they are now
+
+
 @pytest.fixture
 def make_delivery(db):
     def _make(label="Spring sale", state=State.FINISHED, sent=0, failed=0, **fields):

@@ -133,3 +133,15 @@ def test_health_on_the_dashboard_and_exempt_from_the_ssl_redirect(client, ops, s
     fresh = Client()  # the middleware reads its settings when first loaded
     assert fresh.get("/api/health/").status_code == 503
     assert fresh.get("/deployments/").status_code == 301
+
+
+@pytest.mark.django_db
+def test_public_answer_is_cached_briefly(client, settings):
+    settings.HEALTH_CACHE_SECONDS = 30
+    settings.HEALTH_PING_TIMEOUT = 0.2
+    fresh_beat()
+    first = health(client)
+    settings.CELERY_BROKER_URL = "redis://127.0.0.1:1/0"
+    assert health(client) == first  # answered from the cache: no second ping
+    settings.HEALTH_CACHE_SECONDS = 0
+    assert "broker" in health(client)[1]["failing"]
