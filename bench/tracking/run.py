@@ -126,12 +126,18 @@ def wrk(url: str, seconds: int, connections: int, paths: Path | None) -> dict:
     return {"rps": rps, "p99_ms": p99_ms, "requests": total, "non_2xx_3xx": int(bad.group(1)) if bad else 0, "socket_errors": errors.group(1) if errors else "", "raw": out}
 
 
+LOAD = ""
+
+
 def main():
+    global LOAD
+    LOAD = " ".join(f"{x:.1f}" for x in os.getloadavg())
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=15)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--recipients", type=int, default=50_000)
+    parser.add_argument("--rounds", type=int, default=3, help="hello, pixel, click in turn, this many times; medians reported")
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args()
 
@@ -140,29 +146,42 @@ def main():
     pixel, click, delivery_id = seed(args.recipients, folder)
     hello = gunicorn("hello:app", 8181, args.workers)
     django_app = gunicorn("config.wsgi:application", 8182, args.workers)
-    results = {}
+    rounds: dict[str, list[dict]] = {"bare WSGI hello": [], "open pixel": [], "click redirect": []}
     try:
-        results["bare WSGI hello"] = wrk("http://127.0.0.1:8181/", args.seconds, args.connections, None)
         before = tracking_count(delivery_id)
-        results["open pixel"] = wrk("http://127.0.0.1:8182/", args.seconds, args.connections, pixel)
-        results["click redirect"] = wrk("http://127.0.0.1:8182/", args.seconds, args.connections, click)
+        for _ in range(args.rounds):  # interleaved, so a burst of load elsewhere hits all three alike
+            rounds["bare WSGI hello"].append(wrk("http://127.0.0.1:8181/", args.seconds, args.connections, None))
+            rounds["open pixel"].append(wrk("http://127.0.0.1:8182/", args.seconds, args.connections, pixel))
+            rounds["click redirect"].append(wrk("http://127.0.0.1:8182/", args.seconds, args.connections, click))
         time.sleep(1)
         recorded = tracking_count(delivery_id) - before
     finally:
         stop(hello)
         stop(django_app)
 
-    base = results["bare WSGI hello"]["rps"]
-    print(f"\ngunicorn sync, {args.workers} workers, 127.0.0.1; wrk -t2 -c{args.connections} -d{args.seconds}s; {os.cpu_count()} CPUs\n")
-    print("| endpoint | requests/s | % of bare | p99 latency | requests | non-2xx/3xx |")
+    def median(values):
+        values = sorted(values)
+        return values[len(values) // 2]
+
+    base = median([r["rps"] for r in rounds["bare WSGI hello"]])
+    print(
+        f"\ngunicorn sync, {args.workers} workers, 127.0.0.1; wrk -t2 -c{args.connections} -d{args.seconds}s, "
+        f"{args.rounds} interleaved rounds (medians); {os.cpu_count()} CPUs; load average before: {LOAD}\n"
+    )
+    print("| endpoint | requests/s | % of bare | p99 latency | requests (all rounds) | non-2xx/3xx |")
     print("|---|---:|---:|---:|---:|---:|")
-    for name, r in results.items():
-        print(f"| {name} | {r['rps']:,.0f} | {100 * r['rps'] / base:.0f}% | {r['p99_ms']:.1f} ms | {r['requests']:,} | {r['non_2xx_3xx']} |")
-    hits = results["open pixel"]["requests"] + results["click redirect"]["requests"]
+    for name, runs in rounds.items():
+        rps, p99 = median([r["rps"] for r in runs]), median([r["p99_ms"] for r in runs])
+        total, bad = sum(r["requests"] for r in runs), sum(r["non_2xx_3xx"] for r in runs)
+        print(f"| {name} | {rps:,.0f} | {100 * rps / base:.0f}% | {p99:.1f} ms | {total:,} | {bad} |")
+    hits = sum(r["requests"] for r in rounds["open pixel"] + rounds["click redirect"])
     print(f"\ntracking logs recorded: {recorded:,} for {hits:,} completed hits ({'every hit recorded' if recorded >= hits else 'MISSING HITS'})")
+    per_round = {name: ", ".join(f"{r['rps']:,.0f}" for r in runs) for name, runs in rounds.items()}
+    print("rounds (requests/s): " + "; ".join(f"{name}: {values}" for name, values in per_round.items()))
     if args.verbose:
-        for name, r in results.items():
-            print(f"\n--- {name}\n{r['raw']}")
+        for name, runs in rounds.items():
+            for r in runs:
+                print(f"\n--- {name}\n{r['raw']}")
 
 
 if __name__ == "__main__":
