@@ -361,6 +361,9 @@ def tracking_optout(*, log: SendingLog, hit: Hit) -> bool:
         # service for this one-column change yet, so it is a direct conditional UPDATE.
         if log.profile_id:
             Profile.objects.filter(pk=log.profile_id, email_denylisted=False).update(email_denylisted=True, updated_at=at)
+        # Lock the sending log so two opt-outs arriving together (the page and the one-click POST)
+        # record one opt-out.
+        SendingLog.objects.select_for_update().filter(pk=log.pk).values_list("pk", flat=True).first()
         if TrackingLog.objects.filter(sending_log_id=log.pk, kind=K.OPTOUT).exists():
             return False
         TrackingLog.objects.create(
