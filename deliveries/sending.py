@@ -9,6 +9,7 @@ counters, in one transaction. A task delivered twice finds nothing left to claim
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 from django.conf import settings
@@ -195,6 +196,7 @@ def send_batch(*, delivery_id: int, lo: int, hi: int) -> int:
     handled = 0
     transport = transport_for(skeleton)
     opened = False
+    builder = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"build-{delivery_id}")
     try:
         while True:
             state = Delivery.objects.filter(pk=delivery_id).values_list("state", flat=True).first()
@@ -213,15 +215,22 @@ def send_batch(*, delivery_id: int, lo: int, hi: int) -> int:
                 except OSError as e:
                     log.warning("delivery %s: relay unreachable: %s", delivery_id, e)
                 opened = True
+            # One thread renders the chunk's messages while this one sends them: rendering uses the
+            # CPU while the SMTP round trips wait on the network, so the two overlap.
+            built = [
+                builder.submit(skeleton.build, sending_log_id=log_id, address=address, profile=profiles.get(profile_id, {"email": address}))
+                for log_id, address, profile_id, _attempts in claimed
+            ]
             results = []
-            for log_id, address, profile_id, attempts in claimed:
+            for (log_id, address, profile_id, attempts), future in zip(claimed, built, strict=True):
                 row = SendingLog(id=log_id, delivery_id=delivery_id, address=address, profile_id=profile_id, attempts=attempts)
-                message = skeleton.build(sending_log_id=log_id, address=address, profile=profiles.get(profile_id, {"email": address}))
+                message = future.result()
                 row.message_id = message.message_id
                 results.append((row, transport.send(message)))
             write_outcomes(delivery=delivery, results=results, now=timezone.now())
             handled += len(claimed)
     finally:
+        builder.shutdown(cancel_futures=True)
         if opened:
             transport.close()
     delivery_finish_if_done(delivery_id=delivery_id)
@@ -326,9 +335,19 @@ def deliveries_tick(*, now=None) -> dict:
             )
         report["reaped"] += reaped
         delivery_finish_if_done(delivery_id=delivery_id)
-    for d in Delivery.objects.filter(state__in=ACTIVE, started_at__lt=now - timedelta(minutes=2)):
-        has_sending = SendingLog.objects.filter(delivery=d, status=SendingStatus.SENDING).exists()
-        if not has_sending:
+    # The reconciler: a send in progress with due pending rows, nothing claimed and no outcome for
+    # a while lost its tasks (a broker restart, a worker killed): enqueue it again. Claims make a
+    # duplicate harmless; the quiet period keeps a long queue from being enqueued twice.
+    quiet = now - timedelta(seconds=int(_setting("RECONCILE_AFTER_SECONDS", 300)))
+    for d in Delivery.objects.filter(state__in=ACTIVE, started_at__lt=quiet):
+        logs = SendingLog.objects.filter(delivery=d)
+        stalled = (
+            logs.filter(status=SendingStatus.PENDING).filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)).exists()
+            and not logs.filter(status=SendingStatus.SENDING).exists()
+            and not logs.filter(event_at__gte=quiet).exists()
+        )
+        if stalled:
+            journal_add(delivery=d, level=JournalEntry.Level.WARNING, text=_("The send had stalled (its tasks were lost): it was enqueued again."))
             dispatch_delivery.delay(d.pk)
             report["redispatched"] += 1
     return report

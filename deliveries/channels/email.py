@@ -19,6 +19,7 @@ from email.utils import format_datetime, formataddr
 from django.conf import settings
 from django.utils import timezone
 
+from ..links import RecipientTracking, compile_tracked_html, list_unsubscribe_headers
 from ..personalization import compile_content, profile_context, render_with_missing
 from .base import Outcome, Transport
 from .classify import classify
@@ -51,6 +52,7 @@ class BuiltMessage:
     message_id: str = ""
     mail_from: str = ""
     missing: set[str] = field(default_factory=set)
+    data: bytes = b""  # the wire bytes, made by the skeleton (in the builder thread)
 
     def as_bytes(self, skeleton: MessageSkeleton) -> bytes:
         head = [skeleton.fixed_headers, f"To: {self.to}\r\nSubject: {_header(self.subject)}\r\n".encode()]
@@ -82,7 +84,6 @@ class MessageSkeleton:
         html = delivery.html
         self.tracking = tracking and bool(html)
         if self.tracking:
-            from ..links import compile_tracked_html
 
             if url_ids is None:
                 url_ids = dict(delivery.tracked_urls.values_list("url", "id"))
@@ -115,9 +116,7 @@ class MessageSkeleton:
         ctx = profile_context(profile)
         headers = {}
         if self.tracking:
-            from ..links import RecipientTracking, list_unsubscribe_headers
-
-            tracking = RecipientTracking(sending_log_id)
+            tracking = _OnceTracking(sending_log_id)
             ctx |= {"tracking": tracking, "unsubscribe_url": tracking.unsubscribe_url, "mirror_url": tracking.mirror_url}
             headers.update(list_unsubscribe_headers(sending_log_id))
         subject, m1 = render_with_missing(self.compiled.subject, ctx)
@@ -126,7 +125,7 @@ class MessageSkeleton:
         message_id = f"<{self.delivery_id}.{sending_log_id}.{secrets.token_hex(6)}@{self.domain}>"
         name = " ".join(x for x in (profile.get("first_name"), profile.get("last_name")) if x)
         headers = {"Date": self._now_header(), "Message-ID": message_id, "X-Dispatch-Log": str(sending_log_id), **headers}
-        return BuiltMessage(
+        built = BuiltMessage(
             sending_log_id=sending_log_id,
             to=_addr(name, address),
             subject=" ".join(subject.split()),
@@ -137,6 +136,18 @@ class MessageSkeleton:
             mail_from=self.mail_from,
             missing=m1 | m2 | m3,
         )
+        built.data = built.as_bytes(self)
+        return built
+
+
+class _OnceTracking(RecipientTracking):
+    """Signs each link once per recipient (the text part repeats the HTML's links)."""
+
+    def click(self, url_id: int) -> str:
+        cache = self.__dict__.setdefault("_clicks", {})
+        if url_id not in cache:
+            cache[url_id] = super().click(url_id)
+        return cache[url_id]
 
 
 class SmtpTransport(Transport):
@@ -166,7 +177,7 @@ class SmtpTransport(Transport):
             self.conn = None
 
     def send(self, message: BuiltMessage) -> Outcome:
-        data = message.as_bytes(self.skeleton)
+        data = message.data or message.as_bytes(self.skeleton)
         address = message.to.rpartition("<")[2].rstrip(">") if "<" in message.to else message.to
         for attempt in (1, 2):
             try:

@@ -84,3 +84,50 @@ def test_logical_status_warning_for_prepared_with_warnings_or_an_open_alert(read
     client.force_login(marketer)
     html = client.get(reverse("deliveries:list") + "?status=warning").content.decode()
     assert warned.label in html and 'class="status warning"' in html
+
+
+def test_tick_reaps_dead_claims_and_re_enqueues_a_stalled_send(ready_delivery, marketer, settings, django_capture_on_commit_callbacks):
+    from datetime import timedelta
+
+    from django.core import mail
+    from django.utils import timezone
+
+    from deliveries.models import Delivery
+    from deliveries.sending import deliveries_tick
+
+    settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+    d = ready_delivery()
+    long_ago = timezone.now() - timedelta(hours=1)
+    Delivery.objects.filter(pk=d.pk).update(state=State.IN_PROGRESS, started_at=long_ago)
+    first = SendingLog.objects.filter(delivery=d).order_by("id").first()
+    # a worker died while sending this row an hour ago: never resent automatically
+    SendingLog.objects.filter(pk=first.pk).update(status="sending", claimed_at=long_ago)
+    report = deliveries_tick()
+    assert report["reaped"] == 1
+    first.refresh_from_db()
+    assert first.status == "unknown"
+    assert d.journal.filter(level="warning", text__startswith="1 message(s) in an unknown state").exists()
+    # the other four were pending with no task left: they are sent, once
+    d.refresh_from_db()
+    assert d.state == State.FINISHED and len(mail.outbox) == 4
+    assert {m.to[0] for m in mail.outbox} == set(SendingLog.objects.filter(delivery=d, status="sent").values_list("address", flat=True))
+    assert deliveries_tick()["redispatched"] == 0
+
+
+def test_the_reconciler_re_enqueues_a_send_whose_tasks_were_lost(ready_delivery, settings):
+    from datetime import timedelta
+
+    from django.core import mail
+    from django.utils import timezone
+
+    from deliveries.models import Delivery
+    from deliveries.sending import deliveries_tick
+
+    settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+    d = ready_delivery()
+    Delivery.objects.filter(pk=d.pk).update(state=State.IN_PROGRESS, started_at=timezone.now() - timedelta(hours=1))
+    assert deliveries_tick()["redispatched"] == 1
+    d.refresh_from_db()
+    assert d.state == State.FINISHED and len(mail.outbox) == 5
+    assert d.journal.filter(text__startswith="The send had stalled").count() == 1
+    assert deliveries_tick()["redispatched"] == 0
