@@ -1,3 +1,5 @@
+from email.utils import parseaddr
+
 import pytest
 
 from deliveries.models import SendingLog, State
@@ -110,7 +112,7 @@ def test_tick_reaps_dead_claims_and_re_enqueues_a_stalled_send(ready_delivery, m
     # the other four were pending with no task left: they are sent, once
     d.refresh_from_db()
     assert d.state == State.FINISHED and len(mail.outbox) == 4
-    assert {m.to[0] for m in mail.outbox} == set(SendingLog.objects.filter(delivery=d, status="sent").values_list("address", flat=True))
+    assert {parseaddr(m.to[0])[1] for m in mail.outbox} == set(SendingLog.objects.filter(delivery=d, status="sent").values_list("address", flat=True))
     assert deliveries_tick()["redispatched"] == 0
 
 
