@@ -23,7 +23,7 @@ import zoneinfo
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
@@ -328,6 +328,11 @@ class PostgresStage:
         self.parts = parts
         self.tables = [f"{_STAGE}_{i}" for i in range(parts)]
         with connection.cursor() as cursor:
+            try:  # more memory for temporary tables: only possible before the session's first one
+                with transaction.atomic():
+                    cursor.execute("SET temp_buffers = '128MB'")
+            except DatabaseError:
+                pass
             for table in self.tables:
                 cursor.execute(f"DROP TABLE IF EXISTS {table}")
                 cursor.execute(
@@ -365,10 +370,9 @@ class PostgresStage:
                 merged += cursor.fetchone()[0]
         return merged
 
-    def merge_part(self, part: int, *, audience_id: int | None) -> tuple[int, int]:
-        """Upsert one partition; returns (created, updated)."""
-        now = timezone.now()
-        table = self.tables[part]
+    @staticmethod
+    def merge_sql(table: str) -> str:
+        """The statement that merges one staging table into the profiles (params: now, now)."""
 
         def keep(col):  # a non-empty cell overwrites; an empty one keeps the stored value
             return f"COALESCE(NULLIF(EXCLUDED.{col}, ''), p.{col})"
@@ -376,42 +380,52 @@ class PostgresStage:
         def last_filled(col):
             return f"COALESCE((array_agg({col} ORDER BY line DESC) FILTER (WHERE {col} <> ''))[1], '')"
 
+        return (
+            f"""
+                    WITH part AS (
+                      SELECT s.*, count(*) OVER (PARTITION BY email_key) AS n FROM {table} s
+                    ),
+                    dup_attrs AS (
+                      SELECT x.email_key, jsonb_object_agg(e.key, e.value ORDER BY x.line) AS attributes
+                      FROM part x CROSS JOIN LATERAL jsonb_each(x.attributes) e WHERE x.n > 1 GROUP BY x.email_key
+                    ),
+                    merged AS (
+                      SELECT email, email_key, {", ".join(_KEPT)}, attributes FROM part WHERE n = 1
+                      UNION ALL
+                      SELECT d.email, d.email_key, {", ".join(f"d.{c}" for c in _KEPT)}, COALESCE(a.attributes, '{{}}'::jsonb)
+                      FROM (
+                        SELECT email_key, (array_agg(email ORDER BY line DESC))[1] AS email,
+                               {", ".join(f"{last_filled(c)} AS {c}" for c in _KEPT)}
+                        FROM part WHERE n > 1 GROUP BY email_key
+                      ) d LEFT JOIN dup_attrs a USING (email_key)
+                    ),
+                    up AS (
+                      INSERT INTO audiences_profile AS p (email, email_key, {", ".join(_KEPT)}, attributes,
+                                                          email_denylisted, sms_denylisted, created_at, updated_at)
+                      SELECT email, email_key, {", ".join(_KEPT)}, attributes, false, false, %s, %s FROM merged
+                      ON CONFLICT (email_key) DO UPDATE SET
+                        email = EXCLUDED.email,
+                        {", ".join(f"{c} = {keep(c)}" for c in _KEPT)},
+                        attributes = p.attributes || EXCLUDED.attributes,
+                        updated_at = EXCLUDED.updated_at
+                      WHERE (p.email, {", ".join(f"p.{c}" for c in _KEPT)}, p.attributes)
+                        IS DISTINCT FROM (EXCLUDED.email, {", ".join(keep(c) for c in _KEPT)}, p.attributes || EXCLUDED.attributes)
+                      RETURNING (xmax = 0) AS inserted
+                    )
+                    SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM up
+                    """
+        )
+
+    def merge_part(self, part: int, *, audience_id: int | None) -> tuple[int, int]:
+        """Upsert one partition; returns (created, updated)."""
+        now = timezone.now()
+        table = self.tables[part]
+
         with transaction.atomic(), connection.cursor() as cursor:
-            cursor.execute("SET LOCAL work_mem = '64MB'")
+            # JIT costs more than it saves on this statement (its row estimates are rough).
+            cursor.execute("SET LOCAL work_mem = '64MB'; SET LOCAL jit = off")
             cursor.execute(
-                f"""
-                WITH part AS (
-                  SELECT s.*, count(*) OVER (PARTITION BY email_key) AS n FROM {table} s
-                ),
-                dup_attrs AS (
-                  SELECT x.email_key, jsonb_object_agg(e.key, e.value ORDER BY x.line) AS attributes
-                  FROM part x CROSS JOIN LATERAL jsonb_each(x.attributes) e WHERE x.n > 1 GROUP BY x.email_key
-                ),
-                merged AS (
-                  SELECT email, email_key, {", ".join(_KEPT)}, attributes FROM part WHERE n = 1
-                  UNION ALL
-                  SELECT d.email, d.email_key, {", ".join(f"d.{c}" for c in _KEPT)}, COALESCE(a.attributes, '{{}}'::jsonb)
-                  FROM (
-                    SELECT email_key, (array_agg(email ORDER BY line DESC))[1] AS email,
-                           {", ".join(f"{last_filled(c)} AS {c}" for c in _KEPT)}
-                    FROM part WHERE n > 1 GROUP BY email_key
-                  ) d LEFT JOIN dup_attrs a USING (email_key)
-                ),
-                up AS (
-                  INSERT INTO audiences_profile AS p (email, email_key, {", ".join(_KEPT)}, attributes,
-                                                      email_denylisted, sms_denylisted, created_at, updated_at)
-                  SELECT email, email_key, {", ".join(_KEPT)}, attributes, false, false, %s, %s FROM merged
-                  ON CONFLICT (email_key) DO UPDATE SET
-                    email = EXCLUDED.email,
-                    {", ".join(f"{c} = {keep(c)}" for c in _KEPT)},
-                    attributes = p.attributes || EXCLUDED.attributes,
-                    updated_at = EXCLUDED.updated_at
-                  WHERE (p.email, {", ".join(f"p.{c}" for c in _KEPT)}, p.attributes)
-                    IS DISTINCT FROM (EXCLUDED.email, {", ".join(keep(c) for c in _KEPT)}, p.attributes || EXCLUDED.attributes)
-                  RETURNING (xmax = 0) AS inserted
-                )
-                SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM up
-                """,
+                self.merge_sql(table),
                 [now, now],
             )
             created, updated = cursor.fetchone()
