@@ -76,6 +76,14 @@ def delivery_edit(request, pk):
     return render(request, "deliveries/edit.html", {"form": form, "delivery": d}, status=400 if form.errors else 200)
 
 
+def _validity_text(seconds: float) -> str:
+    hours = seconds / 3600
+    if hours < 1:
+        return _("%(n)d s") % {"n": seconds}
+    text = _("%(h)s h") % {"h": f"{hours:g}"}
+    return text + (_(" (%(d)s days)") % {"d": f"{hours / 24:g}"} if hours >= 24 else "")
+
+
 def _dashboard_context(request, d: Delivery) -> dict:
     user = request.user
     can_start = user_has_role(user=user, role=START_DELIVERY)
@@ -93,6 +101,7 @@ def _dashboard_context(request, d: Delivery) -> dict:
         "show_approve": can_approve and d.requires_approval and d.state == State.READY and d.created_by_id != user.pk,
         "approved": services.is_approved(d),
         "scheduled_text": services.scheduled_text(d) if d.scheduled_at else "",
+        "validity_text": _validity_text(d.validity.total_seconds()),
         "percent": int(d.processed_count * 100 / d.to_deliver_count) if d.to_deliver_count else 0,
         "STATE": State,
         "SENDING_STATES": SENDING_STATES,

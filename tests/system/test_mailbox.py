@@ -1,0 +1,48 @@
+import re
+import smtplib
+
+import pytest
+from django.core.mail import EmailMultiAlternatives
+
+from system.smtp import RecordingHandler, start_sink
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def sink_with_mailbox(settings, tmp_path):
+    settings.MAILBOX_DIR = tmp_path
+    handler = RecordingHandler(mailbox_dir=tmp_path, keep_in_memory=False)
+    controller = start_sink(handler)
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST, settings.EMAIL_PORT = controller.hostname, controller.port
+    settings.EMAIL_USE_TLS = settings.EMAIL_USE_SSL = False
+    yield controller
+    controller.stop()
+
+
+def test_the_sink_keeps_every_message_and_the_staff_mailbox_shows_it_rendered_and_raw(sink_with_mailbox, client, make_user):
+    message = EmailMultiAlternatives("Weekly news", "Plain body", "shop@example.com", ["reader@example.com"])
+    message.attach_alternative("<p>Rich <b>body</b></p><script>alert(1)</script>", "text/html")
+    message.send()
+    staff = make_user("staffer", is_staff=True)
+    client.force_login(staff)
+    listing = client.get("/dev/mailbox/").content.decode()
+    assert "Weekly news" in listing and "reader@example.com" in listing
+    name = re.search(r'href="/dev/mailbox/([^/"]+\.eml)/"', listing).group(1)
+    detail = client.get(f"/dev/mailbox/{name}/").content.decode()
+    assert "Plain body" in detail  # text part
+    assert "Content-Type: multipart/alternative" in detail  # raw source
+    html = client.get(f"/dev/mailbox/{name}/html/")
+    assert b"<b>body</b>" in html.content
+    assert "sandbox" in html["Content-Security-Policy"]  # its scripts never run
+
+
+def test_the_mailbox_is_for_staff_only_and_refuses_path_tricks(sink_with_mailbox, client, marketer):
+    client.force_login(marketer)
+    assert client.get("/dev/mailbox/").status_code == 302  # to the admin login
+    with smtplib.SMTP(sink_with_mailbox.hostname, sink_with_mailbox.port) as smtp:
+        smtp.sendmail("a@example.com", ["b@example.com"], b"Subject: hi\r\n\r\nhello\r\n")
+    marketer.is_staff = True
+    marketer.save()
+    assert client.get("/dev/mailbox/..%2Fsecret_key/").status_code == 404
