@@ -8,6 +8,7 @@ from django.contrib import messages
 from django.core.paginator import Paginator
 from django.http import Http404
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -121,17 +122,15 @@ def acknowledge(request, pk: int):
     if request.htmx:
         where = request.POST.get("from", "")
         if where.isdigit():
-            return delivery_alerts_response(request, int(where), notice=notice, notice_level=level)
+            return _delivery_alerts_response(request, int(where), notice=notice, notice_level=level)
         return render(
             request, "ops/dashboard.html#live", {**_live_context(request), "notice": notice, "notice_level": level}
         )
     (messages.success if level == "info" else messages.warning)(request, notice)
-    from django.urls import reverse
-
     return redirect(_safe_next(request, reverse("ops:dashboard") + "#alerts"))
 
 
-def delivery_alerts_response(request, pk: int, *, notice: str = "", notice_level: str = "info"):
+def _delivery_alerts_response(request, pk: int, *, notice: str = "", notice_level: str = "info"):
     delivery = Delivery.objects.filter(pk=pk).only("id", "label", "state").first()
     if delivery is None:
         raise Http404(_("There is no message DM%(pk)s: it may have been deleted.") % {"pk": pk})
@@ -155,7 +154,7 @@ def delivery_alerts_response(request, pk: int, *, notice: str = "", notice_level
 @require_GET
 def delivery_alerts(request, pk: int):
     """The message's alerts (loaded by the message dashboard by URL name `ops:delivery-alerts`)."""
-    return delivery_alerts_response(request, pk)
+    return _delivery_alerts_response(request, pk)
 
 
 @role_required(ADMINISTRATION)

@@ -203,3 +203,11 @@ def test_nothing_fires_on_a_clean_send(make_delivery, supervisors, smtp_server):
     make_delivery("clean", sent=1000, failed=10)  # 1%
     make_delivery("sending well", state=State.IN_PROGRESS, sent=10, to_deliver_count=20, started_at=timezone.now())
     assert alerts_check() == [] and smtp_server.messages == []
+
+
+def test_beat_checks_every_ten_minutes_and_samples_every_minute(settings):
+    from config.celery import app
+
+    assert settings.CELERY_BEAT_SCHEDULE["ops-alerts-check"] == {"task": "ops.alerts_check", "schedule": 600.0}
+    assert settings.CELERY_BEAT_SCHEDULE["ops-minute"] == {"task": "ops.minute", "schedule": 60.0}
+    assert {"ops.alerts_check", "ops.minute"} <= set(app.tasks)
