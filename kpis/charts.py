@@ -136,7 +136,7 @@ def engagement_chart(unit: str, rows: list[tuple[datetime, str, int]]) -> Chart:
                     "w": bar_w,
                     "h": round(HEIGHT - BOTTOM - y, 1),
                     "css": css,
-                    "title": f"{moment}: {number_format(n, force_grouping=True)} {label.lower()}",
+                    "title": f"{moment} · {label}: {number_format(n, force_grouping=True)}",
                 }
             )
     chart.y_ticks = _y_ticks(top)

@@ -4,6 +4,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
+from django.core.cache import cache
 from django.db.models import Count, Max, Min, Q, QuerySet
 from django.db.models.functions import Trunc
 from django.utils import timezone
@@ -201,3 +202,24 @@ def engagement_per_hour(*, delivery: Delivery) -> tuple[str, list[tuple[datetime
         .order_by("bucket")
     )
     return unit, list(rows)
+
+
+CHARTS_CACHE_SECONDS = 600
+
+
+def deployment_chart_data(*, delivery: Delivery) -> dict:
+    """Both charts' rows. Once the send is over they change only with late events, so they are cached
+    for a few minutes, keyed by what would change them (counters and the last recompute)."""
+
+    def compute() -> dict:
+        return {
+            "processed": processed_over_time(delivery=delivery),
+            "engagement": engagement_per_hour(delivery=delivery),
+        }
+
+    if delivery.state not in FINAL_STATES:
+        return compute()
+    snapshot = snapshot_of(delivery)
+    stamp = snapshot.computed_at.timestamp() if snapshot and snapshot.computed_at else 0
+    key = f"kpis:charts:{delivery.pk}:{delivery.state}:{delivery.processed_count}:{stamp}"
+    return cache.get_or_set(key, compute, CHARTS_CACHE_SECONDS)

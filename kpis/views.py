@@ -233,10 +233,9 @@ def deployment(request, pk: int):
 @require_GET
 def deployment_charts(request, pk: int):
     delivery = _delivery(pk)
-    unit, rows = selectors.processed_over_time(delivery=delivery)
-    processed = charts.processed_chart(unit, rows, started_at=delivery.started_at)
-    unit, rows = selectors.engagement_per_hour(delivery=delivery)
-    engagement = charts.engagement_chart(unit, rows)
+    data = selectors.deployment_chart_data(delivery=delivery)
+    processed = charts.processed_chart(*data["processed"], started_at=delivery.started_at)
+    engagement = charts.engagement_chart(*data["engagement"])
     return render(request, "kpis/charts.html", {"delivery": delivery, "charts": [processed, engagement]})
 
 

@@ -146,3 +146,16 @@ def test_charts_of_a_send_not_started_say_so(client, marketer, make_delivery):
     client.force_login(marketer)
     html = client.get(reverse("kpis:deployment-charts", args=[d.pk])).content.decode()
     assert "No message has been processed yet." in html and "No open or click yet." in html
+
+
+def test_charts_of_an_ended_send_follow_each_recompute(client, marketer, sent, track):
+    from kpis.services import kpis_compute
+
+    client.force_login(marketer)
+    url = reverse("kpis:deployment-charts", args=[sent.pk])
+    assert "Opens: 1" in client.get(url).content.decode()
+    for log in sent.sending_logs.filter(status=SendingStatus.SENT)[3:5]:
+        track(log, TrackingLog.Kind.OPEN)
+    assert "Opens: 1" in client.get(url).content.decode()  # cached until the figures are recomputed
+    kpis_compute(delivery_id=sent.pk)
+    assert "Opens: 3" in client.get(url).content.decode()
