@@ -235,3 +235,20 @@ def test_a_started_message_is_read_only_but_can_be_duplicated(state, new_deliver
     copy = services.delivery_duplicate(delivery=d, user=marketer)
     assert copy.state == State.EDITING and copy.subject == d.subject
     assert copy.schedule == "now" and copy.scheduled_at is None
+
+
+def test_the_beat_task_starts_a_scheduled_message_when_the_clock_reaches_its_time(ready_delivery, marketer, django_capture_on_commit_callbacks):
+    from unittest import mock
+
+    from deliveries.tasks import tick
+
+    at = timezone.now() + timedelta(hours=3)
+    d = ready_delivery(schedule="at", scheduled_at=at, schedule_tz="America/New_York")
+    delivery_confirm(delivery=d, user=marketer)
+    tick.apply()  # now: too early
+    assert Delivery.objects.get(pk=d.pk).state == State.START_PENDING
+    with mock.patch("django.utils.timezone.now", return_value=at + timedelta(seconds=30)), django_capture_on_commit_callbacks(execute=True):
+        tick.apply()
+    d.refresh_from_db()
+    assert d.state == State.FINISHED and len(mail.outbox) == 5
+    assert d.started_at == at + timedelta(seconds=30)
