@@ -6,6 +6,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied
+from django.db import transaction
 from django.db.models import Count, Q
 from django.utils import timezone
 from django.utils.formats import time_format
@@ -111,9 +112,18 @@ def _lock_take(*, delivery_id: int, user=None) -> bool:
 
 
 def _enqueue(delivery_id: int) -> None:
+    """Enqueue the recompute after commit (what `delay_on_commit` does), releasing the lock if the
+    broker cannot take it, so a broker outage does not block Compute stats until the lock times out."""
     from .tasks import kpis_recompute  # tasks import this module
 
-    kpis_recompute.delay_on_commit(delivery_id)
+    def send() -> None:
+        try:
+            kpis_recompute.delay(delivery_id)
+        except Exception:
+            kpis_lock_release(delivery_id=delivery_id)
+            raise
+
+    transaction.on_commit(send)
 
 
 def kpis_compute_request(*, delivery: Delivery, user) -> None:

@@ -125,3 +125,16 @@ def test_when_a_send_ends_the_block_brings_the_figures_up_to_date_once(
     assert len(callbacks) == 1
     assert KpiSnapshot.objects.get(pk=d.pk).computed_at > d.finished_at
     assert "Computed at" in html
+
+
+def test_a_broker_outage_releases_the_lock(marketer, make_delivery, monkeypatch, django_capture_on_commit_callbacks):
+    from kpis import tasks
+
+    def unreachable(*args, **kwargs):
+        raise ConnectionError("broker down")
+
+    monkeypatch.setattr(tasks.kpis_recompute, "delay", unreachable)
+    d = make_delivery()
+    with pytest.raises(ConnectionError), django_capture_on_commit_callbacks(execute=True):
+        kpis_compute_request(delivery=d, user=marketer)
+    assert KpiSnapshot.objects.get(pk=d.pk).computing_since is None  # the next click can try again
