@@ -324,19 +324,25 @@ class PostgresStage:
     it is in the file, is merged before anything is written, so importing a file twice changes
     nothing."""
 
-    def __init__(self, *, parts: int = 8):
+    def __init__(self, *, name: str = _STAGE, parts: int = 8, shared: bool = False):
+        """`shared`: UNLOGGED tables that other connections can read, so partitions can be merged
+        by several connections at once (only outside a transaction: the tables must be
+        committed). Otherwise TEMP tables, private to this connection."""
         self.parts = parts
-        self.tables = [f"{_STAGE}_{i}" for i in range(parts)]
+        self.shared = shared
+        self.tables = [f"{name}_{i}" for i in range(parts)]
         with connection.cursor() as cursor:
-            try:  # more memory for temporary tables: only possible before the session's first one
-                with transaction.atomic():
-                    cursor.execute("SET temp_buffers = '128MB'")
-            except DatabaseError:
-                pass
+            if not shared:
+                try:  # more memory for temporary tables: only possible before the session's first one
+                    with transaction.atomic():
+                        cursor.execute("SET temp_buffers = '128MB'")
+                except DatabaseError:
+                    pass
+            kind = "UNLOGGED TABLE" if shared else "TEMP TABLE"
             for table in self.tables:
                 cursor.execute(f"DROP TABLE IF EXISTS {table}")
                 cursor.execute(
-                    f"CREATE TEMP TABLE {table} (line integer, email text, email_key text, phone text, "
+                    f"CREATE {kind} {table} (line integer, email text, email_key text, phone text, "
                     "first_name text, last_name text, language text, time_zone text, attributes jsonb)"
                 )
 
@@ -437,7 +443,8 @@ class PostgresStage:
                     f"ON CONFLICT (audience_id, profile_id) DO NOTHING",
                     [audience_id, now],
                 )
-            cursor.execute(f"TRUNCATE {table}")  # its rows are merged: free the space now
+            if not self.shared:
+                cursor.execute(f"TRUNCATE {table}")  # its rows are merged: free the space now
         return created, updated
 
     def close(self) -> None:

@@ -4,6 +4,7 @@ import logging
 import queue
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -482,7 +483,9 @@ def _parsed_chunks(binary, reader, columns):
 def _import_postgresql(job, binary, reader, columns) -> dict:
     totals = {"rows_read": 0, "created_count": 0, "updated_count": 0, "merged_count": 0, "rejected_count": 0}
     started = time.monotonic()
-    stage = imports.PostgresStage()
+    # Outside a transaction (a worker), partitions are merged by several connections at once.
+    workers = max(1, settings.IMPORT_MERGE_CONNECTIONS) if not connection.in_atomic_block else 1
+    stage = imports.PostgresStage(name=f"audiences_import_{job.pk}", shared=workers > 1)
     try:
         for chunk, bytes_read in _parsed_chunks(binary, reader, columns):
             stage.add(chunk.rows)
@@ -495,18 +498,36 @@ def _import_postgresql(job, binary, reader, columns) -> dict:
             )
         read_done = time.monotonic()
         totals["merged_count"] = stage.prepare()
-        for part in range(stage.parts):
-            created, updated = stage.merge_part(part, audience_id=job.audience_id)
+        done = 0
+        for created, updated in _merge_parts(stage, audience_id=job.audience_id, workers=workers):
+            done += 1
             totals["created_count"] += created
             totals["updated_count"] += updated
             ImportJob.objects.filter(pk=job.pk).update(
-                progress=_READ_SHARE + int((100 - _READ_SHARE) * (part + 1) / stage.parts) - 1, **totals
+                progress=_READ_SHARE + int((100 - _READ_SHARE) * done / stage.parts) - 1, **totals
             )
-        logger.info("import %s: read and staged in %.1fs, merged in %.1fs", job.pk, read_done - started,
-                    time.monotonic() - read_done)
+        logger.info("import %s: read and staged in %.1fs, merged in %.1fs (%d connection(s))", job.pk,
+                    read_done - started, time.monotonic() - read_done, workers)
     finally:
         stage.close()
     return totals
+
+
+def _merge_parts(stage, *, audience_id, workers: int):
+    """Yield (created, updated) per merged partition, merging on `workers` connections."""
+    if workers <= 1:
+        for part in range(stage.parts):
+            yield stage.merge_part(part, audience_id=audience_id)
+        return
+
+    def merge(part):
+        try:
+            return stage.merge_part(part, audience_id=audience_id)
+        finally:
+            connection.close()  # this thread's own connection
+
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="import-merge") as pool:
+        yield from (future.result() for future in as_completed([pool.submit(merge, p) for p in range(stage.parts)]))
 
 
 def _import_portable(job, binary, reader, columns) -> dict:

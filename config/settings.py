@@ -263,6 +263,7 @@ CELERY_BEAT_SCHEDULE["deliveries-tick"] = {"task": "deliveries.tick", "schedule"
 from celery.schedules import crontab  # noqa: E402
 
 IMPORT_MAX_BYTES = int(os.environ.get("IMPORT_MAX_BYTES", str(1024 * 1024 * 1024)))  # largest CSV accepted (1 GB)
+IMPORT_MERGE_CONNECTIONS = int(os.environ.get("IMPORT_MERGE_CONNECTIONS", "2"))  # PostgreSQL: parallel merge
 SPECTACULAR_SETTINGS.setdefault("ENUM_NAME_OVERRIDES", {}).update(
     {
         "QuarantineStatusEnum": "audiences.models.Quarantine.Status",

@@ -136,3 +136,29 @@ def test_values_with_quotes_tabs_backslashes_and_new_lines_arrive_intact(markete
     job = run_import(marketer, content)
     assert job.created_count == 1
     assert Profile.objects.get().attributes == {"note": note}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_outside_a_transaction_partitions_are_merged_on_several_connections(marketer, settings, tmp_path):
+    """A worker runs imports outside any transaction: on PostgreSQL the staging tables are shared
+    and merged by IMPORT_MERGE_CONNECTIONS connections; the result is the same."""
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from audiences.services import import_create
+
+    settings.IMPORT_MERGE_CONNECTIONS = 2
+    audience = Audience.objects.create(name="Big", kind=Audience.Kind.LIST)
+    rows = "".join(f"user{i}@example.com,Name{i},{'gold' if i % 2 else ''}\n" for i in range(300))
+    content = ("email,first_name,tier\n" + rows + "USER7@example.com,Seven,\n").encode()
+    job = import_create(user=marketer, uploaded=SimpleUploadedFile("big.csv", content), audience=audience)  # runs on commit
+    job.refresh_from_db()
+    assert (job.status, job.rows_read, job.created_count, job.merged_count) == (ImportJob.Status.DONE, 301, 300, 1)
+    assert audience.members.count() == 300
+    assert Profile.objects.get(email_key="user7@example.com").first_name == "Seven"
+    again = import_create(user=marketer, uploaded=SimpleUploadedFile("big.csv", content), audience=audience)
+    again.refresh_from_db()
+    assert (again.created_count, again.updated_count) == (0, 0)
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM pg_tables WHERE tablename ~ '^audiences_import_[0-9]+_[0-9]+$'")
+            assert cursor.fetchone()[0] == 0  # staging tables dropped
