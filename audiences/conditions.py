@@ -299,7 +299,7 @@ def conditions_describe(conditions) -> str:
             text = joiner.join(parts)
             return f"({text})" if len(parts) > 1 else text
         kind, key = field_kind(node["field"])
-        label = key if key else str(FIELDS[node["field"]][1])
+        label = (_("attribute %(name)s") % {"name": key}) if key else str(FIELDS[node["field"]][1])
         op = str(OPERATORS[node["operator"]])
         value = node["value"]
         if node["operator"] in NO_VALUE:

@@ -39,3 +39,25 @@ def test_marketer_imports_a_csv_with_two_bad_rows_and_sees_the_report_name_them(
     assert Profile.objects.get(email="ann@example.com").attributes == {"favourite_colour": "blue"}
     page.get_by_role("link", name="Spring campaign").click()
     assert page.locator("#audience-size").inner_text() == "2"
+
+
+def test_preparer_builds_a_filter_and_the_count_follows_each_change(page, sign_in, preparer):
+    Profile.objects.create(email="a@example.com", email_key="a@example.com", language="fr", attributes={"tier": "gold"})
+    Profile.objects.create(email="b@example.com", email_key="b@example.com", language="fr")
+    Profile.objects.create(email="c@example.com", email_key="c@example.com", language="en", attributes={"tier": "gold"})
+    sign_in(page, "preparer")
+    page.goto("/audiences/new/")
+    page.get_by_label("Name").fill("French gold")
+    page.get_by_label("Filter").check()
+    page.get_by_role("button", name="Create").click()
+    page.get_by_role("button", name="Add a group").click()
+    page.get_by_label("Value").fill("fr")  # Language equals fr
+    page.get_by_test_id("live-count").filter(has_text="2").wait_for()
+    page.get_by_role("button", name="Add a condition").click()
+    page.locator("[data-condition='0-1']").get_by_label("Field").select_option("attribute")
+    page.get_by_label("Attribute name").fill("tier")
+    page.locator("[data-condition='0-1']").get_by_label("Value").fill("gold")
+    page.get_by_test_id("live-count").filter(has_text="1").wait_for()
+    page.get_by_role("button", name="Save").click()
+    assert page.locator("#audience-size").inner_text() == "1"
+    assert "a@example.com" in page.locator("table.profiles").inner_text()
