@@ -556,3 +556,26 @@ def _discard_file(job: ImportJob) -> None:
         except OSError:
             logger.warning("import %s: could not delete %s", job.pk, job.file.name)
         ImportJob.objects.filter(pk=job.pk).update(file="")
+
+
+def import_reap(*, now=None, stale_after: timedelta = timedelta(hours=6)) -> int:
+    """Imports whose worker died: a job running for longer than `stale_after` is marked failed
+    (a person can import the file again: rows already imported will not change), and staging
+    tables left behind by such jobs are dropped (PostgreSQL). Returns the jobs marked failed."""
+    now = now or timezone.now()
+    count = ImportJob.objects.filter(status=ImportJob.Status.RUNNING, started_at__lt=now - stale_after).update(
+        status=ImportJob.Status.FAILED,
+        finished_at=now,
+        message=_("The import stopped before the end (its worker stopped). Import the file again; rows already imported will not change."),
+    )
+    if connection.vendor == "postgresql":
+        running = set(ImportJob.objects.filter(status=ImportJob.Status.RUNNING).values_list("pk", flat=True))
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT tablename FROM pg_tables WHERE schemaname = current_schema() "
+                           "AND tablename ~ '^audiences_import_[0-9]+_[0-9]+$'")
+            for (table,) in cursor.fetchall():
+                if int(table.split("_")[2]) not in running:
+                    cursor.execute(f'DROP TABLE IF EXISTS "{table}"')
+    if count:
+        logger.warning("import reaper: %d import(s) marked failed", count)
+    return count

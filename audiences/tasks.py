@@ -17,3 +17,9 @@ def import_run(job_id: int) -> None:
 def quarantine_cleanup() -> int:
     """Daily: Erroneous addresses without recent errors return to Valid (DOMAIN.md §5)."""
     return services.quarantine_cleanup()
+
+
+@shared_task(name="audiences.import_reap", ignore_result=True)
+def import_reap() -> int:
+    """Hourly: imports whose worker died are marked failed; their staging tables are dropped."""
+    return services.import_reap()

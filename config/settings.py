@@ -271,6 +271,7 @@ SPECTACULAR_SETTINGS.setdefault("ENUM_NAME_OVERRIDES", {}).update(
         "SendingStatusEnum": "deliveries.models.SendingStatus",  # several "status" enums now coexist
     }
 )
+CELERY_BEAT_SCHEDULE["audiences-import-reap"] = {"task": "audiences.import_reap", "schedule": 3600.0}
 CELERY_BEAT_SCHEDULE["audiences-quarantine-cleanup"] = {
     "task": "audiences.quarantine_cleanup",
     "schedule": crontab(hour=3, minute=15),  # daily (DOMAIN.md §5)

@@ -162,3 +162,18 @@ def test_outside_a_transaction_partitions_are_merged_on_several_connections(mark
         with connection.cursor() as cursor:
             cursor.execute("SELECT count(*) FROM pg_tables WHERE tablename ~ '^audiences_import_[0-9]+_[0-9]+$'")
             assert cursor.fetchone()[0] == 0  # staging tables dropped
+
+
+def test_an_import_whose_worker_died_is_marked_failed_after_six_hours(marketer):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from audiences.services import import_reap
+
+    job = ImportJob.objects.create(file_name="x.csv", status=ImportJob.Status.RUNNING, created_by=marketer,
+                                   started_at=timezone.now() - timedelta(hours=5))
+    assert import_reap() == 0
+    assert import_reap(now=timezone.now() + timedelta(hours=2)) == 1
+    job.refresh_from_db()
+    assert job.status == ImportJob.Status.FAILED and "Import the file again" in job.message
