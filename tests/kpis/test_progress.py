@@ -79,3 +79,11 @@ def test_progress_api(client, ops, sending):
     assert data["processed"] == 40 and data["to_deliver"] == 100 and data["percent"] == 40
     assert data["rate_per_minute"] == 30 and data["eta"] and 100 <= data["eta_seconds"] <= 120
     assert client.get("/api/deliveries/999999/progress/").json()["code"] == "not_found"
+
+
+def test_a_paused_send_says_there_is_no_eta(client, ops, sending):
+    sending.state = State.PAUSED
+    sending.save()
+    client.force_login(ops)
+    html = client.get(reverse("kpis:deployment-kpis", args=[sending.pk])).content.decode()
+    assert "Paused" in html and "None while the send is paused." in html and "hx-trigger" in html
