@@ -73,14 +73,18 @@ def processed_per_hour_chart(unit: str, rows: list[tuple[datetime, int]], *, sin
         if not 0 <= index < count:
             continue
         y = _y(n, top)
-        label = date_format(timezone.localtime(bucket), "M j H:i" if unit == "hour" else "M j")
+        label = (
+            f"{timezone.localtime(bucket):%Y-%m-%d %H:%M}"
+            if unit == "hour"
+            else f"{timezone.localtime(bucket):%Y-%m-%d}"
+        )
         chart.bars.append(
             {
                 "x": round(LEFT + slot * index + (slot - bar_w) / 2, 1),
                 "y": y,
                 "w": bar_w,
                 "h": round(HEIGHT - BOTTOM - y, 1),
-                "title": f"{label}: {number_format(n, force_grouping=True)}",
+                "title": f"{label}: {n:,}",  # plain formatting: one title per bar, up to 168 of them
             }
         )
     chart.y_ticks = [(_y(top * i / 4, top), number_format(round(top * i / 4), force_grouping=True)) for i in range(5)]

@@ -25,7 +25,7 @@ from .forms import ThresholdsForm
 from .health import system_health
 from .services import MONITOR_ROLES, alert_acknowledge, thresholds_get, thresholds_update
 
-PAGE_SIZE = 50
+PAGE_SIZE = 25  # Recently sent, per page
 ANY_ROLE = tuple(ROLES)
 
 
