@@ -1,5 +1,6 @@
 """The deployment dashboard, the message's alerts partial, the thresholds page and the API."""
 
+import io
 import re
 from datetime import timedelta
 
@@ -273,3 +274,23 @@ def test_api_deployments_alerts_and_acknowledge(client, ops, board, smtp_server)
     assert again.status_code == 409 and again.json()["code"] == "already_acknowledged"
     assert client.post("/api/alerts/999999/acknowledge/").status_code == 404
     assert weak["id"] not in [a["id"] for a in client.get("/api/alerts/", {"open": "1"}).json()["results"]]
+
+
+def test_backfill_rebuilds_the_hourly_counter_from_the_sending_logs(make_delivery, add_logs):
+    from django.core.management import call_command
+
+    from deliveries.models import SendingStatus
+
+    d = make_delivery("Before ops", sent=3, failed=1)
+    hour = timezone.now().replace(minute=10, second=0, microsecond=0) - timedelta(hours=3)
+    add_logs(d, 2, event_at=hour)
+    add_logs(d, 1, event_at=hour + timedelta(hours=1))
+    add_logs(d, 1, status=SendingStatus.FAILED, event_at=hour + timedelta(hours=1, minutes=5))
+    add_logs(d, 5, status=SendingStatus.PENDING)  # not processed: not counted
+    out = io.StringIO()
+    call_command("ops_backfill_hours", stdout=out)
+    assert out.getvalue().strip() == "2 hourly row(s) written."
+    assert list(ProcessedHour.objects.filter(delivery=d).order_by("hour").values_list("processed", "total")) == [
+        (2, 2),
+        (2, 4),
+    ]
