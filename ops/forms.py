@@ -6,7 +6,8 @@ from django.utils.translation import gettext_lazy as _
 
 
 def _percent(rate: float) -> Decimal:
-    return (Decimal(str(rate)) * 100).normalize()
+    """0.2 -> Decimal('20'), 0.035 -> Decimal('3.5') (never '2E+1')."""
+    return Decimal(format((Decimal(str(rate)) * 100).normalize(), "f"))
 
 
 class ThresholdsForm(forms.Form):

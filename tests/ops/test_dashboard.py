@@ -225,6 +225,7 @@ def test_administration_edits_alert_thresholds_and_the_autopause_limit(client, a
     client.force_login(admin)
     html = client.get("/deployments/thresholds/").content.decode()
     assert 'name="bounce_rate_percent"' in html and 'value="5"' in html and "Default: 5" in html
+    assert 'name="autopause_rate_percent" value="20"' in html  # not "2E+1"
     data = {
         "bounce_rate_percent": "3.5", "bounce_min_processed": "200", "start_pending_minutes": "15",
         "min_throughput_per_minute": "20", "autopause_rate_percent": "15", "autopause_min_processed": "400",
