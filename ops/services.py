@@ -196,7 +196,11 @@ def _findings(*, now: datetime, criteria: set[str], t: AlertThresholds) -> list[
             state=State.IN_PROGRESS,
             started_at__lte=now - timedelta(minutes=window),
             to_deliver_count__gt=F("processed_count"),
-        ).values_list("pk", "to_deliver_count", "processed_count")
+        )
+        # a send its owner limited below the threshold is slow on purpose
+        rows = rows.exclude(rate_limit_per_hour__lt=t.min_throughput_per_minute * 60).values_list(
+            "pk", "to_deliver_count", "processed_count"
+        )
         for pk, to_deliver, processed in rows:
             # an index-only count on (delivery, event_at), like the Deployment block's rate
             done = SendingLog.objects.filter(delivery_id=pk, event_at__gt=now - timedelta(minutes=window)).count()

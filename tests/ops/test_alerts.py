@@ -113,7 +113,10 @@ def test_throughput_below_the_threshold_while_in_progress(make_delivery, add_log
     add_logs(at_threshold, 100, event_at=now - timedelta(minutes=5))  # 100 in 10 minutes: 10 per minute
     add_logs(below, 99, event_at=now - timedelta(minutes=5))
     add_logs(below, 50, event_at=now - timedelta(minutes=11))  # before the window: not counted
-    assert paused and just_started
+    limited = make_delivery(
+        "limited to 300/h", state=State.IN_PROGRESS, started_at=started, to_deliver_count=5000, rate_limit_per_hour=300
+    )  # its owner made it slow on purpose
+    assert paused and just_started and limited
 
     created = alerts_check(now=now)
 
