@@ -27,6 +27,7 @@ BROWSERS = [
 def _rows_for(delivery: Delivery) -> list[TrackingLog]:
     rnd = random.Random(delivery.pk)
     links = list(TrackedUrl.objects.filter(delivery=delivery, kind=TrackedUrl.Kind.CLICK).values_list("id", flat=True))
+    special = dict(TrackedUrl.objects.filter(delivery=delivery).exclude(kind=TrackedUrl.Kind.CLICK).values_list("kind", "id"))
     logs = SendingLog.objects.filter(delivery=delivery, status=SendingStatus.SENT, event_at__isnull=False).values_list("id", "event_at")
     rows = []
     for log_id, sent_at in logs[:MAX_LOGS_PER_MESSAGE]:
@@ -51,9 +52,9 @@ def _rows_for(delivery: Delivery) -> list[TrackingLog]:
             if links and rnd.random() < 0.28:
                 add(K.CLICK, first + rnd.uniform(0.2, 5), url=rnd.choice(links))
             if rnd.random() < 0.04:
-                add(K.MIRROR, first + rnd.uniform(0.1, 2))
+                add(K.MIRROR, first + rnd.uniform(0.1, 2), url=special.get(TrackedUrl.Kind.MIRROR))
             if rnd.random() < 0.02:
-                add(K.OPTOUT, first + rnd.uniform(1, 10))
+                add(K.OPTOUT, first + rnd.uniform(1, 10), url=special.get(TrackedUrl.Kind.OPTOUT))
     return rows
 
 

@@ -53,36 +53,15 @@ def delivery_tracking_logs(*, delivery_id: int, kind: str = "", machine: str = "
 
 
 def delivery_tracked_urls(*, delivery_id: int) -> list[TrackedUrl]:
-    """A message's tracked URLs with clicks and unique clicks (people only; machine clicks apart).
-
-    Opt-out and mirror-page rows count their own events (opt-outs, mirror-page views), which
-    come through their own endpoints rather than a click on the row.
-    """
-    urls = list(TrackedUrl.objects.filter(delivery_id=delivery_id).order_by("id"))
-    by_url = {
-        row["tracked_url_id"]: row
-        for row in TrackingLog.objects.filter(delivery_id=delivery_id, kind=K.CLICK, tracked_url__isnull=False)
-        .order_by()
-        .values("tracked_url_id")
+    """A message's tracked URLs with clicks and unique clicks (people only; machine clicks apart),
+    one GROUP BY. The opt-out and mirror-page rows count the opt-outs and mirror-page views made
+    through their links (those tracking logs point at them)."""
+    return list(
+        TrackedUrl.objects.filter(delivery_id=delivery_id)
         .annotate(
-            clicks=Count("id", filter=Q(is_machine=False)),
-            unique_clicks=Count("sending_log_id", filter=Q(is_machine=False), distinct=True),
-            machine_clicks=Count("id", filter=Q(is_machine=True)),
+            clicks=Count("tracking_logs", filter=Q(tracking_logs__is_machine=False)),
+            unique_clicks=Count("tracking_logs__sending_log_id", filter=Q(tracking_logs__is_machine=False), distinct=True),
+            machine_clicks=Count("tracking_logs", filter=Q(tracking_logs__is_machine=True)),
         )
-    }
-    by_kind = {
-        row["kind"]: row
-        for row in TrackingLog.objects.filter(delivery_id=delivery_id, kind__in=[K.OPTOUT, K.MIRROR])
-        .order_by()
-        .values("kind")
-        .annotate(
-            clicks=Count("id", filter=Q(is_machine=False)),
-            unique_clicks=Count("sending_log_id", filter=Q(is_machine=False), distinct=True),
-            machine_clicks=Count("id", filter=Q(is_machine=True)),
-        )
-    }
-    empty = {"clicks": 0, "unique_clicks": 0, "machine_clicks": 0}
-    for url in urls:
-        counts = by_url.get(url.pk, empty) if url.kind == TrackedUrl.Kind.CLICK else by_kind.get(url.kind, empty)
-        url.clicks, url.unique_clicks, url.machine_clicks = counts["clicks"], counts["unique_clicks"], counts["machine_clicks"]
-    return urls
+        .order_by("id")
+    )

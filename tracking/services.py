@@ -337,13 +337,20 @@ def sending_log_for_token(*, token: str) -> SendingLog | None:
     return SendingLog.objects.select_related("delivery", "profile").filter(pk=log_id).first()
 
 
+def _placeholder_url_id(*, delivery_id: int, kind: str) -> int | None:
+    """The message's opt-out or mirror-page tracked URL (its `{{ unsubscribe_url }}` / `{{ mirror_url }}`
+    link), so these events count on that row like clicks on a link; None when the content has none."""
+    return TrackedUrl.objects.filter(delivery_id=delivery_id, kind=kind).order_by("id").values_list("id", flat=True).first()
+
+
 def tracking_mirror_view(*, log: SendingLog, hit: Hit) -> None:
     """Record a mirror-page view (counts as an open for a person)."""
     at = timezone.now()
     reason = machine_reason(user_agent=hit.ua, at=at, delivered_at=_delivered_at(log.event_at, log.status, at))
+    url_id = _placeholder_url_id(delivery_id=log.delivery_id, kind=TrackedUrl.Kind.MIRROR)
     with connection.cursor() as cursor:
         _record(
-            cursor, at=at, delivery_id=log.delivery_id, log_id=log.pk, kind=K.MIRROR, url_id=None, hit=hit, reason=reason,
+            cursor, at=at, delivery_id=log.delivery_id, log_id=log.pk, kind=K.MIRROR, url_id=url_id, hit=hit, reason=reason,
             set_open=not reason and log.first_open_at is None, set_click=False,
         )  # fmt: skip
 
@@ -367,8 +374,9 @@ def tracking_optout(*, log: SendingLog, hit: Hit) -> bool:
         if TrackingLog.objects.filter(sending_log_id=log.pk, kind=K.OPTOUT).exists():
             return False
         TrackingLog.objects.create(
-            at=at, delivery_id=log.delivery_id, sending_log_id=log.pk, kind=K.OPTOUT, user_agent=hit.ua, ip_hash=hit.ip_hash
-        )
+            at=at, delivery_id=log.delivery_id, sending_log_id=log.pk, kind=K.OPTOUT, user_agent=hit.ua, ip_hash=hit.ip_hash,
+            tracked_url_id=_placeholder_url_id(delivery_id=log.delivery_id, kind=TrackedUrl.Kind.OPTOUT),
+        )  # fmt: skip
         SendingLog.objects.filter(pk=log.pk, first_open_at__isnull=True).update(first_open_at=at)
     return True
 
