@@ -15,6 +15,12 @@ _LOCAL = rf"{_ATEXT}+(?:\.{_ATEXT}+)*"
 _LABEL = r"(?:[^\W_](?:(?:[^\W_]|-){0,61}[^\W_])?)"
 _TLD = r"(?:[^\W\d_]{2,63}|xn--[a-z0-9-]{1,59})"
 _EMAIL_RE = re.compile(rf"{_LOCAL}@(?:{_LABEL}\.)+{_TLD}", re.IGNORECASE)
+# The same rules for plain ASCII addresses (nearly all of them), about twice as fast.
+_ASCII_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]"
+_ASCII_LABEL = r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)"
+_ASCII_EMAIL_RE = re.compile(
+    rf"{_ASCII_ATEXT}+(?:\.{_ASCII_ATEXT}+)*@(?:{_ASCII_LABEL}\.)+(?:[A-Za-z]{{2,63}}|xn--[A-Za-z0-9-]{{1,59}})"
+)
 
 
 def normalize_email(value) -> str:
@@ -42,4 +48,6 @@ def is_valid_email(value) -> bool:
     local, at, domain = value.rpartition("@")
     if not at or len(local) > 64 or len(domain) > 253:
         return False
+    if value.isascii():
+        return _ASCII_EMAIL_RE.fullmatch(value) is not None
     return _EMAIL_RE.fullmatch(value) is not None
