@@ -8,7 +8,7 @@ from django.utils.translation import gettext as _
 
 from .errors import DispatchError, InvalidInput
 from .models import RoleAuditLog
-from .roles import ADMINISTRATION, ROLES, role_required_message
+from .roles import ADMINISTRATION, role_required_message
 from .selectors import administrators, user_has_role
 
 User = get_user_model()

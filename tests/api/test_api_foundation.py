@@ -2,7 +2,6 @@ import pytest
 from django.core.management import call_command
 from rest_framework.test import APIClient
 
-from accounts import roles
 from accounts.models import RoleAuditLog
 from tests.factories import PASSWORD
 
