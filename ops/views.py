@@ -144,6 +144,9 @@ def _delivery_alerts_response(request, pk: int, *, notice: str = "", notice_leve
             "open_count": sum(1 for a in alerts if a.is_open),
             "can_acknowledge": user_has_any_role(user=request.user, roles=MONITOR_ROLES),
             "poll": delivery.state in SENDING_STATES,
+            # where a plain (non-htmx) acknowledgement returns: the page showing this part
+            "next_url": (request.htmx.current_url_abs_path if request.htmx else "")
+            or reverse("deliveries:detail", args=[pk]),
             "notice": notice,
             "notice_level": notice_level,
         },

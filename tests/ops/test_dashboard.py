@@ -172,8 +172,11 @@ def test_alerts_on_the_dashboard_and_on_the_message_then_acknowledged(
     assert 'data-testid="open-alert-count">1<' in html and "Bounces + errors above the threshold" in html
     partial = reverse("ops:delivery-alerts", args=[d.pk])
     assert partial == f"/deliveries/{d.pk}/alerts/"
-    html = client.get(partial).content.decode()
+    html = client.get(
+        partial, headers={"HX-Request": "true", "HX-Current-URL": f"http://testserver/deliveries/{d.pk}/"}
+    ).content.decode()
     assert "Bounces + errors reached 20%" in html and "Acknowledge" in html
+    assert f'name="next" value="/deliveries/{d.pk}/"' in html  # without htmx, back to the message
     # a marketer reads the message's alerts but cannot acknowledge them
     client.force_login(marketer)
     html = client.get(partial).content.decode()
