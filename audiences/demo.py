@@ -8,6 +8,7 @@ addresses; three audiences: two lists and a filter.
 """
 
 import random
+import unicodedata
 from datetime import timedelta
 
 from django.db import transaction
@@ -57,6 +58,10 @@ QUARANTINED = {  # index of a demo profile -> (status, error count, reason, text
 DENYLISTED = (11, 222, 333)
 
 
+def _ascii(text: str) -> str:
+    return unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+
+
 def _profiles(rnd: random.Random, now):
     langs = list(WEIGHTS)
     weights = [WEIGHTS[k] for k in langs]
@@ -65,10 +70,10 @@ def _profiles(rnd: random.Random, now):
         lang = rnd.choices(langs, weights)[0]
         zones, firsts, lasts = PEOPLE[lang]
         first, last = rnd.choice(firsts), rnd.choice(lasts)
-        local = f"{first}.{last}".lower().replace("'", "").replace(" ", "")
+        local = _ascii(f"{first}.{last}").replace("'", "").replace(" ", "")
+        if i % 9:  # some people type their address with capitals: the local part is kept as given
+            local = local.lower()
         address = f"{local}{i}@{DOMAINS[i % len(DOMAINS)]}"
-        if i % 9 == 0:  # some people type their address with capitals: the local part is kept as given
-            address = f"{first}.{last}{i}".replace(" ", "").replace("'", "") + f"@{DOMAINS[i % len(DOMAINS)]}"
         rows.append(
             Profile(
                 email=address,

@@ -108,6 +108,11 @@ class Quarantine(models.Model):
     def __str__(self) -> str:
         return f"{self.address} ({self.channel}): {self.get_status_display()}"
 
+    @property
+    def reason_label(self) -> str:
+        """The failure reason for people ("mailbox_full" -> "Mailbox full")."""
+        return self.reason.replace("_", " ").capitalize()
+
 
 class ImportJob(models.Model):
     """One CSV import (issue 3): its file, its progress and its counts. Progress lives here,
