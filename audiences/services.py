@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.core.exceptions import PermissionDenied
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Case, F, PositiveIntegerField, Value, When
+from django.db.models import Case, F, PositiveIntegerField, ProtectedError, Value, When
 from django.template.defaultfilters import filesizeformat
 from django.utils import timezone
 from django.utils.translation import gettext as _
@@ -317,13 +317,11 @@ def audience_delete(*, user, audience: Audience) -> None:
     require_role(user=user, role=PREPARE_DELIVERY)
     try:
         audience.delete()
-    except Exception as e:  # a message that still targets it (PROTECT) keeps it
-        if e.__class__.__name__ == "ProtectedError":
-            raise DispatchError(
-                _("The audience “%(name)s” is used by a message: choose another audience there first.") % {"name": audience.name},
-                code="audience_in_use",
-            )
-        raise
+    except ProtectedError:  # a message that still targets it keeps it
+        raise DispatchError(
+            _("The audience “%(name)s” is used by a message: choose another audience there first.") % {"name": audience.name},
+            code="audience_in_use",
+        )
 
 
 def _require_list(audience: Audience) -> None:

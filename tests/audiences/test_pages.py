@@ -159,3 +159,16 @@ def test_demo_data_is_varied_and_idempotent(django_assert_max_num_queries):
 
     french = Audience.objects.get(kind="filter")
     assert 0 < audience_count(audience=french) < 5000
+
+
+def test_an_audience_a_message_uses_cannot_be_deleted(client, preparer):
+    from deliveries.models import Delivery
+
+    used = Audience.objects.create(name="Used", kind="list")
+    unused = Audience.objects.create(name="Unused", kind="list")
+    Delivery.objects.create(label="Spring sale", audience=used)
+    login(client, preparer)
+    response = client.post(reverse("audiences:audience-delete", args=[used.pk]), follow=True)
+    assert "is used by a message: choose another audience there first." in response.content.decode()
+    client.post(reverse("audiences:audience-delete", args=[unused.pk]))
+    assert list(Audience.objects.values_list("name", flat=True)) == ["Used"]
