@@ -6,6 +6,7 @@ from datetime import datetime, timedelta
 
 from django.utils import timezone
 from django.utils.formats import date_format, number_format
+from django.utils.html import format_html_join
 from django.utils.translation import gettext as _
 
 WIDTH, HEIGHT = 760, 180
@@ -27,6 +28,15 @@ class BarChart:
     @property
     def empty(self) -> bool:
         return not self.bars
+
+    @property
+    def bars_svg(self) -> str:
+        """The bars' markup built here in one pass (up to 720 of them: cheaper than a template loop)."""
+        return format_html_join(
+            "",
+            '<rect class="bar processed" x="{}" y="{}" width="{}" height="{}"><title>{}</title></rect>',
+            ((b["x"], b["y"], b["w"], b["h"], b["title"]) for b in self.bars),
+        )
 
     @property
     def plot(self) -> dict:

@@ -18,9 +18,17 @@ from django.db.models.functions import Cast, NullIf, Trunc
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
-from deliveries.models import SENDING_STATES, STARTED_STATES, Delivery, LogicalStatus, State, logical_status_q
+from deliveries.models import (
+    SENDING_STATES,
+    STARTED_STATES,
+    Delivery,
+    LogicalStatus,
+    SendingLog,
+    State,
+    logical_status_q,
+)
 from kpis.figures import format_count, format_rate, rate
-from kpis.selectors import Progress, delivery_progress, snapshot_of
+from kpis.selectors import RATE_WINDOW, Progress, snapshot_of
 
 from .models import Alert, ProcessedHour
 
@@ -135,13 +143,12 @@ class Row:
         return self.delivery.sent_count + self.delivery.failed_count
 
 
-def _row(d: Delivery, *, with_progress: bool = False) -> Row:
+def _row(d: Delivery) -> Row:
     done = d.sent_count + d.failed_count
     snap = snapshot_of(d)
     computed = snap is not None and snap.computed_at is not None
     return Row(
         delivery=d,
-        progress=delivery_progress(delivery=d) if with_progress else None,
         rates={
             "delivered": rate(d.sent_count, done),
             "bounces": rate(d.failed_count, done),
@@ -155,10 +162,45 @@ def _base() -> QuerySet[Delivery]:
     return Delivery.objects.select_related("created_by", "kpis", "audience")
 
 
+def progress_many(deliveries: list[Delivery], *, now: datetime | None = None) -> dict[int, Progress]:
+    """kpis' `delivery_progress` for many sends at once: the same counters, rate and ETA, with the
+    rates of every send counted by one GROUP BY over (delivery, event_at) instead of one count each
+    (a test holds both equal)."""
+    now = now or timezone.now()
+    ids = [d.pk for d in deliveries if d.state in SENDING_STATES]
+    rates = dict(
+        SendingLog.objects.filter(delivery_id__in=ids, event_at__gt=now - RATE_WINDOW)
+        .values_list("delivery_id")
+        .annotate(n=Count("id"))
+        .order_by()
+    ) if ids else {}  # fmt: skip
+    out = {}
+    for d in deliveries:
+        rate_now = rates.get(d.pk, 0)
+        remaining = max(d.to_deliver_count - d.processed_count, 0)
+        eta = None
+        if d.state in (State.IN_PROGRESS, State.RETRY_IN_PROGRESS) and rate_now and remaining:
+            eta = now + timedelta(minutes=remaining / rate_now)
+        out[d.pk] = Progress(
+            state=d.state,
+            processed=d.processed_count,
+            to_deliver=d.to_deliver_count,
+            sent=d.sent_count,
+            failed=d.failed_count,
+            rate_per_minute=rate_now,
+            eta=eta,
+        )
+    return out
+
+
 def now_sending() -> list[Row]:
     """Every message in progress, retrying or paused, the oldest start first."""
-    qs = _base().filter(state__in=SENDING_STATES).order_by("started_at", "pk")
-    return [_row(d, with_progress=True) for d in qs]
+    deliveries = list(_base().filter(state__in=SENDING_STATES).order_by("started_at", "pk"))
+    progress = progress_many(deliveries)
+    rows = [_row(d) for d in deliveries]
+    for row in rows:
+        row.progress = progress[row.delivery.pk]
+    return rows
 
 
 def coming_up(*, limit: int = 50) -> list[Row]:
