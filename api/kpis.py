@@ -140,7 +140,7 @@ class DeliveryProgressView(APIView):
     def get(self, request, pk: int):
         try:
             delivery = Delivery.objects.only(
-                "id", "state", "to_deliver_count", "processed_count", "sent_count", "failed_count"
+                "id", "state", "started_at", "to_deliver_count", "processed_count", "sent_count", "failed_count"
             ).get(pk=pk)
         except Delivery.DoesNotExist:
             raise Http404(f"There is no message DM{pk}: check the id.")

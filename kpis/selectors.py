@@ -26,6 +26,7 @@ from tracking.models import TrackingLog
 from .models import KpiSnapshot
 
 RATE_WINDOW = timedelta(minutes=1)
+MIN_RATE_WINDOW = timedelta(seconds=5)
 
 
 def delivery_get(*, pk: int) -> Delivery:
@@ -55,7 +56,7 @@ class Progress:
     to_deliver: int
     sent: int
     failed: int
-    rate_per_minute: int  # messages whose status changed in the last minute
+    rate_per_minute: int  # messages that reached a final status during the last minute
     eta: datetime | None  # when the first pass should end at the current rate
 
     @property
@@ -94,11 +95,17 @@ class Progress:
 
 def delivery_progress(*, delivery: Delivery, now: datetime | None = None) -> Progress:
     """Processed / to deliver from the delivery's counters (kept by the sender), the rate over the
-    last minute (an index-only count on (delivery, event_at)) and the ETA at that rate."""
+    last minute (an index-only count on (delivery, event_at): the sender sets `event_at` when a log
+    becomes final) and the ETA at that rate. During a send's first minute the rate is taken over the
+    time elapsed since it started, so it is not underestimated."""
     now = now or timezone.now()
     rate = 0
     if delivery.state in SENDING_STATES:
-        rate = SendingLog.objects.filter(delivery_id=delivery.pk, event_at__gt=now - RATE_WINDOW).count()
+        window = RATE_WINDOW
+        if delivery.started_at and now - delivery.started_at < RATE_WINDOW:
+            window = max(now - delivery.started_at, MIN_RATE_WINDOW)
+        recent = SendingLog.objects.filter(delivery_id=delivery.pk, event_at__gt=now - window).count()
+        rate = round(recent * RATE_WINDOW / window)
     remaining = max(delivery.to_deliver_count - delivery.processed_count, 0)
     eta = None
     if delivery.state in (State.IN_PROGRESS, State.RETRY_IN_PROGRESS) and rate and remaining:

@@ -87,3 +87,15 @@ def test_a_paused_send_says_there_is_no_eta(client, ops, sending):
     client.force_login(ops)
     html = client.get(reverse("kpis:deployment-kpis", args=[sending.pk])).content.decode()
     assert "Paused" in html and "None while the send is paused." in html and "hx-trigger" in html
+
+
+def test_in_a_send_s_first_minute_the_rate_is_taken_over_the_time_elapsed(make_delivery, add_logs):
+    now = timezone.now()
+    d = make_delivery(
+        "Just started", state=State.IN_PROGRESS, started_at=now - timedelta(seconds=20), to_deliver_count=1000,
+        processed_count=100,
+    )  # fmt: skip
+    add_logs(d, 100, SendingStatus.SENT, event_at=now - timedelta(seconds=10))
+    p = delivery_progress(delivery=d, now=now)
+    assert p.rate_per_minute == 300  # 100 in 20 seconds
+    assert p.eta == now + timedelta(minutes=900 / 300)

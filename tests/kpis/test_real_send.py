@@ -65,7 +65,6 @@ def test_progress_rate_and_eta_follow_a_real_send(celery_worker, smtp_server, ma
     with_rate = [(p, j) for p, j in moving if p.rate_per_minute > 0]
     assert with_rate, "no rate while messages were going out"
     p, j = with_rate[-1]
-    assert p.rate_per_minute <= p.processed + 5  # the rate counts recent status changes only
     assert p.eta is not None and 0 <= p.eta_seconds <= 600
     # the ETA is the remaining count at the current rate
     assert abs(p.eta_seconds - p.remaining * 60 / p.rate_per_minute) <= 2
