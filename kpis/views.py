@@ -82,12 +82,15 @@ STATUS_TEXT = {
         gettext_lazy("Sending (retry)"),
         gettext_lazy("Soft failures are being retried by the message sending service."),
     ),
-    State.PAUSED: (gettext_lazy("Paused"), gettext_lazy("The send is paused: Resume continues it.")),
+    State.PAUSED: (gettext_lazy("Paused"), gettext_lazy("Sending is paused: resume it to continue.")),
     State.STOPPED: (
         gettext_lazy("Stopped"),
-        gettext_lazy("The send was stopped; the messages not sent were cancelled."),
+        gettext_lazy("The send was stopped; messages not sent were cancelled."),
     ),
-    State.FAILED: (gettext_lazy("Failed"), gettext_lazy("The send failed: the journal says why.")),
+    State.FAILED: (
+        gettext_lazy("Failed"),
+        gettext_lazy("No message could be delivered. See the sending logs for the reasons."),
+    ),
     State.FINISHED: (gettext_lazy("Finished sending"), gettext_lazy("All messages have been processed.")),
 }
 
