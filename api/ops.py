@@ -35,6 +35,7 @@ class DeploymentRowSerializer(serializers.Serializer):
     processed = serializers.IntegerField(help_text="Delivered + bounces and errors (live counters).")
     delivered = serializers.IntegerField(source="delivery.sent_count")
     bounces = serializers.IntegerField(source="delivery.failed_count", help_text="Bounces + errors (live counter).")
+    sent_rate = serializers.DecimalField(source="rates.sent", help_text="Processed / to deliver, %.", **RATE)
     delivered_rate = serializers.DecimalField(source="rates.delivered", help_text="Delivered / processed, %.", **RATE)
     bounce_rate = serializers.DecimalField(source="rates.bounces", help_text="Bounces + errors / processed, %.", **RATE)
     open_rate = serializers.DecimalField(

@@ -52,6 +52,7 @@ SORTS = {
     "owner": (_("Owner"), F("created_by__username")),
     "started": (_("Started"), F("started_at")),
     "to_deliver": (_("To deliver"), F("to_deliver_count")),
+    "sent": (_("Sent"), F("sent_count") + F("failed_count")),
     "delivered": (_("Delivered"), _ratio(F("sent_count"), F("sent_count") + F("failed_count"))),
     "bounces": (_("Bounces + errors"), _ratio(F("failed_count"), F("sent_count") + F("failed_count"))),
     "open": (_("Open rate"), _ratio(F("kpis__unique_opens"), F("kpis__delivered"))),
@@ -123,6 +124,10 @@ class Row:
         return format_rate(self.rates.get(key))
 
     @property
+    def sent_display(self) -> str:
+        return self.display("sent")
+
+    @property
     def delivered_display(self) -> str:
         return self.display("delivered")
 
@@ -150,6 +155,7 @@ def _row(d: Delivery) -> Row:
     return Row(
         delivery=d,
         rates={
+            "sent": rate(done, d.to_deliver_count),
             "delivered": rate(d.sent_count, done),
             "bounces": rate(d.failed_count, done),
             "open": rate(snap.unique_opens, snap.delivered) if computed else None,

@@ -90,6 +90,7 @@ def test_dashboard_shows_now_sending_coming_up_recently_sent_and_totals(client, 
         b["weak"].human_id,
     ]
     assert reverse("kpis:deployment", args=[b["done"].pk]) in html
+    assert '320 <span class="muted small">32.0%</span>' in html  # Sent: processed, % of to deliver
     totals = re.search(r'data-testid="totals".*?</div>\s*</div>\s*</div>', html, re.S).group(0)
     assert "95.0%" not in totals  # not the message's rate: all four together
     # 4 messages, 1,000+50+1,000+200 recipients, delivered (300+10+950+100)/1,530 = 88.9%, bounces 11.1%, opens 190/950 = 20.0%, clicks 2.0%
