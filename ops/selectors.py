@@ -47,7 +47,6 @@ def _ratio(numerator, denominator):
 
 # column key -> (label, expression or field); the rates sort with messages without one last
 SORTS = {
-    "id": (_("ID"), F("id")),
     "label": (_("Label"), F("label")),
     "owner": (_("Owner"), F("created_by__username")),
     "started": (_("Started"), F("started_at")),

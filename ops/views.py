@@ -11,6 +11,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy as _lazy
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from accounts.decorators import role_required
@@ -23,9 +24,12 @@ from deliveries.services import sending_policy_get
 from . import charts, selectors
 from .forms import ThresholdsForm
 from .health import system_health
+from .models import Criterion
 from .services import MONITOR_ROLES, alert_acknowledge, thresholds_get, thresholds_update
 
 PAGE_SIZE = 25  # Recently sent, per page
+ALERTS_ON_DASHBOARD = 10  # the newest open alerts; the alerts page lists them all
+ALERT_STATUSES = {"open": _lazy("Open"), "acknowledged": _lazy("Acknowledged"), "all": _lazy("All")}
 ANY_ROLE = tuple(ROLES)
 
 
@@ -33,7 +37,7 @@ def _live_context(request) -> dict:
     return {
         "now_sending": selectors.now_sending(),
         "coming_up": selectors.coming_up(),
-        "alerts": selectors.open_alerts(),
+        "alerts": selectors.open_alerts(limit=ALERTS_ON_DASHBOARD),
         "open_alert_count": selectors.open_alert_count(),
         "poll_seconds": settings.OPS_DASHBOARD_POLL_SECONDS,
         "can_acknowledge": user_has_any_role(user=request.user, roles=MONITOR_ROLES),
@@ -45,7 +49,7 @@ def _sort_headers(filters: selectors.Filters) -> list[dict]:
     headers = []
     for key, (label, _expr) in selectors.SORTS.items():
         active = filters.sort_key == key
-        descending_first = key not in ("label", "owner", "id")
+        descending_first = key not in ("label", "owner")
         if active:
             next_sort = key if filters.descending else f"-{key}"
         else:
@@ -57,7 +61,7 @@ def _sort_headers(filters: selectors.Filters) -> list[dict]:
                 "url": "?" + urlencode(filters.as_query(sort=next_sort)) + "#recent",
                 "aria_sort": ("descending" if filters.descending else "ascending") if active else "none",
                 "arrow": ("▼" if filters.descending else "▲") if active else "",
-                "num": key not in ("label", "owner", "started", "id"),
+                "num": key not in ("label", "owner", "started"),
             }
         )
     return headers
@@ -96,6 +100,33 @@ def dashboard(request):
 def health(request):
     """The system health part of the dashboard (loaded after the page, refreshed every 30 s)."""
     return render(request, "ops/health.html", {"health": system_health()})
+
+
+@role_required(*MONITOR_ROLES)
+@require_GET
+def alerts(request):
+    """Every alert, newest first: open, acknowledged or all, by criterion."""
+    status = request.GET.get("status", "open")
+    status = status if status in ALERT_STATUSES else "open"
+    criterion = request.GET.get("criterion", "")
+    criterion = criterion if criterion in Criterion.values else ""
+    qs = selectors.alert_list(open_only=status == "open", criterion=criterion)
+    if status == "acknowledged":
+        qs = qs.filter(acknowledged_at__isnull=False)
+    query = urlencode({k: v for k, v in {"status": status, "criterion": criterion}.items() if v})
+    return render(
+        request,
+        "ops/alerts.html",
+        {
+            "page": Paginator(qs, 50).get_page(request.GET.get("page")),
+            "query": query,
+            "status": status,
+            "criterion": criterion,
+            "statuses": list(ALERT_STATUSES.items()),
+            "criteria": Criterion.choices,
+            "can_acknowledge": user_has_any_role(user=request.user, roles=MONITOR_ROLES),
+        },
+    )
 
 
 def _safe_next(request, fallback: str) -> str:

@@ -320,3 +320,39 @@ def test_progress_of_many_sends_equals_the_deployment_blocks(make_delivery, add_
     for d in deliveries:
         assert many[d.pk] == delivery_progress(delivery=d, now=now), d.label
     assert many[fast.pk].rate_per_minute == 120 and many[fast.pk].eta is not None
+
+
+def test_dashboard_shows_the_newest_open_alerts_and_the_alerts_page_lists_them_all(
+    client, ops, marketer, make_delivery, smtp_server
+):
+    for i in range(12):
+        make_delivery(f"Bouncy {i:02d}", sent=80, failed=20)
+    alerts_check()
+    client.force_login(ops)
+    html = client.get("/deployments/").content.decode()
+    assert 'data-testid="open-alert-count">12<' in html and len(re.findall(r'<tr data-alert="\d+"', html)) == 10
+    assert "The 10 newest of 12 open alerts." in html and 'href="/deployments/alerts/"' in html
+    page = client.get("/deployments/alerts/").content.decode()
+    assert len(re.findall(r'<tr data-alert="\d+"', page)) == 12
+    first = Alert.objects.order_by("pk").first()
+    response = client.post(
+        reverse("ops:alert-acknowledge", args=[first.pk]), {"next": "/deployments/alerts/?status=open"}
+    )
+    assert response["Location"] == "/deployments/alerts/?status=open"
+    assert len(re.findall(r'<tr data-alert="\d+"', client.get("/deployments/alerts/").content.decode())) == 11
+    acknowledged = client.get("/deployments/alerts/", {"status": "acknowledged"}).content.decode()
+    assert (
+        re.search(r"by Omar Ops at \d{4}-", acknowledged)
+        and len(re.findall(r'<tr data-alert="\d+"', acknowledged)) == 1
+    )
+    assert (
+        len(
+            re.findall(
+                r'<tr data-alert="\d+"',
+                client.get("/deployments/alerts/", {"criterion": "send_failed"}).content.decode(),
+            )
+        )
+        == 0
+    )
+    client.force_login(marketer)
+    assert client.get("/deployments/alerts/").status_code == 403
