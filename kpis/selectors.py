@@ -31,7 +31,7 @@ MIN_RATE_WINDOW = timedelta(seconds=5)
 
 def delivery_get(*, pk: int) -> Delivery:
     """The delivery with its snapshot (one query). Raises Delivery.DoesNotExist."""
-    return Delivery.objects.select_related("kpis").get(pk=pk)
+    return Delivery.objects.select_related("kpis", "confirmed_by").get(pk=pk)
 
 
 def snapshot_of(delivery: Delivery) -> KpiSnapshot | None:
