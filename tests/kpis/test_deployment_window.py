@@ -53,7 +53,7 @@ def test_any_role_reads_the_deployment_window(client, request, who, sent):
     client.force_login(request.getfixturevalue(who))
     html = page(client, sent)
     assert f"<h1>Deployment 'Winter promo (DM{sent.pk})'</h1>" in html
-    assert "Finished" in html
+    assert "Finished" in html and "<dt>Started</dt>" in html and "<dt>Ended</dt>" in html
     assert ("Compute stats" in html) == (who in ("marketer", "ops", "admin"))
 
 
