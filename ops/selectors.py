@@ -143,6 +143,11 @@ class Row:
         return self.display("click")
 
     @property
+    def state_label(self) -> str:
+        """The state's label (cheaper than get_state_display, which rebuilds the choices each call)."""
+        return State(self.delivery.state).label
+
+    @property
     def processed(self) -> int:
         return self.delivery.sent_count + self.delivery.failed_count
 
