@@ -106,6 +106,7 @@ class Finding:
     delivery_id: int
     criterion: str
     summary: str
+    event_at: datetime | None = None  # for an event (a failure, an auto-pause): alert it once, not once a day
 
 
 def _pct(value: float) -> str:
@@ -132,17 +133,19 @@ def _findings(*, now: datetime, criteria: set[str], t: AlertThresholds) -> list[
                     Criterion.SEND_FAILED,
                     _("The send failed at %(when)s: every message was refused. Check the sending logs for the reasons.")
                     % {"when": _when(finished)},
+                    finished,
                 )
             )
     if Criterion.PREPARATION_FAILED in criteria:
-        for pk in Delivery.objects.filter(state=State.PREPARATION_FAILED, updated_at__gte=since).values_list(
-            "pk", flat=True
+        for pk, updated in Delivery.objects.filter(state=State.PREPARATION_FAILED, updated_at__gte=since).values_list(
+            "pk", "updated_at"
         ):
             found.append(
                 Finding(
                     pk,
                     Criterion.PREPARATION_FAILED,
                     _("The preparation failed: the journal lists the errors to correct before preparing again."),
+                    updated,
                 )
             )
     if Criterion.BOUNCES in criteria:
@@ -237,6 +240,7 @@ def _findings(*, now: datetime, criteria: set[str], t: AlertThresholds) -> list[
                         "limit": _pct(policy.autopause_bounce_rate),
                         "min": policy.autopause_min_processed,
                     },
+                    at,
                 )
             )
     return found
@@ -248,6 +252,30 @@ def _when(moment: datetime | None) -> str:
     return f"{timezone.localtime(moment):%Y-%m-%d %H:%M} ({timezone.get_current_timezone_name()})"
 
 
+def _not_alerted_yet(findings: list[Finding]) -> list[Finding]:
+    """Drop the events already alerted: a failure or an auto-pause seen again after midnight (still
+    inside the 24-hour window) is the same event, not a new day's alert."""
+    events = [f for f in findings if f.event_at is not None]
+    if not events:
+        return findings
+    last = {
+        (delivery_id, criterion): raised
+        for delivery_id, criterion, raised in Alert.objects.filter(
+            delivery_id__in={f.delivery_id for f in events}, criterion__in={f.criterion for f in events}
+        )
+        .values("delivery_id", "criterion")
+        .annotate(last=Max("raised_at"))
+        .values_list("delivery_id", "criterion", "last")
+    }
+    return [
+        f
+        for f in findings
+        if f.event_at is None
+        or last.get((f.delivery_id, f.criterion)) is None
+        or last[(f.delivery_id, f.criterion)] < f.event_at
+    ]
+
+
 def alerts_check(*, now: datetime | None = None, criteria: list[str] | None = None, notify: bool = True) -> list[Alert]:
     """Check the messages sent or sending in the last 24 hours against the criteria; store each new
     alert (once per message, criterion and day), flag its message, and email the supervisors.
@@ -257,6 +285,7 @@ def alerts_check(*, now: datetime | None = None, criteria: list[str] | None = No
     findings = _findings(now=now, criteria=wanted, t=thresholds_get())
     day = timezone.localdate(now)
     created: list[Alert] = []
+    findings = _not_alerted_yet(findings)
     if findings:
         existing = set(
             Alert.objects.filter(

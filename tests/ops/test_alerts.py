@@ -214,3 +214,26 @@ def test_beat_checks_every_ten_minutes_and_samples_every_minute(settings):
     assert settings.CELERY_BEAT_SCHEDULE["ops-alerts-check"] == {"task": "ops.alerts_check", "schedule": 600.0}
     assert settings.CELERY_BEAT_SCHEDULE["ops-minute"] == {"task": "ops.minute", "schedule": 60.0}
     assert {"ops.alerts_check", "ops.minute"} <= set(app.tasks)
+
+
+def test_an_event_is_alerted_once_even_across_midnight_while_a_condition_is_alerted_each_day(
+    make_delivery, supervisors, smtp_server
+):
+    midnight = timezone.localtime().replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
+    before, after = midnight - timedelta(minutes=10), midnight + timedelta(minutes=5)
+    make_delivery(
+        "Paused itself", state=State.PAUSED, autopaused_at=before - timedelta(minutes=1), sent=400, failed=200
+    )
+    make_delivery("Refused", state=State.FAILED, failed=150, finished_at=before - timedelta(minutes=2))
+    assert criteria_of(alerts_check(now=before)) == [
+        ("Paused itself", Criterion.AUTOPAUSED),
+        ("Paused itself", Criterion.BOUNCES),
+        ("Refused", Criterion.BOUNCES),
+        ("Refused", Criterion.SEND_FAILED),
+    ]
+    # fifteen minutes later it is another day: the bounce rate is still too high (a condition: alerted
+    # again), but the auto-pause and the failure are the same events as before (not alerted again)
+    assert criteria_of(alerts_check(now=after)) == [
+        ("Paused itself", Criterion.BOUNCES),
+        ("Refused", Criterion.BOUNCES),
+    ]
