@@ -321,37 +321,57 @@ def supervisor_addresses() -> list[str]:
     return sorted(set(users.values_list("email", flat=True)))
 
 
-def alert_email(alert: Alert, *, to: str) -> EmailMessage:
+def _alert_lines(alert: Alert, site: str) -> list[str]:
     d = alert.delivery
+    return [
+        _("Alert on the message “%(label)s” (%(id)s), raised %(when)s:")
+        % {"label": d.label, "id": d.human_id, "when": _when(alert.raised_at)},
+        "",
+        alert.summary,
+        "",
+        _("State: %(state)s. Owner: %(owner)s.")
+        % {"state": State(d.state).label, "owner": who(d.created_by) if d.created_by_id else "—"},
+        _("Open the message: %(url)s") % {"url": site + reverse("deliveries:detail", args=[d.pk])},
+    ]
+
+
+def alert_email(alerts: list[Alert], *, to: str) -> EmailMessage:
+    """One message per person and check: a single alert says what and where in its subject; several
+    come as a digest, so that a bad hour does not bury the supervisors' inboxes."""
     site = settings.SITE_URL
-    subject = _("[Dispatch] Alert: %(criterion)s — %(label)s (%(id)s)") % {
-        "criterion": alert.get_criterion_display(),
-        "label": d.label,
-        "id": d.human_id,
-    }
-    body = "\n".join(
-        [
-            _("Alert on the message “%(label)s” (%(id)s), raised %(when)s:")
-            % {"label": d.label, "id": d.human_id, "when": _when(alert.raised_at)},
-            "",
-            alert.summary,
-            "",
-            _("State: %(state)s. Owner: %(owner)s.")
-            % {"state": State(d.state).label, "owner": who(d.created_by) if d.created_by_id else "—"},
-            "",
-            _("Open the message: %(url)s") % {"url": site + reverse("deliveries:detail", args=[d.pk])},
-            _("Acknowledge it on the deployment dashboard: %(url)s")
-            % {"url": site + reverse("ops:dashboard") + "#alerts"},
-            "",
-            _("You receive this because you are in the Delivery supervisors group."),
-        ]
-    )
-    return EmailMessage(subject=subject, body=body, to=[to])
+    if len(alerts) == 1:
+        d = alerts[0].delivery
+        subject = _("[Dispatch] Alert: %(criterion)s — %(label)s (%(id)s)") % {
+            "criterion": alerts[0].get_criterion_display(),
+            "label": d.label,
+            "id": d.human_id,
+        }
+    else:
+        subject = _("[Dispatch] %(n)d alerts on %(m)d messages") % {
+            "n": len(alerts),
+            "m": len({a.delivery_id for a in alerts}),
+        }
+    lines = []
+    for i, alert in enumerate(alerts):
+        if len(alerts) > 1:
+            lines += (
+                [f"{i + 1}. {alert.get_criterion_display()}", ""]
+                if i == 0
+                else ["", "—" * 20, "", f"{i + 1}. {alert.get_criterion_display()}", ""]
+            )
+        lines += _alert_lines(alert, site)
+    lines += [
+        "",
+        _("Acknowledge on the deployment dashboard: %(url)s") % {"url": site + reverse("ops:dashboard") + "#alerts"},
+        "",
+        _("You receive this because you are in the Delivery supervisors group."),
+    ]
+    return EmailMessage(subject=subject, body="\n".join(lines), to=[to])
 
 
 def alerts_notify(*, now: datetime | None = None) -> int:
-    """Email every alert not emailed yet to the Delivery supervisors (one message per alert and
-    person, over one connection). Alerts are claimed first by a conditional UPDATE; when the mail
+    """Email every alert not emailed yet to the Delivery supervisors (one message per person: the
+    alert, or a digest of them, over one connection). Alerts are claimed first by a conditional UPDATE; when the mail
     server fails they are released for the next check. Returns the number of messages sent."""
     stamp = now or timezone.now()
     pending = list(Alert.objects.filter(emailed_at__isnull=True).values_list("pk", flat=True)[:200])
@@ -371,7 +391,7 @@ def alerts_notify(*, now: datetime | None = None) -> int:
             len(claimed),
         )
         return 0
-    messages = [alert_email(a, to=addr) for a in claimed for addr in addresses]
+    messages = [alert_email(claimed, to=addr) for addr in addresses]
     try:
         sent = get_connection(fail_silently=False).send_messages(messages) or 0
     except Exception:
