@@ -92,6 +92,7 @@ def _celery_test_config():
 @pytest.fixture(autouse=True)
 def _test_settings(settings):
     settings.DATABASES["default"]["CONN_MAX_AGE"] = 0  # worker threads must not keep the test DB open
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # tests only: fast users
     cache.clear()
 
 

@@ -12,12 +12,6 @@ from tracking.models import TrackingLog
 _seq = count(1)
 
 
-@pytest.fixture(autouse=True)
-def _fast_password_hashing(settings):
-    """The people fixtures hash a password each; a fast hasher keeps this suite quick."""
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 @pytest.fixture
 def make_delivery(db):
     def _make(label="Spring sale", state=State.FINISHED, **fields):

@@ -16,8 +16,6 @@ _seq = count(1)
 @pytest.fixture(autouse=True)
 def _fast_tests(settings):
     settings.HEALTH_CACHE_SECONDS = 0  # each check in a test sees the parts as they are now
-    # the fixtures' users are hashed with PBKDF2 otherwise: about a second per user on a busy machine
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
 @pytest.fixture
