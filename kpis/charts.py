@@ -34,7 +34,7 @@ class Chart:
         return {"left": LEFT, "top": TOP, "right": self.width - RIGHT, "bottom": self.height - BOTTOM}
 
 
-def _nice_max(value: int) -> int:
+def nice_max(value: int) -> int:
     """A round upper bound for the y axis (1, 2, 5 × 10^n)."""
     if value <= 0:
         return 1
@@ -87,7 +87,7 @@ def processed_chart(unit: str, rows: list[tuple[datetime, int]], *, started_at: 
     t1 = max(rows[-1][0] + step, t0 + step)
     span = (t1 - t0).total_seconds()
     total = sum(n for _b, n in rows)
-    top = _nice_max(total)
+    top = nice_max(total)
     points, running = [(_x(0), _y(0, top))], 0
     for bucket, n in rows:
         running += n
@@ -119,7 +119,7 @@ def engagement_chart(unit: str, rows: list[tuple[datetime, str, int]]) -> Chart:
             break
         by_bucket.setdefault(index, {})[kind] = n
     count = max(by_bucket) + 1
-    top = _nice_max(max(max(v.values()) for v in by_bucket.values()))
+    top = nice_max(max(max(v.values()) for v in by_bucket.values()))
     slot = (WIDTH - LEFT - RIGHT) / count
     bar_w = max(1.0, round(slot * 0.4, 1))
     for index, kinds in sorted(by_bucket.items()):

@@ -9,6 +9,8 @@ from django.utils.formats import date_format, number_format
 from django.utils.html import format_html_join
 from django.utils.translation import gettext as _
 
+from kpis.charts import nice_max
+
 WIDTH, HEIGHT = 760, 180
 LEFT, RIGHT, TOP, BOTTOM = 52, 12, 10, 28  # margins for the axes' labels
 
@@ -43,17 +45,6 @@ class BarChart:
         return {"left": LEFT, "top": TOP, "right": self.width - RIGHT, "bottom": self.height - BOTTOM}
 
 
-def _nice_max(value: int) -> int:
-    """A round upper bound for the y axis (1, 2, 5 × 10^n)."""
-    if value <= 0:
-        return 1
-    magnitude = 10 ** (len(str(int(value))) - 1)
-    for step in (1, 2, 5, 10):
-        if value <= step * magnitude:
-            return step * magnitude
-    return 10 * magnitude
-
-
 def _y(value: float, top: int) -> float:
     return round(HEIGHT - BOTTOM - (HEIGHT - TOP - BOTTOM) * value / top, 1)
 
@@ -77,7 +68,7 @@ def processed_per_hour_chart(unit: str, rows: list[tuple[datetime, int]], *, sin
     count = max(1, int((timezone.now() - start) / step) + 1)
     slot = (WIDTH - LEFT - RIGHT) / count
     bar_w = max(1.0, round(slot * 0.8, 1))
-    top = _nice_max(max(n for _b, n in rows))
+    top = nice_max(max(n for _b, n in rows))
     for bucket, n in rows:
         index = int((bucket - start) / step)
         if not 0 <= index < count:
