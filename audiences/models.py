@@ -14,7 +14,9 @@ class Profile(models.Model):
     `email_key` is the whole address lower-cased, unique, for case-insensitive matching."""
 
     email = models.CharField(max_length=254, blank=True, default="")
-    email_key = models.CharField(max_length=254, null=True, blank=True, unique=True, editable=False)
+    # Unique through Meta.constraints (not unique=True) so that PostgreSQL gets no second
+    # "varchar_pattern_ops" index: nothing searches it by prefix, and every import pays for it.
+    email_key = models.CharField(max_length=254, null=True, blank=True, editable=False)
     phone = models.CharField(max_length=20, blank=True, default="", help_text=_("E.164, e.g. +33612345678"))
     first_name = models.CharField(max_length=150, blank=True, default="")
     last_name = models.CharField(max_length=150, blank=True, default="")
@@ -28,10 +30,9 @@ class Profile(models.Model):
 
     class Meta:
         ordering = ["id"]
+        constraints = [models.UniqueConstraint(fields=["email_key"], name="profile_email_key_unique")]
         indexes = [
-            models.Index(fields=["last_name", "first_name"]),
             models.Index(fields=["language"]),
-            models.Index(fields=["time_zone"]),
             models.Index(fields=["created_at"]),
         ]
 
