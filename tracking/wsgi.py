@@ -70,6 +70,12 @@ def tracking_fast_path(django_app):
                 start_response("200 OK", _GIF_HEADERS)
                 return [GIF]
             url = _retrying(services.tracking_click, token=click.group(1), hit=_hit(environ))
+        except Exception:
+            logger.exception("click redirect failed")
+            body = b"The link could not be followed right now. Please try again in a moment."
+            headers = [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body))), ("Retry-After", "5")]
+            start_response("503 Service Unavailable", [*headers, *_COMMON])
+            return [body]
         finally:
             _end_of_hit()
         if url is None or not services.is_safe_target(url):

@@ -44,3 +44,16 @@ def test_fast_path_pixel_click_and_bad_tokens(make_sent):
     assert status == 404 and "Location" not in headers and b"This link is not valid" in body
     assert TrackingLog.objects.count() == 2
     assert call(sent.unsubscribe_path())[0] == 200  # everything else goes through Django
+
+
+def test_fast_path_click_failure_answers_503_not_a_redirect(make_sent, monkeypatch):
+    from tracking import services
+
+    sent = make_sent()
+
+    def broken(**kwargs):
+        raise RuntimeError("database unavailable")
+
+    monkeypatch.setattr(services, "tracking_click", broken)
+    status, headers, body = call(sent.click_path(SALE))
+    assert status == 503 and "Location" not in headers and b"try again" in body
