@@ -41,6 +41,11 @@ def test_marketer_imports_a_csv_with_two_bad_rows_and_sees_the_report_name_them(
     assert page.locator("#audience-size").inner_text() == "2"
 
 
+def settled(page):
+    """Wait until htmx has no request in flight and has wired the content it swapped in."""
+    page.wait_for_function("!document.querySelector('.htmx-request, .htmx-swapping, .htmx-settling')")
+
+
 def test_preparer_builds_a_filter_and_the_count_follows_each_change(page, sign_in, preparer):
     Profile.objects.create(email="a@example.com", email_key="a@example.com", language="fr", attributes={"tier": "gold"})
     Profile.objects.create(email="b@example.com", email_key="b@example.com", language="fr")
@@ -51,9 +56,13 @@ def test_preparer_builds_a_filter_and_the_count_follows_each_change(page, sign_i
     page.get_by_label("Filter").check()
     page.get_by_role("button", name="Create").click()
     page.get_by_role("button", name="Add a group").click()
+    page.locator("[data-condition='0-0']").wait_for()
+    settled(page)
     page.get_by_label("Value").fill("fr")  # Language equals fr
     page.get_by_test_id("live-count").filter(has_text="2").wait_for()
     page.get_by_role("button", name="Add a condition").click()
+    page.locator("[data-condition='0-1']").wait_for()
+    settled(page)
     page.locator("[data-condition='0-1']").get_by_label("Field").select_option("attribute")
     page.get_by_label("Attribute name").fill("tier")
     page.locator("[data-condition='0-1']").get_by_label("Value").fill("gold")
