@@ -172,3 +172,26 @@ def test_an_audience_a_message_uses_cannot_be_deleted(client, preparer):
     assert "is used by a message: choose another audience there first." in response.content.decode()
     client.post(reverse("audiences:audience-delete", args=[unused.pk]))
     assert list(Audience.objects.values_list("name", flat=True)) == ["Used"]
+
+
+def test_the_import_page_polls_while_running_and_reloads_when_done(client, marketer):
+    from audiences.models import ImportJob
+
+    job = ImportJob.objects.create(file_name="big.csv", size=1000, bytes_done=400, progress=32, rows_read=4000,
+                                   status=ImportJob.Status.RUNNING, created_by=marketer)
+    login(client, marketer)
+    url = reverse("audiences:import-detail", args=[job.pk])
+    running = client.get(url, HTTP_HX_REQUEST="true")
+    body = running.content.decode()
+    assert 'hx-trigger="every 1s"' in body and 'aria-valuenow="32"' in body and "4,000" in body
+    assert "<html" not in body and "HX-Refresh" not in running
+    ImportJob.objects.filter(pk=job.pk).update(status=ImportJob.Status.DONE)
+    done = client.get(url, HTTP_HX_REQUEST="true")
+    assert done["HX-Refresh"] == "true"
+    assert "every 1s" not in client.get(url).content.decode()
+
+
+def test_windows_line_endings_and_quoted_headers(marketer, run_import):
+    job = run_import(marketer, b'"email","First Name"\r\n"ann@example.com","Ann"\r\n\r\n')
+    assert (job.status, job.rows_read, job.created_count) == ("done", 1, 1)
+    assert Profile.objects.get().first_name == "Ann"
