@@ -50,12 +50,13 @@ def profile_list(*, search: str = "") -> QuerySet[Profile]:
     """Profiles, optionally searched by email or name (each word must match one of them)."""
     qs = Profile.objects.all()
     for word in (search or "").split()[:5]:
-        qs = qs.filter(
-            Q(email_key__startswith=word.lower())
-            | Q(email__icontains=word)
-            | Q(first_name__icontains=word)
-            | Q(last_name__icontains=word)
-        )
+        # email_key is lower-cased already: a plain LIKE, no UPPER() per row.
+        if "@" in word:
+            qs = qs.filter(email_key__contains=word.lower())
+        else:
+            qs = qs.filter(
+                Q(email_key__contains=word.lower()) | Q(first_name__icontains=word) | Q(last_name__icontains=word)
+            )
     return qs.order_by("id")
 
 
