@@ -260,12 +260,10 @@ def delivery_prepare_run(*, delivery_id: int) -> None:
     critical += [p.text for p in compiled.problems if p.level == "critical"]
     checks = []
     if compiled.ok:
-        # What each recipient's copy evaluates (a derived text part evaluates what the HTML does).
-        checks = [check_template(d.subject, autoescape=False)]
-        if d.html:
-            checks.append(check_template(d.html, autoescape=True))
-        if d.text or not d.html:
-            checks.append(check_template(d.text, autoescape=False))
+        # What each recipient's copy evaluates, in one template rendered once per recipient: the
+        # subject, the HTML and an explicit text part (a derived text evaluates what the HTML does).
+        checked = "\n".join(part for part in (d.subject, d.html, d.text) if part)
+        checks = [check_template(checked, autoescape=False)]
     if d.html and "unsubscribe_url" not in d.html:
         warnings.append(_("The HTML content has no unsubscribe link: add {{ unsubscribe_url }} (recipients and mailbox providers expect one)."))
     try:
