@@ -10,13 +10,13 @@ from django.db.models.functions import Trunc
 from django.utils import timezone
 from django.utils.translation import gettext
 
+from deliveries import selectors as deliveries_selectors
 from deliveries.models import (
     FINAL_STATES,
     SENDING_STATES,
     STARTED_STATES,
     Delivery,
     ExclusionLog,
-    JournalEntry,
     SendingLog,
     State,
     TrackedUrl,
@@ -126,24 +126,17 @@ def delivery_is_started(delivery: Delivery) -> bool:
 
 
 # --- Deployment window tabs -------------------------------------------------------------
+# The Log, Sending logs and Exclusion logs tabs list what deliveries owns: through its selectors.
 def journal_list(*, delivery: Delivery) -> QuerySet:
-    return JournalEntry.objects.filter(delivery=delivery).select_related("user").order_by("-at", "-id")
+    return deliveries_selectors.journal_list(delivery=delivery, limit=None)
 
 
 def sending_log_list(*, delivery: Delivery, status: str = "", reason: str = "") -> QuerySet:
-    qs = SendingLog.objects.filter(delivery=delivery)
-    if status:
-        qs = qs.filter(status=status)
-    if reason:
-        qs = qs.filter(failure_reason=reason)
-    return qs.order_by("id")
+    return deliveries_selectors.sending_logs(delivery=delivery, status=status, reason=reason)
 
 
 def exclusion_log_list(*, delivery: Delivery, cause: str = "") -> QuerySet:
-    qs = ExclusionLog.objects.filter(delivery=delivery)
-    if cause:
-        qs = qs.filter(cause=cause)
-    return qs.order_by("id")
+    return deliveries_selectors.exclusion_logs(delivery=delivery, cause=cause)
 
 
 def exclusion_cause_counts(*, delivery: Delivery) -> QuerySet:
