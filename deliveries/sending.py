@@ -197,13 +197,21 @@ def send_batch(*, delivery_id: int, lo: int, hi: int) -> int:
     transport = transport_for(skeleton)
     opened = False
     builder = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"build-{delivery_id}")
+    rate_limited = False
     try:
         while True:
             state = Delivery.objects.filter(pk=delivery_id).values_list("state", flat=True).first()
             if state not in ACTIVE:  # paused or stopped between chunks
                 break
             now = timezone.now()
-            claimed = claim_chunk(delivery_id=delivery_id, lo=lo, hi=hi, limit=chunk_size, now=now)
+            limit = chunk_size
+            if delivery.rate_limit_per_hour:
+                limit = rate_room(delivery=delivery, now=now, chunk_size=chunk_size)
+                if limit == 0:  # the hour's budget is spent: come back when the window has moved
+                    dispatch_later(delivery_id=delivery_id, seconds=RATE_RETRY_SECONDS)
+                    rate_limited = True
+                    break
+            claimed = claim_chunk(delivery_id=delivery_id, lo=lo, hi=hi, limit=limit, now=now)
             if not claimed:
                 break
             profiles = {
@@ -233,8 +241,27 @@ def send_batch(*, delivery_id: int, lo: int, hi: int) -> int:
         builder.shutdown(cancel_futures=True)
         if opened:
             transport.close()
-    delivery_finish_if_done(delivery_id=delivery_id)
+    if not rate_limited:
+        delivery_finish_if_done(delivery_id=delivery_id)
     return handled
+
+
+RATE_RETRY_SECONDS = 10
+
+
+def dispatch_later(*, delivery_id: int, seconds: float) -> None:
+    from .tasks import dispatch_delivery
+
+    dispatch_delivery.apply_async((delivery_id,), countdown=seconds)
+
+
+def rate_room(*, delivery: Delivery, now, chunk_size: int) -> int:
+    """How many messages may go now under the delivery's hourly limit, shared by every worker:
+    the limit spread per minute, minus what was processed in the last minute (an index-only count
+    over (delivery, event_at))."""
+    per_minute = max(1, delivery.rate_limit_per_hour // 60)
+    recent = SendingLog.objects.filter(delivery_id=delivery.pk, event_at__gt=now - timedelta(minutes=1)).count()
+    return max(0, min(chunk_size, per_minute - recent))
 
 
 # --- dispatch and finish ----------------------------------------------------------------------
@@ -260,6 +287,8 @@ def dispatch(*, delivery_id: int) -> int:
         delivery_finish_if_done(delivery_id=delivery_id)
         return 0
     size = int(_setting("SEND_BATCH", 1000))
+    if d.rate_limit_per_hour:
+        size = len(ids)  # one batch paces the whole send (it re-enqueues itself when the budget is spent)
     batches = [(ids[i], ids[min(i + size, len(ids)) - 1]) for i in range(0, len(ids), size)]
     for lo, hi in batches:
         send_batch_task.delay(delivery_id, lo, hi)

@@ -133,3 +133,25 @@ def test_the_reconciler_re_enqueues_a_send_whose_tasks_were_lost(ready_delivery,
     assert d.state == State.FINISHED and len(mail.outbox) == 5
     assert d.journal.filter(text__startswith="The send had stalled").count() == 1
     assert deliveries_tick()["redispatched"] == 0
+
+
+def test_the_hourly_rate_limit_paces_the_send_across_batches(ready_delivery, marketer, settings, django_capture_on_commit_callbacks):
+    from unittest import mock
+
+    from django.core import mail
+
+    from deliveries.sending import send_batch
+
+    settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+    d = ready_delivery(audience=make_audience(make_profiles([f"r{i}@example.com" for i in range(30)])), rate_limit_per_hour=600)
+    with mock.patch("deliveries.sending.dispatch_later") as later, django_capture_on_commit_callbacks(execute=True):
+        delivery_confirm(delivery=d, user=marketer)
+    # 600 per hour = 10 per minute: the first pass sends 10 and schedules itself again
+    assert len(mail.outbox) == 10
+    later.assert_called_once()
+    assert later.call_args.kwargs == {"delivery_id": d.pk, "seconds": 10}
+    d.refresh_from_db()
+    assert d.state == State.IN_PROGRESS and SendingLog.objects.filter(delivery=d, status="pending").count() == 20
+    with mock.patch("deliveries.sending.dispatch_later"):
+        assert send_batch(delivery_id=d.pk, lo=0, hi=10**12) == 0  # same minute: nothing more goes
+    assert len(mail.outbox) == 10
