@@ -6,12 +6,13 @@ from django.core.paginator import Paginator
 from django.http import Http404, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
-from django.utils.http import url_has_allowed_host_and_scheme, urlencode
+from django.utils.http import urlencode
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST
 
 from accounts.decorators import role_required
 from accounts.errors import DispatchError
+from accounts.http import safe_next
 from accounts.roles import ADMINISTRATION, GENERIC_IMPORT, MONITOR_DELIVERY, PREPARE_DELIVERY
 
 from . import forms, selectors, services
@@ -21,12 +22,6 @@ from .models import Audience, ImportJob, ImportRejection, Profile, Quarantine, Q
 PAGE_SIZE = 50
 
 
-def _next(request, default: str) -> str:
-    """A same-site `next` URL from the form, or `default`."""
-    target = request.POST.get("next", "")
-    if target and url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()}, require_https=request.is_secure()):
-        return target
-    return default
 
 
 def _page(request, queryset, per_page=PAGE_SIZE):
@@ -254,7 +249,7 @@ def audience_members_remove(request, pk: int, profile_pk: int):
     else:
         if removed:
             messages.success(request, _("Profile removed from “%(name)s”.") % {"name": audience.name})
-    return redirect(_next(request, reverse("audiences:audience-detail", args=[pk])))
+    return redirect(safe_next(request, reverse("audiences:audience-detail", args=[pk])))
 
 
 # --- imports -------------------------------------------------------------------------------------
@@ -349,7 +344,7 @@ def quarantine_status(request, pk: int):
         )
     else:
         messages.error(request, _("Choose a status from the list."))
-    return redirect(_next(request, reverse("audiences:quarantine-list")))
+    return redirect(safe_next(request, reverse("audiences:quarantine-list")))
 
 
 @role_required(ADMINISTRATION, MONITOR_DELIVERY)
@@ -360,4 +355,4 @@ def quarantine_delete(request, pk: int):
         raise Http404(_("This quarantine entry no longer exists."))
     services.quarantine_delete(actor=request.user, quarantine=row)
     messages.success(request, _("%(address)s was removed from the quarantine list.") % {"address": row.address})
-    return redirect(_next(request, reverse("audiences:quarantine-list")))
+    return redirect(safe_next(request, reverse("audiences:quarantine-list")))

@@ -9,13 +9,13 @@ from django.core.paginator import Paginator
 from django.http import Http404
 from django.shortcuts import redirect, render
 from django.urls import reverse
-from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy as _lazy
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from accounts.decorators import role_required
 from accounts.errors import DispatchError, InvalidInput
+from accounts.http import safe_next
 from accounts.roles import ADMINISTRATION, ROLES
 from accounts.selectors import user_has_any_role
 from deliveries.models import SENDING_STATES, Channel, Delivery, LogicalStatus
@@ -129,13 +129,6 @@ def alerts(request):
     )
 
 
-def _safe_next(request, fallback: str) -> str:
-    target = request.POST.get("next", "")
-    if target and url_has_allowed_host_and_scheme(
-        target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
-    ):
-        return target
-    return fallback
 
 
 @role_required(*MONITOR_ROLES)
@@ -158,7 +151,7 @@ def acknowledge(request, pk: int):
             request, "ops/dashboard.html#live", {**_live_context(request), "notice": notice, "notice_level": level}
         )
     (messages.success if level == "info" else messages.warning)(request, notice)
-    return redirect(_safe_next(request, reverse("ops:dashboard") + "#alerts"))
+    return redirect(safe_next(request, reverse("ops:dashboard") + "#alerts"))
 
 
 def _delivery_alerts_response(request, pk: int, *, notice: str = "", notice_level: str = "info"):
