@@ -577,3 +577,10 @@ def import_reap(*, now=None, stale_after: timedelta = timedelta(hours=6)) -> int
     if count:
         logger.warning("import reaper: %d import(s) marked failed", count)
     return count
+
+
+def profile_denylist_set(*, profile_id: int, channel: str = Channel.EMAIL, at=None) -> bool:
+    """Put the profile (not the address: DOMAIN.md §5) on the channel's denylist, as an unsubscribe
+    does. The recipient's own request: no role involved. True when the flag changed."""
+    field = "email_denylisted" if channel == Channel.EMAIL else "sms_denylisted"
+    return bool(Profile.objects.filter(pk=profile_id, **{field: False}).update(**{field: True, "updated_at": at or timezone.now()}))

@@ -32,6 +32,7 @@ from django.utils.dateparse import parse_datetime
 from django.utils.translation import gettext as _
 
 from audiences.models import Channel, Profile
+from audiences.services import profile_denylist_set
 from deliveries.models import Delivery, FailureReason, FailureType, JournalEntry, SendingLog, SendingStatus, TrackedUrl
 from deliveries.tokens import BadToken, read_token
 
@@ -364,10 +365,9 @@ def tracking_optout(*, log: SendingLog, hit: Hit) -> bool:
     """
     at = timezone.now()
     with transaction.atomic():
-        # The profile's flag (the profile, not the address: DOMAIN.md §5). audiences has no
-        # service for this one-column change yet, so it is a direct conditional UPDATE.
+        # The profile's flag (the profile, not the address: DOMAIN.md §5).
         if log.profile_id:
-            Profile.objects.filter(pk=log.profile_id, email_denylisted=False).update(email_denylisted=True, updated_at=at)
+            profile_denylist_set(profile_id=log.profile_id, channel=Channel.EMAIL, at=at)
         # Lock the sending log so two opt-outs arriving together (the page and the one-click POST)
         # record one opt-out.
         SendingLog.objects.select_for_update().filter(pk=log.pk).values_list("pk", flat=True).first()
