@@ -43,7 +43,7 @@ def test_200_recipients_with_hard_soft_and_transient_refusals(celery_worker, smt
         user=marketer,
         data={"label": "Integration", "sender_name": "Shop", "sender_address": "news@shop.example.com",
               "subject": "Hi {{ first_name }}", "html": HTML, "audience": make_audience(profiles),
-              "validity": timedelta(seconds=4)},  # fmt: skip
+              "validity": timedelta(seconds=8)},  # fmt: skip
     )
     delivery_prepare(delivery=d, user=marketer)
     d = wait_for_state(d.pk, {State.READY, State.PREPARATION_FAILED})
