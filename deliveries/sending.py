@@ -20,6 +20,7 @@ from django.utils.translation import gettext as _
 
 from audiences.models import Profile
 
+from .channels.base import Outcome
 from .channels.email import MessageSkeleton, transport_for
 from .models import (
     FINAL_SENDING,
@@ -109,7 +110,8 @@ def write_outcomes(*, delivery: Delivery, results: list[tuple[SendingLog, object
                 failed_count=F("failed_count") + len(failed),
                 processed_count=F("processed_count") + len(sent) + len(failed),
             )
-    _quarantine(delivery=delivery, sent=sent, failures=failed + retry, now=now)
+    not_the_address = {row.pk for row, outcome in results if not getattr(outcome, "quarantine", True)}
+    _quarantine(delivery=delivery, sent=sent, failures=[r for r in failed + retry if r.pk not in not_the_address], now=now)
     if failed:
         autopause_if_needed(delivery_id=delivery.pk, now=now)
 
@@ -232,7 +234,13 @@ def send_batch(*, delivery_id: int, lo: int, hi: int) -> int:
             results = []
             for (log_id, address, profile_id, attempts), future in zip(claimed, built, strict=True):
                 row = SendingLog(id=log_id, delivery_id=delivery_id, address=address, profile_id=profile_id, attempts=attempts)
-                message = future.result()
+                try:
+                    message = future.result()
+                except Exception as e:  # the profile changed since preparation and no longer renders
+                    results.append((row, Outcome(ok=False, code=0, failure_type=FailureType.HARD, failure_reason="not_defined",
+                                                 text=f"Personalization failed for this recipient: {type(e).__name__}: {e}",
+                                                 quarantine=False)))  # fmt: skip
+                    continue
                 row.message_id = message.message_id
                 results.append((row, transport.send(message)))
             write_outcomes(delivery=delivery, results=results, now=timezone.now())

@@ -12,6 +12,7 @@ class Outcome:
     text: str = ""
     failure_type: str = ""  # soft / hard / ignored
     failure_reason: str = ""  # FailureReason value
+    quarantine: bool = True  # False when the failure says nothing about the address
 
 
 class Transport:

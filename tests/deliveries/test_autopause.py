@@ -155,3 +155,20 @@ def test_the_hourly_rate_limit_paces_the_send_across_batches(ready_delivery, mar
     with mock.patch("deliveries.sending.dispatch_later"):
         assert send_batch(delivery_id=d.pk, lo=0, hi=10**12) == 0  # same minute: nothing more goes
     assert len(mail.outbox) == 10
+
+
+def test_a_profile_that_no_longer_renders_fails_alone_and_the_send_goes_on(ready_delivery, marketer, smtp_server, django_capture_on_commit_callbacks):
+    from audiences.models import Profile, Quarantine
+
+    profiles = make_profiles([{"email": f"d{i}@example.com", "attributes": {"n": i + 1}} for i in range(4)])
+    d = ready_delivery(audience=make_audience(profiles), html="<p>{{ 100 // attributes.n }} {{ unsubscribe_url }}</p>")
+    assert d.state == State.READY
+    Profile.objects.filter(pk=profiles[1].pk).update(attributes={"n": 0})  # changed after preparation
+    with django_capture_on_commit_callbacks(execute=True):
+        delivery_confirm(delivery=d, user=marketer)
+    d.refresh_from_db()
+    assert d.state == State.FINISHED and (d.sent_count, d.failed_count) == (3, 1)
+    broken = SendingLog.objects.get(delivery=d, address="d1@example.com")
+    assert broken.status == "failed" and broken.failure_text.startswith("Personalization failed for this recipient: ZeroDivisionError")
+    assert not Quarantine.objects.filter(address="d1@example.com").exists()  # not the address's fault
+    assert sorted(m.rcpt_tos[0] for m in smtp_server.messages) == ["d0@example.com", "d2@example.com", "d3@example.com"]
