@@ -238,6 +238,14 @@ TRACKING_BURST_SECONDS = float(os.environ.get("TRACKING_BURST_SECONDS", "1"))  #
 # PostgreSQL: tracking hits commit without waiting for the WAL flush (a crash may lose the last
 # fraction of a second of opens and clicks, nothing else). 0 makes every hit durable first.
 TRACKING_ASYNC_COMMIT = env_bool("TRACKING_ASYNC_COMMIT", True)
+# PostgreSQL: the pixel and the click redirect answer at once and each web process writes its
+# hits in bulk every TRACKING_BUFFER_SECONDS (sooner when TRACKING_BUFFER_ROWS are held); a
+# graceful stop writes what is held, a killed process loses at most its last interval. While the
+# database is unreachable up to TRACKING_BUFFER_LIMIT hits per process wait. 0 writes each hit
+# before answering (README, "Tracking").
+TRACKING_BUFFER_SECONDS = float(os.environ.get("TRACKING_BUFFER_SECONDS", "0.2"))
+TRACKING_BUFFER_ROWS = int(os.environ.get("TRACKING_BUFFER_ROWS", "1000"))
+TRACKING_BUFFER_LIMIT = int(os.environ.get("TRACKING_BUFFER_LIMIT", "200000"))
 # Provider webhooks (django-anymail), at /webhooks/<esp>/tracking/. Providers without signed
 # webhooks are authenticated by HTTP basic auth "user:password" (ANYMAIL_WEBHOOK_SECRET); until it
 # is set they are refused. Mailgun is verified by its webhook signing key instead.

@@ -37,7 +37,7 @@ def _key(secret: str) -> bytes:
 
 
 def _sig(body: str) -> str:
-    mac = hmac.new(_key(settings.SECRET_KEY), body.encode(), hashlib.sha256).digest()[:SIG_BYTES]
+    mac = hmac.digest(_key(settings.SECRET_KEY), body.encode(), "sha256")[:SIG_BYTES]
     return base64.urlsafe_b64encode(mac).decode().rstrip("=")
 
 

@@ -94,6 +94,10 @@ def _test_settings(settings):
     settings.DATABASES["default"]["CONN_MAX_AGE"] = 0  # worker threads must not keep the test DB open
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # tests only: fast users
     cache.clear()
+    yield
+    from tracking.buffer import hit_buffer_stop
+
+    hit_buffer_stop()  # a tracking buffer a test started: its thread ends, its connection closes
 
 
 def _broker_reachable(app) -> bool:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
@@ -25,7 +26,7 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F, Min, OuterRef, Subquery, Value
+from django.db.models import F, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
@@ -36,6 +37,7 @@ from audiences.services import profile_denylist_set
 from deliveries.models import Delivery, FailureReason, FailureType, JournalEntry, SendingLog, SendingStatus, TrackedUrl
 from deliveries.tokens import BadToken, read_token
 
+from .buffer import BufferedHit, first_times_recompute
 from .machine import agent_reason, burst_reason, machine_reason, timing_reason
 from .models import ProviderEvent, TrackingLog
 
@@ -308,6 +310,75 @@ def tracking_click(*, token: str, hit: Hit, record: bool = True) -> str | None:
     return url
 
 
+# --- buffered hits (the WSGI fast path on PostgreSQL, tracking/buffer.py) ------------------------
+@dataclass(frozen=True)
+class Link:
+    url: str
+    is_template: bool
+    kind: str
+    delivery_id: int
+
+
+_LINK_TTL = 60.0  # seconds a tracked URL is remembered by a process (a deleted message's links 404 after it)
+_links: dict[int, tuple[Link | None, float]] = {}
+
+
+def tracked_link(url_id: int) -> Link | None:
+    """A tracked URL, remembered by the process for a minute: the rows never change (preparation
+    replaces them with new ids), so a click on a known link reads nothing from the database."""
+    now = time.monotonic()
+    cached = _links.get(url_id)
+    if cached is not None and cached[1] > now:
+        return cached[0]
+    row = TrackedUrl.objects.filter(pk=url_id).values_list("url", "is_template", "kind", "delivery_id").first()
+    if len(_links) >= 10_000:
+        _links.clear()
+    link = Link(*row) if row else None
+    _links[url_id] = (link, now + _LINK_TTL)
+    return link
+
+
+@lru_cache(maxsize=4096)
+def _agent_reason(user_agent: str) -> str:
+    return agent_reason(user_agent)
+
+
+def tracking_open_later(*, token: str, hit: Hit, buffer) -> bool:
+    """Note an open for `buffer` to write (tracking/buffer.py); False for a bad token. A token of an
+    unknown sending log is found out when the buffer is written, which then writes nothing for it."""
+    try:
+        log_id, url_id = read_token(token)
+    except BadToken:
+        return False
+    if url_id is not None:
+        return False
+    ua = hit.ua
+    buffer.add(BufferedHit(timezone.now(), log_id, K.OPEN, None, None, ua, hit.ip_hash, _agent_reason(ua)))
+    return True
+
+
+def tracking_click_later(*, token: str, hit: Hit, buffer) -> str | None:
+    """The URL to redirect to, the click noted for `buffer` to write; None (nothing noted) when the
+    token is bad or its link unknown. A personalized link is rendered for its recipient and written
+    at once (tracking_click: it needs the profile anyway)."""
+    try:
+        log_id, url_id = read_token(token)
+    except BadToken:
+        return None
+    if url_id is None:
+        return None
+    link = tracked_link(url_id)
+    if link is None or link.kind != TrackedUrl.Kind.CLICK:
+        return None
+    if link.is_template:
+        return tracking_click(token=token, hit=hit)
+    ua = hit.ua
+    buffer.add(
+        BufferedHit(timezone.now(), log_id, K.CLICK, url_id, link.delivery_id, ua, hit.ip_hash, _agent_reason(ua))
+    )
+    return link.url
+
+
 def is_safe_target(url: str) -> bool:
     """Only absolute http(s) URLs are redirected to (preparation tracks nothing else)."""
     return urlsplit(url).scheme.lower() in ("http", "https")
@@ -319,11 +390,7 @@ def _flag_burst(*, log_id: int, since: datetime, reason: str) -> None:
     TrackingLog.objects.filter(sending_log_id=log_id, kind=K.CLICK, at__gte=since, is_machine=False).update(
         is_machine=True, machine_reason=reason
     )
-    humans = TrackingLog.objects.filter(sending_log_id=OuterRef("pk"), is_machine=False).order_by().values("sending_log_id")
-    SendingLog.objects.filter(pk=log_id).update(
-        first_open_at=Subquery(humans.annotate(first=Min("at")).values("first")[:1]),
-        first_click_at=Subquery(humans.filter(kind=K.CLICK).annotate(first=Min("at")).values("first")[:1]),
-    )
+    first_times_recompute(log_ids=[log_id])
 
 
 # --- mirror page and unsubscribe ----------------------------------------------------------------

@@ -7,6 +7,9 @@ handler while reusing the same services and settings. Everything else goes to Dj
 the views in tracking/views.py answer the same URLs identically where the fast path is not in
 front (Django's test client, live_server). gunicorn and runserver both serve config.wsgi, which
 installs it.
+
+On PostgreSQL the hits are noted in memory and written in bulk by the process's buffer
+(tracking/buffer.py): a pixel or a click on a plain link touches no database in the request.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from django.db.utils import InterfaceError, OperationalError
 from django.template.loader import render_to_string
 
 from . import services
+from .buffer import hit_buffer
 from .views import GIF, NO_CACHE
 
 logger = logging.getLogger(__name__)
@@ -61,15 +65,22 @@ def tracking_fast_path(django_app):
         click = None if pixel else _CLICK.fullmatch(path)
         if not pixel and not click:
             return django_app(environ, start_response)
+        buffer = hit_buffer()
         try:
             if pixel:
                 try:
-                    _retrying(services.tracking_open, token=pixel.group(1), hit=_hit(environ))
+                    if buffer is not None:
+                        services.tracking_open_later(token=pixel.group(1), hit=_hit(environ), buffer=buffer)
+                    else:
+                        _retrying(services.tracking_open, token=pixel.group(1), hit=_hit(environ))
                 except Exception:  # the pixel is always answered, even when recording fails
                     logger.exception("open pixel: recording failed")
                 start_response("200 OK", _GIF_HEADERS)
                 return [GIF]
-            url = _retrying(services.tracking_click, token=click.group(1), hit=_hit(environ))
+            if buffer is not None:
+                url = _retrying(services.tracking_click_later, token=click.group(1), hit=_hit(environ), buffer=buffer)
+            else:
+                url = _retrying(services.tracking_click, token=click.group(1), hit=_hit(environ))
         except Exception:
             logger.exception("click redirect failed")
             body = b"The link could not be followed right now. Please try again in a moment."
@@ -77,7 +88,8 @@ def tracking_fast_path(django_app):
             start_response("503 Service Unavailable", [*headers, *_COMMON])
             return [body]
         finally:
-            _end_of_hit()
+            if buffer is None or click:  # a buffered pixel touched no database
+                _end_of_hit()
         if url is None or not services.is_safe_target(url):
             body = render_to_string("tracking/not_found.html").encode()
             start_response(

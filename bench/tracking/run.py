@@ -75,6 +75,10 @@ def seed(recipients: int, folder: Path) -> tuple[Path, Path, int]:
         batch_size=5000,
     )
     ids = list(SendingLog.objects.filter(delivery=delivery).values_list("id", flat=True))
+    from django.db import connection
+
+    with connection.cursor() as cursor:  # fresh planner statistics, as autovacuum keeps them in production
+        cursor.execute("ANALYZE")
     pixel, click = folder / "pixel.txt", folder / "click.txt"
     pixel.write_text("".join(f"/t/o/{make_token(i)}.gif\n" for i in ids))
     click.write_text("".join(f"/t/c/{make_token(i, url_id)}\n" for i in ids))

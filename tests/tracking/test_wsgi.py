@@ -28,7 +28,8 @@ def call(path, method="GET"):
     return int(seen["status"][:3]), seen["headers"], body
 
 
-def test_fast_path_pixel_click_and_bad_tokens(make_sent):
+def test_fast_path_pixel_click_and_bad_tokens(make_sent, settings):
+    settings.TRACKING_BUFFER_SECONDS = 0  # each hit written before answering (tests/tracking/test_buffer.py: in bulk)
     sent = make_sent()
     status, headers, body = call(sent.open_path())
     assert (status, headers["Content-Type"], body) == (200, "image/gif", GIF)
@@ -46,14 +47,17 @@ def test_fast_path_pixel_click_and_bad_tokens(make_sent):
     assert call(sent.unsubscribe_path())[0] == 200  # everything else goes through Django
 
 
-def test_fast_path_click_failure_answers_503_not_a_redirect(make_sent, monkeypatch):
+@pytest.mark.parametrize("buffer_seconds", [0, 0.2])
+def test_fast_path_click_failure_answers_503_not_a_redirect(make_sent, monkeypatch, settings, buffer_seconds):
     from tracking import services
 
+    settings.TRACKING_BUFFER_SECONDS = buffer_seconds
     sent = make_sent()
 
     def broken(**kwargs):
         raise RuntimeError("database unavailable")
 
     monkeypatch.setattr(services, "tracking_click", broken)
+    monkeypatch.setattr(services, "tracked_link", broken)
     status, headers, body = call(sent.click_path(SALE))
     assert status == 503 and "Location" not in headers and b"try again" in body

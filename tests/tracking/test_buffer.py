@@ -1,0 +1,213 @@
+"""Hits held by the web process and written in bulk (tracking/buffer.py, PostgreSQL).
+
+The WSGI fast path (config.wsgi) answers the pixel and the click at once; the process's buffer
+writes the hits a moment later. Each test checks what a marketer would see in the tracking logs
+and the first open / click times, and that nothing is lost or written twice.
+"""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from datetime import timedelta
+from pathlib import Path
+
+import psycopg
+import pytest
+from django.conf import settings as django_settings
+from django.db import connection
+from django.utils import timezone
+
+from deliveries.tokens import make_token
+from tests.tracking.test_wsgi import call
+from tracking import buffer as buffers
+from tracking.buffer import BufferedHit, HitBuffer, hits_write
+from tracking.models import TrackingLog
+from tracking.views import GIF
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("postgres_only")]
+SALE, NEW, FAQ = "https://shop.example.com/sale", "https://shop.example.com/new", "https://shop.example.com/faq"
+BROWSER = "Mozilla/5.0 (X11; Linux x86_64) Firefox/131.0"
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def buffered(settings):
+    """The fast path with a buffer that writes only when told (no thread racing the test)."""
+    settings.TRACKING_BUFFER_SECONDS = 3600
+    buffer = HitBuffer(interval=3600, rows=10_000, limit=10_000, background=False)
+    buffers._buffer = buffer
+    return buffer
+
+
+def hit(log, *, at=None, kind="open", url=None, ua=BROWSER, reason=""):
+    return BufferedHit(at or timezone.now(), log.pk, kind, url.pk if url else None, url.delivery_id if url else None, ua, "", reason)
+
+
+def test_pixel_and_click_answer_at_once_and_the_flush_writes_them(buffered, make_sent):
+    sent = make_sent()
+    status, headers, body = call(sent.open_path())
+    assert (status, headers["Content-Type"], body) == (200, "image/gif", GIF)
+    status, headers, _ = call(sent.click_path(SALE))
+    assert (status, headers["Location"]) == (302, SALE)
+    assert TrackingLog.objects.count() == 0 and buffered.held() == 2  # answered before anything is written
+
+    assert buffered.flush() == 2
+    assert sorted(TrackingLog.objects.values_list("kind", "is_machine", "tracked_url__url")) == [
+        ("click", False, SALE),
+        ("open", False, None),
+    ]
+    log = sent.refresh().log
+    assert log.first_open_at is not None and log.first_click_at is not None
+    assert buffered.flush() == 0  # nothing written twice
+
+
+def test_bad_and_unknown_tokens_are_answered_and_write_nothing(buffered, make_sent):
+    sent, other = make_sent(), make_sent(email="bob@example.com")
+    assert call("/t/o/garbage.gif")[:3:2] == (200, GIF)
+    assert call(sent.open_path()[:-8] + "x.gif")[:3:2] == (200, GIF)  # truncated
+    status, headers, body = call("/t/c/garbage")
+    assert status == 404 and "Location" not in headers and b"This link is not valid" in body
+    assert call(f"/t/c/{make_token(sent.log.pk, 10**9)}")[0] == 404  # a link that does not exist
+    assert buffered.held() == 0
+
+    # Well signed, but its sending log does not exist: answered, nothing written.
+    assert call(f"/t/o/{make_token(10**9)}.gif")[:3:2] == (200, GIF)
+    assert buffered.flush() == 0
+    # A message's link with another message's sending log (never minted so): nothing written.
+    assert hits_write([hit(other.log, kind="click", url=sent.urls[SALE])]) == 0
+    assert TrackingLog.objects.count() == 0
+
+
+def test_first_times_are_the_earliest_person_hit_whichever_flush_comes_first(make_sent):
+    sent = make_sent()
+    t0 = timezone.now() - timedelta(minutes=10)
+    # Two processes: the later hits are written first.
+    hits_write([hit(sent.log, at=t0 + timedelta(seconds=30)), hit(sent.log, at=t0 + timedelta(seconds=40), kind="click", url=sent.urls[SALE])])
+    log = sent.refresh().log
+    assert (log.first_open_at, log.first_click_at) == (t0 + timedelta(seconds=30), t0 + timedelta(seconds=40))
+    hits_write([hit(sent.log, at=t0), hit(sent.log, at=t0 + timedelta(seconds=5), kind="click", url=sent.urls[NEW])])
+    log = sent.refresh().log
+    assert (log.first_open_at, log.first_click_at) == (t0, t0 + timedelta(seconds=5))
+    hits_write([hit(sent.log, at=t0 + timedelta(minutes=5))])  # a later open changes nothing
+    assert sent.refresh().log.first_open_at == t0
+    assert TrackingLog.objects.filter(sending_log=sent.log).count() == 5
+
+
+def test_machine_hits_are_flagged_in_bulk_and_set_no_first_time(make_sent):
+    just_sent = make_sent(sent_ago=timedelta(seconds=0))
+    scanned = make_sent(email="bob@example.com")
+    hits_write(
+        [
+            hit(just_sent.log),  # within 2 s of delivery
+            hit(scanned.log, kind="click", url=scanned.urls[SALE], ua="Barracuda Sentinel", reason="Known scanner: Barracuda Link Protection"),
+        ]
+    )  # fmt: skip
+    reasons = dict(TrackingLog.objects.values_list("sending_log_id", "machine_reason"))
+    assert reasons == {just_sent.log.pk: "Within 2 s of delivery", scanned.log.pk: "Known scanner: Barracuda Link Protection"}
+    assert set(TrackingLog.objects.values_list("is_machine", flat=True)) == {True}
+    assert just_sent.refresh().log.first_open_at is None
+    assert scanned.refresh().log.first_open_at is None and scanned.log.first_click_at is None
+
+
+def test_a_burst_split_across_processes_is_flagged_and_first_times_recomputed(make_sent):
+    sent = make_sent()
+    t0 = timezone.now() - timedelta(minutes=10)
+    # Three links clicked within a second, noted by three processes, written last-click first.
+    hits_write([hit(sent.log, at=t0 + timedelta(milliseconds=600), kind="click", url=sent.urls[FAQ])])
+    hits_write([hit(sent.log, at=t0 + timedelta(milliseconds=300), kind="click", url=sent.urls[NEW])])
+    assert sent.refresh().log.first_click_at == t0 + timedelta(milliseconds=300)  # two links: still a person
+    hits_write([hit(sent.log, at=t0, kind="click", url=sent.urls[SALE])])
+
+    clicks = TrackingLog.objects.filter(sending_log=sent.log)
+    assert set(clicks.values_list("is_machine", "machine_reason")) == {(True, "3 links clicked within 1 s")}
+    log = sent.refresh().log
+    assert log.first_open_at is None and log.first_click_at is None  # KPIs count people only
+
+    # A person's click a minute later stays human.
+    hits_write([hit(sent.log, at=t0 + timedelta(minutes=1), kind="click", url=sent.urls[SALE])])
+    assert sent.refresh().log.first_click_at == t0 + timedelta(minutes=1)
+
+
+def test_hits_wait_through_a_database_outage_and_are_written_once_it_is_back(buffered, make_sent, caplog):
+    sent = make_sent()
+    call(sent.open_path())
+    call(sent.click_path(SALE))
+    # The buffer's connection is cut (a restart of PostgreSQL, a failover).
+    connection.ensure_connection()
+    pid = connection.connection.info.backend_pid
+    dsn = connection.get_connection_params()
+    with psycopg.connect(**{k: v for k, v in dsn.items() if k in ("dbname", "user", "host", "port", "password")}, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", [pid])
+    assert buffered.flush() == 0
+    assert buffered.held() == 2 and "kept for the next try" in caplog.text
+    assert buffered.flush() == 2  # a fresh connection
+    assert TrackingLog.objects.count() == 2 and buffered.held() == 0
+
+
+def test_a_full_buffer_drops_new_hits_with_an_error_and_still_answers(settings, make_sent, caplog):
+    settings.TRACKING_BUFFER_SECONDS = 3600
+    buffers._buffer = buffer = HitBuffer(interval=3600, rows=100, limit=2, background=False)
+    sent = make_sent()
+    for _ in range(3):
+        assert call(sent.open_path())[:3:2] == (200, GIF)
+    assert (buffer.held(), buffer.dropped) == (2, 1)
+    assert "tracking buffer full" in caplog.text and "1 hits dropped" in caplog.text
+    assert buffer.flush() == 2
+
+
+def test_the_thread_writes_within_the_interval(settings, make_sent):
+    settings.TRACKING_BUFFER_SECONDS = 0.05
+    sent = make_sent()
+    call(sent.open_path())
+    deadline = time.monotonic() + 10
+    while not TrackingLog.objects.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert TrackingLog.objects.count() == 1
+    assert sent.refresh().log.first_open_at is not None
+
+
+@pytest.mark.integration
+def test_gunicorn_writes_what_it_holds_when_stopped_gracefully(make_sent):
+    """A real gunicorn serving config.wsgi, holding hits for a minute: SIGTERM writes them."""
+    sent = make_sent()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    db = django_settings.DATABASES["default"]
+    env = {
+        **os.environ,
+        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}",
+        "SECRET_KEY": django_settings.SECRET_KEY,
+        "TRACKING_BUFFER_SECONDS": "60",
+        "DEBUG": "1",
+    }
+    server = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "config.wsgi:application", "--bind", f"127.0.0.1:{port}",
+         "--workers", "2", "--log-level", "warning"],
+        cwd=ROOT, env=env, start_new_session=True,
+    )  # fmt: skip
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(f"{base}/t/o/warmup.gif", timeout=2)
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        for _ in range(3):
+            request = urllib.request.Request(base + sent.open_path(), headers={"User-Agent": BROWSER})
+            assert urllib.request.urlopen(request, timeout=5).read() == GIF
+        time.sleep(0.5)
+        assert TrackingLog.objects.count() == 0  # held by the workers
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=60)
+    assert TrackingLog.objects.filter(sending_log=sent.log, kind="open").count() == 3
+    assert sent.refresh().log.first_open_at is not None

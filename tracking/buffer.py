@@ -1,0 +1,368 @@
+"""Open and click hits held in the web process and written to PostgreSQL in bulk.
+
+Why: a hit written by its own transaction costs PostgreSQL more CPU than a whole bare request
+costs the web server, so the pixel and the click redirect could not keep up with their traffic
+(bench/tracking). Here the request only checks the signed token, notes the hit in memory and
+answers; a thread of each web process writes what it holds every TRACKING_BUFFER_SECONDS (or as
+soon as TRACKING_BUFFER_ROWS are held) with a few set-based statements:
+
+1. insert the tracking logs of every hit whose sending log exists (and belongs to the link's
+   message), flagging machine traffic by user agent (judged in the request) and timing (judged
+   here, against the log's delivery time); it returns the logs whose first human open / click
+   this batch moves earlier;
+2. lock those logs in id order, so the buffers of several processes wait for each other instead
+   of deadlocking, and set their first human times to the earliest human hit (LEAST: hits of
+   several processes written out of order still agree);
+3. once that is committed, when the batch had clicks: find the bursts (TRACKING_BURST_LINKS
+   distinct links of one message clicked within TRACKING_BURST_SECONDS; the flush committed last
+   sees the clicks every process wrote), flag their clicks as machine traffic and recompute those
+   logs' first human times from what is left. A process killed between the two transactions
+   leaves its burst unflagged (the clicks are recorded as a person's).
+
+The trade-off (README, "Tracking"): a hit is in the database TRACKING_BUFFER_SECONDS after its
+answer instead of before. A graceful stop of the process (gunicorn's restart, SIGTERM, Ctrl-C)
+writes what is held first; a killed process (SIGKILL, out of memory) loses at most the hits of
+its last interval. While the database is unreachable the hits are kept and written once it is
+back, up to TRACKING_BUFFER_LIMIT rows per process; hits beyond that are counted, logged and
+dropped (the pixel is still answered). TRACKING_BUFFER_SECONDS=0 writes every hit before
+answering (one statement per hit, services.tracking_open / tracking_click).
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import psycopg
+from django.conf import settings
+from django.core.signals import setting_changed
+from django.db import connection, transaction
+from django.db.models import Min, OuterRef, Subquery
+from django.db.utils import DatabaseError
+
+from deliveries.models import SendingLog, SendingStatus
+from tracking.machine import burst_reason, timing_reason
+from tracking.models import TrackingLog
+
+logger = logging.getLogger(__name__)
+
+K = TrackingLog.Kind
+_LOG = SendingLog._meta.db_table
+_TRK = TrackingLog._meta.db_table
+CHUNK = 5000  # rows per INSERT statement (a long outage can leave many rows to write)
+
+
+@dataclass(frozen=True, slots=True)
+class BufferedHit:
+    at: datetime
+    log_id: int
+    kind: str  # TrackingLog.Kind.OPEN or CLICK
+    url_id: int | None
+    url_delivery_id: int | None  # the link's message: the log must belong to it
+    user_agent: str
+    ip_hash: str
+    agent_reason: str  # "" unless the user agent is a known machine's
+
+
+# One statement: read each hit's sending log, apply the timing rule, insert the tracking logs, and
+# return, for the logs whose first human open / click this batch moves earlier, the batch's times.
+_WRITE = f"""
+WITH h AS (
+    SELECT * FROM unnest(%(at)b::timestamptz[], %(log)b::bigint[], %(kind)b::text[], %(url)b::bigint[],
+                         %(url_delivery)b::bigint[], %(ua)b::text[], %(ip)b::text[], %(agent)b::text[])
+         AS h(at, log_id, kind, url_id, url_delivery_id, ua, ip_hash, agent_reason)
+), x AS (
+    SELECT h.*, l.delivery_id, l.first_open_at, l.first_click_at,
+           CASE WHEN h.agent_reason <> '' THEN h.agent_reason
+                WHEN (l.event_at IS NULL AND l.status = %(sending)s) OR l.event_at > h.at - %(delay)s THEN %(timing_reason)s
+                ELSE '' END AS reason
+    FROM h JOIN (SELECT * FROM {_LOG} WHERE id = ANY(%(log)b::bigint[])) l ON l.id = h.log_id  -- index lookups, whatever the statistics
+    WHERE h.url_delivery_id IS NULL OR h.url_delivery_id = l.delivery_id
+), ins AS (
+    INSERT INTO {_TRK} (at, delivery_id, sending_log_id, kind, tracked_url_id, user_agent, ip_hash, is_machine, machine_reason)
+    SELECT at, delivery_id, log_id, kind, url_id, ua, ip_hash, reason <> '', reason FROM x
+    RETURNING 1
+), firsts AS (
+    SELECT log_id, min(at) AS opened, min(at) FILTER (WHERE kind = %(click)s) AS clicked,
+           min(first_open_at) AS first_open_at, min(first_click_at) AS first_click_at
+    FROM x WHERE reason = '' GROUP BY log_id
+)
+SELECT (SELECT count(*) FROM ins), NULL, NULL, NULL
+UNION ALL
+SELECT NULL, log_id, opened, clicked FROM firsts
+WHERE first_open_at IS NULL OR first_open_at > opened
+   OR (clicked IS NOT NULL AND (first_click_at IS NULL OR first_click_at > clicked))
+"""
+
+# The logs whose first times change are locked in id order first, so the buffers of several
+# processes wait for each other instead of deadlocking.
+_LOCK = f"SELECT id FROM {_LOG} WHERE id = ANY(%s) ORDER BY id FOR NO KEY UPDATE"
+
+# The first human times, moved earlier only (re-checked under the lock).
+_FIRSTS = f"""
+UPDATE {_LOG} AS s
+SET first_open_at = LEAST(s.first_open_at, f.opened), first_click_at = LEAST(s.first_click_at, f.clicked)
+FROM unnest(%s::bigint[], %s::timestamptz[], %s::timestamptz[]) AS f(log_id, opened, clicked)
+WHERE s.id = f.log_id
+  AND (s.first_open_at IS NULL OR s.first_open_at > f.opened
+       OR (f.clicked IS NOT NULL AND (s.first_click_at IS NULL OR s.first_click_at > f.clicked)))
+"""
+
+# The bursts around this batch's clicks: a click that starts a window of TRACKING_BURST_SECONDS
+# holding TRACKING_BURST_LINKS or more distinct links of its message; every person's click in such
+# a window is flagged. Windows are looked for from `since` (the batch's earliest click minus the
+# window), so clicks written earlier by another process count too.
+_BURSTS = f"""
+WITH starts AS (
+    SELECT s.sending_log_id AS log_id, s.at AS start
+    FROM {_TRK} s
+    WHERE s.sending_log_id = ANY(%(logs)s) AND s.kind = %(click)s AND s.at >= %(since)s
+      AND (SELECT count(DISTINCT t.tracked_url_id) FROM {_TRK} t
+           WHERE t.sending_log_id = s.sending_log_id AND t.kind = %(click)s AND t.at >= s.at AND t.at <= s.at + %(window)s
+          ) >= %(links)s
+), flagged AS (
+    UPDATE {_TRK} AS t SET is_machine = true, machine_reason = %(reason)s
+    FROM starts
+    WHERE t.sending_log_id = starts.log_id AND t.kind = %(click)s AND NOT t.is_machine
+      AND t.at >= starts.start AND t.at <= starts.start + %(window)s
+    RETURNING t.sending_log_id
+)
+SELECT DISTINCT sending_log_id FROM flagged
+"""
+
+
+def first_times_recompute(*, log_ids: list[int]) -> None:
+    """Set the logs' first human open and click times from their tracking logs (one UPDATE)."""
+    humans = (
+        TrackingLog.objects.filter(sending_log_id=OuterRef("pk"), is_machine=False).order_by().values("sending_log_id")
+    )
+    SendingLog.objects.filter(pk__in=log_ids).update(
+        first_open_at=Subquery(humans.annotate(first=Min("at")).values("first")[:1]),
+        first_click_at=Subquery(humans.filter(kind=K.CLICK).annotate(first=Min("at")).values("first")[:1]),
+    )
+
+
+@contextmanager
+def _prepared_cursor():
+    """A psycopg cursor with server-side parameters and prepared statements: the arrays travel as
+    parameters instead of being spelled into the SQL (Django's client-side binding), and each
+    statement is planned once per connection instead of at every flush. Errors are Django's."""
+    connection.ensure_connection()
+    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
+        yield _Prepared(cursor)
+
+
+class _Prepared:
+    def __init__(self, cursor):
+        self.cursor = cursor
+
+    def execute(self, sql, params):
+        return self.cursor.execute(sql, params, prepare=True)
+
+    def fetchall(self):
+        return self.cursor.fetchall()
+
+
+def hits_write(hits: list[BufferedHit]) -> int:
+    """Write buffered hits in one transaction (PostgreSQL); returns the tracking logs inserted.
+
+    Hits whose sending log does not exist (or is not of the link's message) write nothing.
+    """
+    if not hits:
+        return 0
+    written = 0
+    firsts: list[tuple] = []
+    clicks = [h for h in hits if h.kind == K.CLICK]
+    with transaction.atomic(), _prepared_cursor() as cursor:
+        for start in range(0, len(hits), CHUNK):
+            chunk = hits[start : start + CHUNK]
+            cursor.execute(
+                _WRITE,
+                {
+                    "at": [h.at for h in chunk],
+                    "log": [h.log_id for h in chunk],
+                    "kind": [h.kind for h in chunk],
+                    "url": [h.url_id for h in chunk],
+                    "url_delivery": [h.url_delivery_id for h in chunk],
+                    "ua": [h.user_agent for h in chunk],
+                    "ip": [h.ip_hash for h in chunk],
+                    "agent": [h.agent_reason for h in chunk],
+                    "sending": SendingStatus.SENDING,
+                    "delay": timedelta(seconds=settings.TRACKING_MACHINE_DELAY_SECONDS),
+                    "timing_reason": timing_reason(),
+                    "click": K.CLICK,
+                },
+            )
+            for count, *first in cursor.fetchall():  # the count row, then one row per log to change
+                if count is not None:
+                    written += count
+                else:
+                    firsts.append(first)
+        if firsts:
+            firsts.sort()
+            cursor.execute(_LOCK, [[f[0] for f in firsts]])
+            cursor.execute(_FIRSTS, [[f[0] for f in firsts], [f[1] for f in firsts], [f[2] for f in firsts]])
+    if clicks:
+        # After the commit: whichever of several processes' flushes commits last sees the clicks
+        # of all of them, so a burst split across processes is found without locking its logs.
+        try:
+            bursts_flag(clicks)
+        except DatabaseError:  # the clicks are written: they are not written again
+            logger.exception("tracking buffer: looking for bursts among %s clicks failed", len(clicks))
+    return written
+
+
+def bursts_flag(clicks: list[BufferedHit]) -> list[int]:
+    """Flag the bursts the written `clicks` took part in; returns the sending logs changed."""
+    window = timedelta(seconds=settings.TRACKING_BURST_SECONDS)
+    with transaction.atomic(), _prepared_cursor() as cursor:
+        cursor.execute(
+            _BURSTS,
+            {
+                "logs": sorted({h.log_id for h in clicks}),
+                "click": K.CLICK,
+                "since": min(h.at for h in clicks) - window,
+                "window": window,
+                "links": settings.TRACKING_BURST_LINKS,
+                "reason": burst_reason(),
+            },
+        )
+        flagged = [row[0] for row in cursor.fetchall()]
+        if flagged:
+            first_times_recompute(log_ids=flagged)
+    return flagged
+
+
+class HitBuffer:
+    """The hits of one process, written by a background thread (see the module docstring).
+
+    `background=False` starts no thread: the owner calls flush() (tests, management commands).
+    """
+
+    def __init__(self, *, interval: float, rows: int, limit: int, background: bool = True):
+        self.interval, self.rows, self.limit, self.background = interval, rows, limit, background
+        self._held: list[BufferedHit] = []
+        self._lock = threading.Lock()  # guards _held
+        self._writing = threading.Lock()  # one write at a time (the thread, or a flush at exit)
+        self._wake = threading.Event()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self._pid: int | None = None
+        self.dropped = 0
+
+    def add(self, hit: BufferedHit) -> None:
+        if self._pid != os.getpid():  # first hit of this process (also after a fork)
+            self._start()
+        with self._lock:
+            if len(self._held) >= self.limit:
+                self.dropped += 1
+                if self.dropped == 1 or self.dropped % 1000 == 0:
+                    logger.error(
+                        "tracking buffer full (%s hits held, the database is not taking them): %s hits dropped so far",
+                        len(self._held), self.dropped,
+                    )  # fmt: skip
+                return
+            self._held.append(hit)
+            full = len(self._held) >= self.rows
+        if full:
+            self._wake.set()
+
+    def held(self) -> int:
+        return len(self._held)
+
+    def flush(self) -> int:
+        """Write everything held now; on a database error keep it for the next try. Returns the
+        tracking logs written."""
+        with self._writing:
+            with self._lock:
+                hits, self._held = self._held, []
+            if not hits:
+                return 0
+            try:
+                return hits_write(hits)
+            except DatabaseError:
+                logger.exception("tracking buffer: writing %s hits failed; kept for the next try", len(hits))
+                connection.close()  # the next try starts on a fresh connection
+                with self._lock:  # back in front, oldest first, within the limit
+                    self._held[:0] = hits[: max(0, self.limit - len(self._held))]
+                return 0
+
+    def stop(self) -> int:
+        """Stop the thread and write what is held (a graceful exit); returns the tracking logs written."""
+        self._stopping = True
+        self._wake.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=30)
+        return self.flush() if self._pid == os.getpid() else 0
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._pid == os.getpid():
+                return
+            self._pid = os.getpid()
+            self._held, self.dropped = [], 0  # a forked child starts empty (its parent writes its own)
+        if self.background:
+            self._thread = threading.Thread(target=self._run, name="tracking-buffer", daemon=True)
+            self._thread.start()
+            atexit.register(self._at_exit)
+
+    def _run(self) -> None:
+        try:
+            while not self._stopping:
+                self._wake.wait(self.interval)
+                self._wake.clear()
+                try:
+                    self.flush()
+                except Exception:  # never let the writer thread die
+                    logger.exception("tracking buffer: unexpected error")
+        finally:
+            connection.close()  # the thread's own connection
+
+    def _at_exit(self) -> None:
+        if self._pid == os.getpid() and not self._stopping:
+            written = self.stop()
+            connection.close()
+            if written:
+                logger.info("tracking buffer: %s hits written at exit", written)
+
+
+_buffer: HitBuffer | None = None
+_buffer_lock = threading.Lock()
+
+
+def hit_buffer() -> HitBuffer | None:
+    """This process's buffer, or None when hits are written one by one (TRACKING_BUFFER_SECONDS=0,
+    or a database other than PostgreSQL)."""
+    global _buffer
+    if _buffer is None:
+        with _buffer_lock:
+            if _buffer is None:
+                if settings.TRACKING_BUFFER_SECONDS <= 0 or connection.vendor != "postgresql":
+                    return None
+                _buffer = HitBuffer(
+                    interval=settings.TRACKING_BUFFER_SECONDS,
+                    rows=settings.TRACKING_BUFFER_ROWS,
+                    limit=settings.TRACKING_BUFFER_LIMIT,
+                )
+    return _buffer
+
+
+def hit_buffer_stop() -> int:
+    """Stop this process's buffer, writing what it holds; the next hit starts a new one."""
+    global _buffer
+    with _buffer_lock:
+        buffer, _buffer = _buffer, None
+    return buffer.stop() if buffer is not None else 0
+
+
+def _settings_changed(*, setting, **kwargs) -> None:
+    if setting.startswith("TRACKING_BUFFER_") or setting == "DATABASES":
+        hit_buffer_stop()
+
+
+setting_changed.connect(_settings_changed)
