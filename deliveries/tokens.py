@@ -36,8 +36,22 @@ def _key(secret: str) -> bytes:
     return hashlib.sha256((SALT + secret).encode()).digest()
 
 
+@lru_cache(maxsize=4)
+def _hmac_states(secret: str) -> tuple:
+    """SHA-256 states with the HMAC key's inner and outer pads absorbed (RFC 2104), so a signature
+    costs two small hash updates instead of setting the key up again (the pixel and the click
+    check one per hit)."""
+    key = _key(secret).ljust(64, b"\0")  # a 32-byte key, padded to SHA-256's block
+    return hashlib.sha256(bytes(b ^ 0x36 for b in key)), hashlib.sha256(bytes(b ^ 0x5C for b in key))
+
+
 def _sig(body: str) -> str:
-    mac = hmac.digest(_key(settings.SECRET_KEY), body.encode(), "sha256")[:SIG_BYTES]
+    inner_pad, outer_pad = _hmac_states(settings.SECRET_KEY)
+    inner = inner_pad.copy()
+    inner.update(body.encode())
+    outer = outer_pad.copy()
+    outer.update(inner.digest())
+    mac = outer.digest()[:SIG_BYTES]  # = hmac.new(key, body, sha256).digest()[:SIG_BYTES] (a test checks)
     return base64.urlsafe_b64encode(mac).decode().rstrip("=")
 
 

@@ -36,18 +36,18 @@ import os
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 from django.conf import settings
 from django.core.signals import setting_changed
 from django.db import connection, transaction
-from django.db.models import Min, OuterRef, Subquery
 from django.db.utils import DatabaseError
 
 from deliveries.models import SendingLog, SendingStatus
 from tracking.machine import burst_reason, timing_reason
 from tracking.models import TrackingLog
+from tracking.services import UA_MAX, agent_reason_cached, first_times_recompute, ip_hash
 
 logger = logging.getLogger(__name__)
 
@@ -134,17 +134,6 @@ WITH starts AS (
 )
 SELECT DISTINCT sending_log_id FROM flagged
 """
-
-
-def first_times_recompute(*, log_ids: list[int]) -> None:
-    """Set the logs' first human open and click times from their tracking logs (one UPDATE)."""
-    humans = (
-        TrackingLog.objects.filter(sending_log_id=OuterRef("pk"), is_machine=False).order_by().values("sending_log_id")
-    )
-    SendingLog.objects.filter(pk__in=log_ids).update(
-        first_open_at=Subquery(humans.annotate(first=Min("at")).values("first")[:1]),
-        first_click_at=Subquery(humans.filter(kind=K.CLICK).annotate(first=Min("at")).values("first")[:1]),
-    )
 
 
 @contextmanager
@@ -238,6 +227,31 @@ def bursts_flag(clicks: list[BufferedHit]) -> list[int]:
     return flagged
 
 
+# What a request notes: (time.time(), sending log id, kind, tracked URL id, the link's message id,
+# user agent, IP). The rest is worked out here, a batch at a time (hits_from_noted).
+Noted = tuple[float, int, str, int | None, int | None, str, str]
+
+
+def hits_from_noted(noted: list[Noted]) -> list[BufferedHit]:
+    """The hits to write: their times, keyed IP hashes and user-agent machine rule."""
+    hits = []
+    for at, log_id, kind, url_id, url_delivery_id, user_agent, ip in noted:
+        ua = user_agent[:UA_MAX]
+        hits.append(
+            BufferedHit(
+                datetime.fromtimestamp(at, UTC),
+                log_id,
+                kind,
+                url_id,
+                url_delivery_id,
+                ua,
+                ip_hash(ip),
+                agent_reason_cached(ua),
+            )
+        )
+    return hits
+
+
 class HitBuffer:
     """The hits of one process, written by a background thread (see the module docstring).
 
@@ -246,7 +260,7 @@ class HitBuffer:
 
     def __init__(self, *, interval: float, rows: int, limit: int, background: bool = True):
         self.interval, self.rows, self.limit, self.background = interval, rows, limit, background
-        self._held: list[BufferedHit] = []
+        self._held: list[Noted] = []
         self._lock = threading.Lock()  # guards _held
         self._writing = threading.Lock()  # one write at a time (the thread, or a flush at exit)
         self._wake = threading.Event()
@@ -255,7 +269,7 @@ class HitBuffer:
         self._pid: int | None = None
         self.dropped = 0
 
-    def add(self, hit: BufferedHit) -> None:
+    def add(self, hit: Noted) -> None:
         if self._pid != os.getpid():  # first hit of this process (also after a fork)
             self._start()
         with self._lock:
@@ -284,7 +298,7 @@ class HitBuffer:
             if not hits:
                 return 0
             try:
-                return hits_write(hits)
+                return hits_write(hits_from_noted(hits))
             except DatabaseError:
                 logger.exception("tracking buffer: writing %s hits failed; kept for the next try", len(hits))
                 connection.close()  # the next try starts on a fresh connection

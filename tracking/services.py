@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F, Value
+from django.db.models import F, Min, OuterRef, Subquery, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
@@ -37,7 +37,6 @@ from audiences.services import profile_denylist_set
 from deliveries.models import Delivery, FailureReason, FailureType, JournalEntry, SendingLog, SendingStatus, TrackedUrl
 from deliveries.tokens import BadToken, read_token
 
-from .buffer import BufferedHit, first_times_recompute
 from .machine import agent_reason, burst_reason, machine_reason, timing_reason
 from .models import ProviderEvent, TrackingLog
 
@@ -339,49 +338,59 @@ def tracked_link(url_id: int) -> Link | None:
 
 
 @lru_cache(maxsize=4096)
-def _agent_reason(user_agent: str) -> str:
+def agent_reason_cached(user_agent: str) -> str:
+    """agent_reason, remembered for the user agents seen most (a few browsers send most hits)."""
     return agent_reason(user_agent)
 
 
-def tracking_open_later(*, token: str, hit: Hit, buffer) -> bool:
-    """Note an open for `buffer` to write (tracking/buffer.py); False for a bad token. A token of an
-    unknown sending log is found out when the buffer is written, which then writes nothing for it."""
+def tracking_open_later(*, token: str, user_agent: str, ip: str, buffer) -> bool:
+    """Note an open for `buffer` to write (tracking/buffer.py); False for a bad token. The request
+    only checks the token: the rest (time, IP hash, machine rules) is worked out by the buffer's
+    thread, a batch at a time. A token of an unknown sending log is found out when the buffer is
+    written, which then writes nothing for it."""
     try:
         log_id, url_id = read_token(token)
     except BadToken:
         return False
     if url_id is not None:
         return False
-    ua = hit.ua
-    buffer.add(BufferedHit(timezone.now(), log_id, K.OPEN, None, None, ua, hit.ip_hash, _agent_reason(ua)))
+    buffer.add((time.time(), log_id, K.OPEN, None, None, user_agent, ip))
     return True
 
 
-def tracking_click_later(*, token: str, hit: Hit, buffer) -> str | None:
-    """The URL to redirect to, the click noted for `buffer` to write; None (nothing noted) when the
-    token is bad or its link unknown. A personalized link is rendered for its recipient and written
-    at once (tracking_click: it needs the profile anyway)."""
+def tracking_click_later(*, token: str, user_agent: str, ip: str, buffer) -> tuple[str | None, bool]:
+    """(URL to redirect to, whether the database was used), the click noted for `buffer` to write.
+    The URL is None (nothing noted) when the token is bad or its link unknown. A personalized link
+    is rendered for its recipient and written at once (tracking_click: it needs the profile anyway);
+    a link this process knows costs no query."""
     try:
         log_id, url_id = read_token(token)
     except BadToken:
-        return None
+        return None, False
     if url_id is None:
-        return None
+        return None, False
+    queried = _links.get(url_id, (None, 0.0))[1] <= time.monotonic()
     link = tracked_link(url_id)
     if link is None or link.kind != TrackedUrl.Kind.CLICK:
-        return None
+        return None, queried
     if link.is_template:
-        return tracking_click(token=token, hit=hit)
-    ua = hit.ua
-    buffer.add(
-        BufferedHit(timezone.now(), log_id, K.CLICK, url_id, link.delivery_id, ua, hit.ip_hash, _agent_reason(ua))
-    )
-    return link.url
+        return tracking_click(token=token, hit=Hit(user_agent=user_agent, ip=ip)), True
+    buffer.add((time.time(), log_id, K.CLICK, url_id, link.delivery_id, user_agent, ip))
+    return link.url, queried
 
 
 def is_safe_target(url: str) -> bool:
     """Only absolute http(s) URLs are redirected to (preparation tracks nothing else)."""
     return urlsplit(url).scheme.lower() in ("http", "https")
+
+
+def first_times_recompute(*, log_ids: list[int]) -> None:
+    """Set the logs' first human open and click times from their tracking logs (one UPDATE)."""
+    humans = TrackingLog.objects.filter(sending_log_id=OuterRef("pk"), is_machine=False).order_by().values("sending_log_id")
+    SendingLog.objects.filter(pk__in=log_ids).update(
+        first_open_at=Subquery(humans.annotate(first=Min("at")).values("first")[:1]),
+        first_click_at=Subquery(humans.filter(kind=K.CLICK).annotate(first=Min("at")).values("first")[:1]),
+    )
 
 
 def _flag_burst(*, log_id: int, since: datetime, reason: str) -> None:

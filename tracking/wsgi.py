@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import logging
 import re
+from functools import lru_cache
 
 from django.db import connection, connections
 from django.db.utils import InterfaceError, OperationalError
 from django.template.loader import render_to_string
+from django.utils.encoding import iri_to_uri
 
 from . import services
 from .buffer import hit_buffer
@@ -31,10 +33,6 @@ _PIXEL = re.compile(r"/t/o/([^/]+)\.gif")
 _CLICK = re.compile(r"/t/c/([^/]+)")
 _COMMON = [("X-Content-Type-Options", "nosniff"), *NO_CACHE.items()]
 _GIF_HEADERS = [("Content-Type", "image/gif"), ("Content-Length", str(len(GIF))), *_COMMON]
-
-
-def _hit(environ) -> services.Hit:
-    return services.Hit(user_agent=environ.get("HTTP_USER_AGENT", ""), ip=environ.get("REMOTE_ADDR", ""))
 
 
 def _end_of_hit() -> None:
@@ -66,31 +64,35 @@ def tracking_fast_path(django_app):
         if not pixel and not click:
             return django_app(environ, start_response)
         buffer = hit_buffer()
+        ua, ip = environ.get("HTTP_USER_AGENT", ""), environ.get("REMOTE_ADDR", "")
+        queried = buffer is None  # whether the database was used (then Django's end of request runs)
         try:
             if pixel:
                 try:
                     if buffer is not None:
-                        services.tracking_open_later(token=pixel.group(1), hit=_hit(environ), buffer=buffer)
+                        services.tracking_open_later(token=pixel.group(1), user_agent=ua, ip=ip, buffer=buffer)
                     else:
-                        _retrying(services.tracking_open, token=pixel.group(1), hit=_hit(environ))
+                        _retrying(services.tracking_open, token=pixel.group(1), hit=services.Hit(user_agent=ua, ip=ip))
                 except Exception:  # the pixel is always answered, even when recording fails
                     logger.exception("open pixel: recording failed")
                 start_response("200 OK", _GIF_HEADERS)
                 return [GIF]
             if buffer is not None:
-                url = _retrying(services.tracking_click_later, token=click.group(1), hit=_hit(environ), buffer=buffer)
+                url, queried = _retrying(services.tracking_click_later, token=click.group(1), user_agent=ua, ip=ip, buffer=buffer)
             else:
-                url = _retrying(services.tracking_click, token=click.group(1), hit=_hit(environ))
+                url = _retrying(services.tracking_click, token=click.group(1), hit=services.Hit(user_agent=ua, ip=ip))
         except Exception:
+            queried = True
             logger.exception("click redirect failed")
             body = b"The link could not be followed right now. Please try again in a moment."
             headers = [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body))), ("Retry-After", "5")]
             start_response("503 Service Unavailable", [*headers, *_COMMON])
             return [body]
         finally:
-            if buffer is None or click:  # a buffered pixel touched no database
+            if queried:
                 _end_of_hit()
-        if url is None or not services.is_safe_target(url):
+        location = _location(url) if url is not None else None
+        if location is None:
             body = render_to_string("tracking/not_found.html").encode()
             start_response(
                 "404 Not Found",
@@ -99,14 +101,14 @@ def tracking_fast_path(django_app):
             return [body]
         start_response(
             "302 Found",
-            [("Location", _iri_to_uri(url)), ("Content-Length", "0"), ("Referrer-Policy", "no-referrer"), *_COMMON],
+            [("Location", location), ("Content-Length", "0"), ("Referrer-Policy", "no-referrer"), *_COMMON],
         )
         return [b""]
 
     return application
 
 
-def _iri_to_uri(url: str) -> str:
-    from django.utils.encoding import iri_to_uri
-
-    return iri_to_uri(url)
+@lru_cache(maxsize=4096)
+def _location(url: str) -> str | None:
+    """The Location header for a link (None when it is not one to redirect to), worked out once per link."""
+    return iri_to_uri(url) if services.is_safe_target(url) else None
