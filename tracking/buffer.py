@@ -35,8 +35,8 @@ import logging
 import os
 import threading
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import NamedTuple
 
 import psycopg
 from django.conf import settings
@@ -57,8 +57,9 @@ _TRK = TrackingLog._meta.db_table
 CHUNK = 5000  # rows per INSERT statement (a long outage can leave many rows to write)
 
 
-@dataclass(frozen=True, slots=True)
-class BufferedHit:
+class BufferedHit(NamedTuple):
+    """One hit as written (a tuple: the flush builds thousands)."""
+
     at: datetime
     log_id: int
     kind: str  # TrackingLog.Kind.OPEN or CLICK
@@ -169,18 +170,20 @@ def hits_write(hits: list[BufferedHit]) -> int:
     clicks = [h for h in hits if h.kind == K.CLICK]
     with transaction.atomic(), _prepared_cursor() as cursor:
         for start in range(0, len(hits), CHUNK):
-            chunk = hits[start : start + CHUNK]
+            at, log, kind, url, url_delivery, ua, ip, agent = (
+                list(column) for column in zip(*hits[start : start + CHUNK], strict=True)
+            )
             cursor.execute(
                 _WRITE,
                 {
-                    "at": [h.at for h in chunk],
-                    "log": [h.log_id for h in chunk],
-                    "kind": [h.kind for h in chunk],
-                    "url": [h.url_id for h in chunk],
-                    "url_delivery": [h.url_delivery_id for h in chunk],
-                    "ua": [h.user_agent for h in chunk],
-                    "ip": [h.ip_hash for h in chunk],
-                    "agent": [h.agent_reason for h in chunk],
+                    "at": at,
+                    "log": log,
+                    "kind": kind,
+                    "url": url,
+                    "url_delivery": url_delivery,
+                    "ua": ua,
+                    "ip": ip,
+                    "agent": agent,
                     "sending": SendingStatus.SENDING,
                     "delay": timedelta(seconds=settings.TRACKING_MACHINE_DELAY_SECONDS),
                     "timing_reason": timing_reason(),
