@@ -42,9 +42,9 @@ import psycopg
 from django.conf import settings
 from django.core.signals import setting_changed
 from django.db import connection, transaction
-from django.db.utils import DatabaseError
+from django.db.utils import DatabaseError, DataError, IntegrityError
 
-from deliveries.models import SendingLog, SendingStatus
+from deliveries.models import SendingLog, SendingStatus, TrackedUrl
 from tracking.machine import burst_reason, timing_reason
 from tracking.models import TrackingLog
 from tracking.services import UA_MAX, agent_reason_cached, first_times_recompute, ip_hash
@@ -54,6 +54,7 @@ logger = logging.getLogger(__name__)
 K = TrackingLog.Kind
 _LOG = SendingLog._meta.db_table
 _TRK = TrackingLog._meta.db_table
+_URL = TrackedUrl._meta.db_table
 CHUNK = 5000  # rows per INSERT statement (a long outage can leave many rows to write)
 
 
@@ -83,7 +84,8 @@ WITH h AS (
                 WHEN (l.event_at IS NULL AND l.status = %(sending)s) OR l.event_at > h.at - %(delay)s THEN %(timing_reason)s
                 ELSE '' END AS reason
     FROM h JOIN (SELECT * FROM {_LOG} WHERE id = ANY(%(log)b::bigint[])) l ON l.id = h.log_id  -- index lookups, whatever the statistics
-    WHERE h.url_delivery_id IS NULL OR h.url_delivery_id = l.delivery_id
+    WHERE h.url_delivery_id IS NULL
+       OR (h.url_delivery_id = l.delivery_id AND EXISTS (SELECT 1 FROM {_URL} u WHERE u.id = h.url_id))
 ), ins AS (
     INSERT INTO {_TRK} (at, delivery_id, sending_log_id, kind, tracked_url_id, user_agent, ip_hash, is_machine, machine_reason)
     SELECT at, delivery_id, log_id, kind, url_id, ua, ip_hash, reason <> '', reason FROM x
@@ -255,6 +257,19 @@ def hits_from_noted(noted: list[Noted]) -> list[BufferedHit]:
     return hits
 
 
+def _write_isolating(hits: list[BufferedHit]) -> int:
+    """hits_write; when the database refuses a row (a constraint, a value: not a lost connection),
+    the batch is written in halves, so only the refused hits are dropped (and logged)."""
+    try:
+        return hits_write(hits)
+    except (IntegrityError, DataError):
+        if len(hits) == 1:
+            logger.exception("tracking buffer: the database refused this hit; dropped: %r", hits[0])
+            return 0
+        middle = len(hits) // 2
+        return _write_isolating(hits[:middle]) + _write_isolating(hits[middle:])
+
+
 class HitBuffer:
     """The hits of one process, written by a background thread (see the module docstring).
 
@@ -301,7 +316,7 @@ class HitBuffer:
             if not hits:
                 return 0
             try:
-                return hits_write(hits_from_noted(hits))
+                return _write_isolating(hits_from_noted(hits))
             except DatabaseError:
                 logger.exception("tracking buffer: writing %s hits failed; kept for the next try", len(hits))
                 connection.close()  # the next try starts on a fresh connection

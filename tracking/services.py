@@ -369,8 +369,9 @@ def tracking_click_later(*, token: str, user_agent: str, ip: str, buffer) -> tup
         return None, False
     if url_id is None:
         return None, False
-    queried = _links.get(url_id, (None, 0.0))[1] <= time.monotonic()
-    link = tracked_link(url_id)
+    cached = _links.get(url_id)
+    queried = cached is None or cached[1] <= time.monotonic()
+    link = tracked_link(url_id) if queried else cached[0]
     if link is None or link.kind != TrackedUrl.Kind.CLICK:
         return None, queried
     if link.is_template:

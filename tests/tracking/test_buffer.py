@@ -19,6 +19,7 @@ import psycopg
 import pytest
 from django.conf import settings as django_settings
 from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from deliveries.tokens import make_token
@@ -211,3 +212,36 @@ def test_gunicorn_writes_what_it_holds_when_stopped_gracefully(make_sent):
         server.wait(timeout=60)
     assert TrackingLog.objects.filter(sending_log=sent.log, kind="open").count() == 3
     assert sent.refresh().log.first_open_at is not None
+
+
+def test_a_link_is_remembered_for_a_while_then_read_again(buffered, make_sent, monkeypatch):
+    from deliveries.models import TrackedUrl
+    from tracking import services
+
+    sent = make_sent()
+    monkeypatch.setattr(services, "_LINK_TTL", 0.0)  # remembered for no time: every click reads it again
+    assert call(sent.click_path(SALE))[0] == 302
+    TrackedUrl.objects.filter(pk=sent.url_id(SALE)).delete()  # the link is gone before the hit is written
+    assert call(sent.click_path(SALE))[0] == 404
+
+    other = make_sent(email="bob@example.com")
+    monkeypatch.setattr(services, "_LINK_TTL", 60.0)
+    assert call(other.click_path(SALE))[0] == 302
+    with CaptureQueriesContext(connection) as queries:
+        assert call(other.click_path(SALE))[0] == 302
+    assert len(queries) == 0  # a link the process knows costs no query
+    # The click on the deleted link is left out; the others are written.
+    assert buffered.flush() == 2
+    assert list(TrackingLog.objects.values_list("sending_log_id", flat=True)) == [other.log.pk] * 2
+
+
+def test_a_hit_the_database_refuses_is_dropped_alone_and_the_others_written(buffered, make_sent, caplog):
+    sent = make_sent()
+    call(sent.open_path())
+    # A row the database refuses (here a type longer than its column): it must not hold the others back.
+    buffered.add((time.time(), sent.log.pk, "click-too-long", None, None, BROWSER, ""))
+    call(sent.click_path(SALE))
+    call(sent.open_path())
+    assert buffered.flush() == 3
+    assert sorted(TrackingLog.objects.values_list("kind", flat=True)) == ["click", "open", "open"]
+    assert buffered.held() == 0 and "the database refused this hit; dropped" in caplog.text
