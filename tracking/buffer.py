@@ -15,8 +15,8 @@ soon as TRACKING_BUFFER_ROWS are held) with a few set-based statements:
    several processes written out of order still agree);
 3. once that is committed, when the batch had clicks: find the bursts (TRACKING_BURST_LINKS
    distinct links of one message clicked within TRACKING_BURST_SECONDS; the flush committed last
-   sees the clicks every process wrote), flag their clicks as machine traffic and recompute those
-   logs' first human times from what is left. A process killed between the two transactions
+   sees the clicks every process wrote), lock those logs in id order, flag their clicks as machine
+   traffic and recompute the logs' first human times from what is left. A process killed between the two transactions
    leaves its burst unflagged (the clicks are recorded as a person's).
 
 The trade-off (README, "Tracking"): a hit is in the database TRACKING_BUFFER_SECONDS after its
@@ -24,7 +24,10 @@ answer instead of before. A graceful stop of the process (gunicorn's restart, SI
 writes what is held first; a killed process (SIGKILL, out of memory) loses at most the hits of
 its last interval. While the database is unreachable the hits are kept and written once it is
 back, up to TRACKING_BUFFER_LIMIT rows per process; hits beyond that are counted, logged and
-dropped (the pixel is still answered). TRACKING_BUFFER_SECONDS=0 writes every hit before
+dropped (the pixel is still answered). A batch is written whole or not at all, and written once:
+when the connection drops during its commit, PostgreSQL is asked whether it committed
+(pg_xact_status) before it is written again; a row the database refuses is dropped alone (the batch
+is written in halves). TRACKING_BUFFER_SECONDS=0 writes every hit before
 answering (one statement per hit, services.tracking_open / tracking_click).
 """
 
@@ -34,6 +37,7 @@ import atexit
 import logging
 import os
 import threading
+import time
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
@@ -95,9 +99,9 @@ WITH h AS (
            min(first_open_at) AS first_open_at, min(first_click_at) AS first_click_at
     FROM x WHERE reason = '' GROUP BY log_id
 )
-SELECT (SELECT count(*) FROM ins), NULL, NULL, NULL
+SELECT (SELECT count(*) FROM ins), pg_current_xact_id()::text, NULL::bigint, NULL::timestamptz, NULL::timestamptz
 UNION ALL
-SELECT NULL, log_id, opened, clicked FROM firsts
+SELECT NULL, NULL, log_id, opened, clicked FROM firsts
 WHERE first_open_at IS NULL OR first_open_at > opened
    OR (clicked IS NOT NULL AND (first_click_at IS NULL OR first_click_at > clicked))
 """
@@ -120,15 +124,17 @@ WHERE s.id = f.log_id
 # holding TRACKING_BURST_LINKS or more distinct links of its message; every person's click in such
 # a window is flagged. Windows are looked for from `since` (the batch's earliest click minus the
 # window), so clicks written earlier by another process count too.
+_STARTS = f"""
+SELECT s.sending_log_id AS log_id, s.at AS start
+FROM {_TRK} s
+WHERE s.sending_log_id = ANY(%(logs)s) AND s.kind = %(click)s AND s.at >= %(since)s
+  AND (SELECT count(DISTINCT t.tracked_url_id) FROM {_TRK} t
+       WHERE t.sending_log_id = s.sending_log_id AND t.kind = %(click)s AND t.at >= s.at AND t.at <= s.at + %(window)s
+      ) >= %(links)s
+"""
+_BURST_LOGS = f"SELECT DISTINCT log_id FROM ({_STARTS}) AS starts"
 _BURSTS = f"""
-WITH starts AS (
-    SELECT s.sending_log_id AS log_id, s.at AS start
-    FROM {_TRK} s
-    WHERE s.sending_log_id = ANY(%(logs)s) AND s.kind = %(click)s AND s.at >= %(since)s
-      AND (SELECT count(DISTINCT t.tracked_url_id) FROM {_TRK} t
-           WHERE t.sending_log_id = s.sending_log_id AND t.kind = %(click)s AND t.at >= s.at AND t.at <= s.at + %(window)s
-          ) >= %(links)s
-), flagged AS (
+WITH starts AS ({_STARTS}), flagged AS (
     UPDATE {_TRK} AS t SET is_machine = true, machine_reason = %(reason)s
     FROM starts
     WHERE t.sending_log_id = starts.log_id AND t.kind = %(click)s AND NOT t.is_machine
@@ -137,6 +143,36 @@ WITH starts AS (
 )
 SELECT DISTINCT sending_log_id FROM flagged
 """
+
+
+class CommitUnknown(Exception):
+    """The connection was lost while a batch was being committed and PostgreSQL could not be asked
+    whether it was: the batch is kept with its transaction id and looked up before writing it again."""
+
+    def __init__(self, xid: str):
+        super().__init__(f"outcome of transaction {xid} unknown")
+        self.xid = xid
+
+
+def transaction_committed(xid: str, *, wait: float = 10.0) -> bool | None:
+    """Whether the transaction `xid` committed (pg_xact_status, asked on a fresh connection):
+    True, False, or None when PostgreSQL cannot say (unreachable, or the transaction still running
+    after `wait` seconds). Raises nothing."""
+    connection.close()
+    deadline = time.monotonic() + wait
+    try:
+        while True:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_xact_status(%s::xid8)", [xid])
+                status = cursor.fetchone()[0]
+            if status != "in progress":
+                return status == "committed"
+            if time.monotonic() > deadline:
+                return None
+            time.sleep(0.1)
+    except DatabaseError:
+        connection.close()
+        return None
 
 
 @contextmanager
@@ -163,13 +199,39 @@ class _Prepared:
 def hits_write(hits: list[BufferedHit]) -> int:
     """Write buffered hits in one transaction (PostgreSQL); returns the tracking logs inserted.
 
-    Hits whose sending log does not exist (or is not of the link's message) write nothing.
+    Hits whose sending log does not exist (or is not of the link's message, or whose link is gone)
+    write nothing. On an error nothing is written, and it is raised; when the connection is lost
+    during the commit itself, PostgreSQL is asked whether the transaction committed (then the
+    batch counts as written) and CommitUnknown is raised when it cannot say.
     """
     if not hits:
         return 0
-    written = 0
-    firsts: list[tuple] = []
+    done = {"written": 0, "xid": None}
+    try:
+        _write(hits, done)
+    except (DatabaseError, psycopg.Error) as error:
+        if done["xid"] is None or isinstance(error, IntegrityError | DataError):
+            raise  # refused or never reached the commit: nothing was written
+        committed = transaction_committed(done["xid"])
+        if committed is None:
+            raise CommitUnknown(done["xid"]) from error
+        if not committed:
+            raise
+        logger.warning("tracking buffer: the connection was lost at commit, but the batch was written")
     clicks = [h for h in hits if h.kind == K.CLICK]
+    if clicks:
+        # After the commit: whichever of several processes' flushes commits last sees the clicks
+        # of all of them, so a burst split across processes is found.
+        try:
+            bursts_flag(clicks)
+        except DatabaseError:  # the clicks are written: they are not written again
+            logger.exception("tracking buffer: looking for bursts among %s clicks failed", len(clicks))
+            connection.close()
+    return done["written"]
+
+
+def _write(hits: list[BufferedHit], done: dict) -> None:
+    firsts: dict[int, tuple[datetime, datetime | None]] = {}  # log -> the batch's earliest (open, click)
     with transaction.atomic(), _prepared_cursor() as cursor:
         for start in range(0, len(hits), CHUNK):
             at, log, kind, url, url_delivery, ua, ip, agent = (
@@ -192,40 +254,45 @@ def hits_write(hits: list[BufferedHit]) -> int:
                     "click": K.CLICK,
                 },
             )
-            for count, *first in cursor.fetchall():  # the count row, then one row per log to change
+            # The count row (with the transaction id), then one row per log whose times may move.
+            for count, xid, log_id, opened, clicked in cursor.fetchall():
                 if count is not None:
-                    written += count
-                else:
-                    firsts.append(first)
+                    done["written"] += count
+                    done["xid"] = xid
+                    continue
+                if log_id in firsts:  # the same log in several chunks: the earliest of each
+                    was_opened, was_clicked = firsts[log_id]
+                    opened = min(opened, was_opened)
+                    clicked = min(filter(None, (clicked, was_clicked)), default=None)
+                firsts[log_id] = (opened, clicked)
         if firsts:
-            firsts.sort()
-            cursor.execute(_LOCK, [[f[0] for f in firsts]])
-            cursor.execute(_FIRSTS, [[f[0] for f in firsts], [f[1] for f in firsts], [f[2] for f in firsts]])
-    if clicks:
-        # After the commit: whichever of several processes' flushes commits last sees the clicks
-        # of all of them, so a burst split across processes is found without locking its logs.
-        try:
-            bursts_flag(clicks)
-        except DatabaseError:  # the clicks are written: they are not written again
-            logger.exception("tracking buffer: looking for bursts among %s clicks failed", len(clicks))
-    return written
+            ids = sorted(firsts)
+            cursor.execute(_LOCK, [ids])
+            cursor.execute(_FIRSTS, [ids, [firsts[i][0] for i in ids], [firsts[i][1] for i in ids]])
 
 
 def bursts_flag(clicks: list[BufferedHit]) -> list[int]:
-    """Flag the bursts the written `clicks` took part in; returns the sending logs changed."""
+    """Flag the bursts the written `clicks` took part in; returns the sending logs changed.
+
+    Looked for first without locking anything (most batches have none); the logs that have one are
+    then locked in id order (as the first-time writes lock them), so the flags and the recomputed
+    first times are worked out from what every other process has committed."""
     window = timedelta(seconds=settings.TRACKING_BURST_SECONDS)
+    params = {
+        "logs": sorted({h.log_id for h in clicks}),
+        "click": K.CLICK,
+        "since": min(h.at for h in clicks) - window,
+        "window": window,
+        "links": settings.TRACKING_BURST_LINKS,
+        "reason": burst_reason(),
+    }
     with transaction.atomic(), _prepared_cursor() as cursor:
-        cursor.execute(
-            _BURSTS,
-            {
-                "logs": sorted({h.log_id for h in clicks}),
-                "click": K.CLICK,
-                "since": min(h.at for h in clicks) - window,
-                "window": window,
-                "links": settings.TRACKING_BURST_LINKS,
-                "reason": burst_reason(),
-            },
-        )
+        cursor.execute(_BURST_LOGS, params)
+        candidates = sorted(row[0] for row in cursor.fetchall())
+        if not candidates:
+            return []
+        cursor.execute(_LOCK, [candidates])
+        cursor.execute(_BURSTS, {**params, "logs": candidates})
         flagged = [row[0] for row in cursor.fetchall()]
         if flagged:
             first_times_recompute(log_ids=flagged)
@@ -241,7 +308,7 @@ def hits_from_noted(noted: list[Noted]) -> list[BufferedHit]:
     """The hits to write: their times, keyed IP hashes and user-agent machine rule."""
     hits = []
     for at, log_id, kind, url_id, url_delivery_id, user_agent, ip in noted:
-        ua = user_agent[:UA_MAX]
+        ua = user_agent.replace("\x00", "")[:UA_MAX]  # PostgreSQL text holds no NUL
         hits.append(
             BufferedHit(
                 datetime.fromtimestamp(at, UTC),
@@ -257,17 +324,28 @@ def hits_from_noted(noted: list[Noted]) -> list[BufferedHit]:
     return hits
 
 
-def _write_isolating(hits: list[BufferedHit]) -> int:
+def _write_isolating(hits: list[BufferedHit]) -> tuple[int, list[BufferedHit], list[tuple[str, list[BufferedHit]]]]:
     """hits_write; when the database refuses a row (a constraint, a value: not a lost connection),
-    the batch is written in halves, so only the refused hits are dropped (and logged)."""
+    the batch is written in halves, so only the refused hits are dropped (and logged).
+
+    Returns (tracking logs written, hits to write again, batches whose commit is in doubt with
+    their transaction ids): a half already committed is never written again."""
     try:
-        return hits_write(hits)
+        return hits_write(hits), [], []
+    except CommitUnknown as doubt:
+        logger.error("tracking buffer: %s hits: %s; looked up before they are written again", len(hits), doubt)
+        return 0, [], [(doubt.xid, hits)]
     except (IntegrityError, DataError):
         if len(hits) == 1:
             logger.exception("tracking buffer: the database refused this hit; dropped: %r", hits[0])
-            return 0
+            return 0, [], []
         middle = len(hits) // 2
-        return _write_isolating(hits[:middle]) + _write_isolating(hits[middle:])
+        first, second = _write_isolating(hits[:middle]), _write_isolating(hits[middle:])
+        return first[0] + second[0], first[1] + second[1], first[2] + second[2]
+    except DatabaseError:
+        logger.exception("tracking buffer: writing %s hits failed; kept for the next try", len(hits))
+        connection.close()  # the next try starts on a fresh connection
+        return 0, hits, []
 
 
 class HitBuffer:
@@ -278,8 +356,10 @@ class HitBuffer:
 
     def __init__(self, *, interval: float, rows: int, limit: int, background: bool = True):
         self.interval, self.rows, self.limit, self.background = interval, rows, limit, background
-        self._held: list[Noted] = []
-        self._lock = threading.Lock()  # guards _held
+        self._held: list[Noted] = []  # noted by requests, not tried yet
+        self._retry: list[BufferedHit] = []  # tried, not written (the database was unreachable)
+        self._doubtful: list[tuple[str, list[BufferedHit]]] = []  # commit outcome unknown, by transaction id
+        self._lock = threading.Lock()  # guards the three lists
         self._writing = threading.Lock()  # one write at a time (the thread, or a flush at exit)
         self._wake = threading.Event()
         self._stopping = False
@@ -291,38 +371,64 @@ class HitBuffer:
         if self._pid != os.getpid():  # first hit of this process (also after a fork)
             self._start()
         with self._lock:
-            if len(self._held) >= self.limit:
-                self.dropped += 1
-                if self.dropped == 1 or self.dropped % 1000 == 0:
-                    logger.error(
-                        "tracking buffer full (%s hits held, the database is not taking them): %s hits dropped so far",
-                        len(self._held), self.dropped,
-                    )  # fmt: skip
+            if self._count() >= self.limit:
+                self._drop(1)
                 return
             self._held.append(hit)
             full = len(self._held) >= self.rows
-        if full:
+        if self._stopping:  # stopped (the process is ending): nobody flushes later
+            self.flush()
+        elif full:
             self._wake.set()
 
     def held(self) -> int:
-        return len(self._held)
+        """Hits not written yet."""
+        with self._lock:
+            return self._count()
+
+    def _count(self) -> int:
+        return len(self._held) + len(self._retry) + sum(len(batch) for _xid, batch in self._doubtful)
+
+    def _drop(self, n: int) -> None:
+        self.dropped += n
+        logger.error(
+            "tracking buffer full (%s hits held, the database is not taking them): %s hits dropped so far",
+            self._count(), self.dropped,
+        )  # fmt: skip
 
     def flush(self) -> int:
-        """Write everything held now; on a database error keep it for the next try. Returns the
-        tracking logs written."""
+        """Write everything held now; what the database could not take is kept for the next try.
+        Returns the tracking logs written."""
         with self._writing:
             with self._lock:
-                hits, self._held = self._held, []
-            if not hits:
+                noted, self._held = self._held, []
+                retry, self._retry = self._retry, []
+                doubtful, self._doubtful = self._doubtful, []
+            if not (noted or retry or doubtful):
                 return 0
+            hits, still_doubtful = retry, []
+            for xid, batch in doubtful:
+                committed = transaction_committed(xid, wait=0)
+                if committed is None:
+                    still_doubtful.append((xid, batch))
+                elif not committed:
+                    hits = hits + batch
             try:
-                return _write_isolating(hits_from_noted(hits))
-            except DatabaseError:
-                logger.exception("tracking buffer: writing %s hits failed; kept for the next try", len(hits))
-                connection.close()  # the next try starts on a fresh connection
-                with self._lock:  # back in front, oldest first, within the limit
-                    self._held[:0] = hits[: max(0, self.limit - len(self._held))]
-                return 0
+                hits = hits + hits_from_noted(noted)
+            except Exception:  # a bug in preparing them: keep them rather than lose them
+                logger.exception("tracking buffer: preparing %s hits failed; kept", len(noted))
+                with self._lock:
+                    self._held[:0] = noted
+                noted = []
+            written, again, in_doubt = _write_isolating(hits) if hits else (0, [], [])
+            with self._lock:  # back in front, oldest first, within the limit
+                room = max(0, self.limit - self._count())
+                kept = [*still_doubtful, *in_doubt]
+                self._doubtful[:0] = kept
+                self._retry[:0] = again[:room]
+                if len(again) > room:
+                    self._drop(len(again) - room)
+            return written
 
     def stop(self) -> int:
         """Stop the thread and write what is held (a graceful exit); returns the tracking logs written."""
@@ -330,18 +436,25 @@ class HitBuffer:
         self._wake.set()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=30)
-        return self.flush() if self._pid == os.getpid() else 0
+        if self._pid != os.getpid():
+            return 0
+        written = self.flush()
+        left = self.held()
+        if left:
+            logger.error("tracking buffer: %s hits could not be written before stopping; they are lost", left)
+        return written
 
     def _start(self) -> None:
         with self._lock:
             if self._pid == os.getpid():
                 return
+            self._held, self._retry, self._doubtful, self.dropped = [], [], [], 0  # a forked child starts empty
+            if self.background:
+                thread = threading.Thread(target=self._run, name="tracking-buffer", daemon=True)
+                thread.start()  # may raise: then the next hit tries again
+                self._thread = thread
+                atexit.register(self._at_exit)
             self._pid = os.getpid()
-            self._held, self.dropped = [], 0  # a forked child starts empty (its parent writes its own)
-        if self.background:
-            self._thread = threading.Thread(target=self._run, name="tracking-buffer", daemon=True)
-            self._thread.start()
-            atexit.register(self._at_exit)
 
     def _run(self) -> None:
         try:
@@ -398,3 +511,12 @@ def _settings_changed(*, setting, **kwargs) -> None:
 
 
 setting_changed.connect(_settings_changed)
+
+
+def _forget_in_child() -> None:
+    """A forked child starts its own buffer (its parent writes what it holds)."""
+    global _buffer, _buffer_lock
+    _buffer, _buffer_lock = None, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_in_child)

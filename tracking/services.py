@@ -62,7 +62,7 @@ class Hit:
 
     @property
     def ua(self) -> str:
-        return (self.user_agent or "")[:UA_MAX]
+        return (self.user_agent or "").replace("\x00", "")[:UA_MAX]  # PostgreSQL text holds no NUL
 
     @property
     def ip_hash(self) -> str:

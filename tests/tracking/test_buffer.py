@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from datetime import timedelta
@@ -245,3 +246,128 @@ def test_a_hit_the_database_refuses_is_dropped_alone_and_the_others_written(buff
     assert buffered.flush() == 3
     assert sorted(TrackingLog.objects.values_list("kind", flat=True)) == ["click", "open", "open"]
     assert buffered.held() == 0 and "the database refused this hit; dropped" in caplog.text
+
+
+# --- what a review found: each test failed before its fix -------------------------------------
+def test_one_log_in_several_chunks_gets_the_earliest_times(make_sent, monkeypatch):
+    monkeypatch.setattr(buffers, "CHUNK", 1)  # a long outage's backlog: one log's hits in several statements
+    sent = make_sent()
+    t0 = timezone.now() - timedelta(minutes=10)
+    clicked = hit(sent.log, at=t0, kind="click", url=sent.urls[SALE])
+    assert hits_write([hit(sent.log, at=t0 + timedelta(minutes=5)), hit(sent.log, at=t0), clicked]) == 3
+    log = sent.refresh().log
+    assert (log.first_open_at, log.first_click_at) == (t0, t0)
+
+
+def terminate(connection_to_cut):
+    """Cut a Django connection from the server side, as a PostgreSQL restart would."""
+    connection_to_cut.ensure_connection()
+    pid = connection_to_cut.connection.info.backend_pid
+    params = connection_to_cut.get_connection_params()
+    with psycopg.connect(**{k: v for k, v in params.items() if k in ("dbname", "user", "host", "port", "password")}, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", [pid])
+
+
+def test_a_half_written_before_the_connection_was_lost_is_not_written_again(buffered, make_sent, monkeypatch):
+    sent = make_sent()
+    call(sent.open_path())
+    buffered.add((time.time(), sent.log.pk, "click-too-long", None, None, BROWSER, ""))  # refused: the batch is halved
+    call(sent.open_path())
+    real, calls = buffers.hits_write, []
+
+    def connection_lost_before_the_second_half(hits):
+        calls.append(len(hits))
+        if len(calls) == 3:  # [open, refused, open] refused -> [open] written, then [refused, open]
+            terminate(connection)
+        return real(hits)
+
+    monkeypatch.setattr(buffers, "hits_write", connection_lost_before_the_second_half)
+    assert buffered.flush() == 1 and buffered.held() == 2  # the first open written; the other half kept
+    monkeypatch.setattr(buffers, "hits_write", real)
+    assert buffered.flush() == 1
+    assert TrackingLog.objects.filter(kind="open").count() == 2 and buffered.held() == 0
+
+
+def test_a_batch_whose_commit_is_in_doubt_is_looked_up_before_writing_it_again(buffered, make_sent):
+    sent = make_sent()
+    params = connection.get_connection_params()
+    dsn = {k: v for k, v in params.items() if k in ("dbname", "user", "host", "port", "password")}
+    xids = {}
+    for outcome in ("committed", "rolled back"):
+        with psycopg.connect(**dsn) as other:
+            xids[outcome] = other.execute("SELECT pg_current_xact_id()::text").fetchone()[0]
+            other.commit() if outcome == "committed" else other.rollback()
+    assert buffers.transaction_committed(xids["committed"]) is True
+    assert buffers.transaction_committed(xids["rolled back"]) is False
+    assert buffers.transaction_committed("999999999999") is None  # PostgreSQL cannot say (a future id)
+
+    first, second = hit(sent.log), hit(sent.log, kind="click", url=sent.urls[SALE])
+    buffered._doubtful = [(xids["committed"], [first]), (xids["rolled back"], [second]), ("999999999999", [first])]
+    assert buffered.flush() == 1  # the rolled-back batch written; the committed one not again
+    assert list(TrackingLog.objects.values_list("kind", flat=True)) == ["click"]
+    assert buffered.held() == 1  # the one PostgreSQL cannot tell about waits
+
+
+def test_a_burst_waits_for_a_person_s_open_being_written_by_another_process(make_sent):
+    sent = make_sent()
+    t0 = timezone.now() - timedelta(minutes=10)
+    hits_write([hit(sent.log, at=t0, kind="click", url=sent.urls[SALE])])
+    hits_write([hit(sent.log, at=t0 + timedelta(milliseconds=300), kind="click", url=sent.urls[NEW])])
+    early = t0 - timedelta(seconds=10)
+    params = connection.get_connection_params()
+    other = psycopg.connect(**{k: v for k, v in params.items() if k in ("dbname", "user", "host", "port", "password")})
+    # Another process is writing a person's earlier open (first time moved, not committed yet)...
+    other_buffer = [hit(sent.log, at=early)]
+    with other.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO tracking_trackinglog (at, delivery_id, sending_log_id, kind, user_agent, ip_hash, is_machine, machine_reason) "
+            "VALUES (%s, %s, %s, 'open', '', '', false, '')",
+            [other_buffer[0].at, sent.delivery.pk, sent.log.pk],
+        )
+        cursor.execute(f"SELECT id FROM {buffers._LOG} WHERE id = %s FOR NO KEY UPDATE", [sent.log.pk])
+        cursor.execute(f"UPDATE {buffers._LOG} SET first_open_at = %s WHERE id = %s", [early, sent.log.pk])
+    # ...while this one writes the click that completes a burst.
+    errors = []
+
+    def third_click():
+        try:
+            hits_write([hit(sent.log, at=t0 + timedelta(milliseconds=600), kind="click", url=sent.urls[FAQ])])
+        except Exception as error:  # reported below
+            errors.append(error)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=third_click)
+    thread.start()
+    time.sleep(1)
+    other.commit()
+    other.close()
+    thread.join(timeout=30)
+    assert not errors
+    log = sent.refresh().log
+    assert set(TrackingLog.objects.filter(kind="click").values_list("is_machine", flat=True)) == {True}
+    assert (log.first_open_at, log.first_click_at) == (early, None)
+
+
+def test_a_hit_noted_after_the_buffer_stopped_is_written_at_once(buffered, make_sent):
+    sent = make_sent()
+    buffered.stop()
+    assert call(sent.open_path())[:3:2] == (200, GIF)
+    assert TrackingLog.objects.count() == 1 and buffered.held() == 0
+
+
+def test_a_nul_in_the_user_agent_is_removed_not_refused(buffered, make_sent):
+    sent = make_sent()
+    buffered.add((time.time(), sent.log.pk, "open", None, None, "Mozilla/5.0\x00 (X11) Firefox/131.0", "192.0.2.1"))
+    assert buffered.flush() == 1
+    assert TrackingLog.objects.get().user_agent == "Mozilla/5.0 (X11) Firefox/131.0"
+
+
+def test_a_forked_child_starts_its_own_buffer(buffered):
+    assert buffers.hit_buffer() is buffered
+    pid = os.fork()
+    if pid == 0:  # the child: the parent's buffer (and what it holds) is not its to write
+        os._exit(0 if buffers._buffer is None else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert buffers.hit_buffer() is buffered  # the parent keeps its own
