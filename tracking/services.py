@@ -163,17 +163,24 @@ UPDATE {_LOG} AS s SET first_open_at = %(at)s FROM l WHERE s.id = l.id AND l.rea
 """
 
 
+def _open_token_log_id(token: str) -> int | None:
+    """The sending log a url-less token (pixel, unsubscribe, mirror page) names; None when the
+    token is bad or names a link."""
+    try:
+        log_id, url_id = read_token(token)
+    except BadToken:
+        return None
+    return log_id if url_id is None else None
+
+
 def tracking_open(*, token: str, hit: Hit) -> bool:
     """Record an open for the token's sending log; False (and nothing written) for a bad token.
 
     PostgreSQL: one statement reads the log, applies the timing rule, inserts the tracking log
     and sets the first open time; elsewhere the same in two or three statements.
     """
-    try:
-        log_id, url_id = read_token(token)
-    except BadToken:
-        return False
-    if url_id is not None:
+    log_id = _open_token_log_id(token)
+    if log_id is None:
         return False
     at = timezone.now()
     with connection.cursor() as cursor:
@@ -322,19 +329,20 @@ _LINK_TTL = 60.0  # seconds a tracked URL is remembered by a process (a deleted 
 _links: dict[int, tuple[Link | None, float]] = {}
 
 
-def tracked_link(url_id: int) -> Link | None:
-    """A tracked URL, remembered by the process for a minute: the rows never change (preparation
-    replaces them with new ids), so a click on a known link reads nothing from the database."""
+def tracked_link(url_id: int) -> tuple[Link | None, bool]:
+    """(A tracked URL, whether the database was read for it), remembered by the process for a
+    minute: the rows never change (preparation replaces them with new ids), so a click on a known
+    link reads nothing from the database."""
     now = time.monotonic()
     cached = _links.get(url_id)
     if cached is not None and cached[1] > now:
-        return cached[0]
+        return cached[0], False
     row = TrackedUrl.objects.filter(pk=url_id).values_list("url", "is_template", "kind", "delivery_id").first()
     if len(_links) >= 10_000:
         _links.clear()
     link = Link(*row) if row else None
     _links[url_id] = (link, now + _LINK_TTL)
-    return link
+    return link, True
 
 
 @lru_cache(maxsize=4096)
@@ -348,11 +356,8 @@ def tracking_open_later(*, token: str, user_agent: str, ip: str, buffer) -> bool
     only checks the token: the rest (time, IP hash, machine rules) is worked out by the buffer's
     thread, a batch at a time. A token of an unknown sending log is found out when the buffer is
     written, which then writes nothing for it."""
-    try:
-        log_id, url_id = read_token(token)
-    except BadToken:
-        return False
-    if url_id is not None:
+    log_id = _open_token_log_id(token)
+    if log_id is None:
         return False
     buffer.add((time.time(), log_id, K.OPEN, None, None, user_agent, ip))
     return True
@@ -369,9 +374,7 @@ def tracking_click_later(*, token: str, user_agent: str, ip: str, buffer) -> tup
         return None, False
     if url_id is None:
         return None, False
-    cached = _links.get(url_id)
-    queried = cached is None or cached[1] <= time.monotonic()
-    link = tracked_link(url_id) if queried else cached[0]
+    link, queried = tracked_link(url_id)
     if link is None or link.kind != TrackedUrl.Kind.CLICK:
         return None, queried
     if link.is_template:
@@ -406,11 +409,8 @@ def _flag_burst(*, log_id: int, since: datetime, reason: str) -> None:
 # --- mirror page and unsubscribe ----------------------------------------------------------------
 def sending_log_for_token(*, token: str) -> SendingLog | None:
     """The sending log a (url-less) token names, with its delivery and profile; None when bad or unknown."""
-    try:
-        log_id, url_id = read_token(token)
-    except BadToken:
-        return None
-    if url_id is not None:
+    log_id = _open_token_log_id(token)
+    if log_id is None:
         return None
     return SendingLog.objects.select_related("delivery", "profile").filter(pk=log_id).first()
 
