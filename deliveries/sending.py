@@ -83,7 +83,7 @@ def claim_chunk(*, delivery_id: int, lo: int, hi: int, limit: int, now) -> list[
 def write_outcomes(*, delivery: Delivery, results: list[tuple[SendingLog, object]], now) -> None:
     """Write a chunk's outcomes (one UPDATE) and the delivery's counters, in one transaction;
     then update quarantine."""
-    sent, failed, retry = [], [], []
+    sent, failed, retry, unknown = [], [], [], []
     validity_end = (delivery.started_at or now) + delivery.validity
     for row, outcome in results:
         row.attempts += 1
@@ -92,6 +92,11 @@ def write_outcomes(*, delivery: Delivery, results: list[tuple[SendingLog, object
             row.status, row.event_at, row.failure_type, row.failure_reason, row.failure_text = SendingStatus.SENT, now, "", "", ""
             row.next_attempt_at = None
             sent.append(row)
+            continue
+        if getattr(outcome, "unknown", False):  # may have been delivered: final, never resent
+            row.status, row.event_at, row.failure_type, row.failure_reason = SendingStatus.UNKNOWN, now, "", ""
+            row.failure_text, row.next_attempt_at = outcome.text[:1000], None
+            unknown.append(row)
             continue
         row.failure_type, row.failure_reason, row.failure_text = outcome.failure_type, outcome.failure_reason, outcome.text[:1000]
         next_at = now + backoff(row.attempts)
@@ -104,11 +109,21 @@ def write_outcomes(*, delivery: Delivery, results: list[tuple[SendingLog, object
     rows = [r for r, _o in results]
     with transaction.atomic():
         update_outcomes(rows)
-        if sent or failed:
+        if sent or failed or unknown:
             Delivery.objects.filter(pk=delivery.pk).update(
                 sent_count=F("sent_count") + len(sent),
                 failed_count=F("failed_count") + len(failed),
-                processed_count=F("processed_count") + len(sent) + len(failed),
+                processed_count=F("processed_count") + len(sent) + len(failed) + len(unknown),
+            )
+        if unknown:
+            journal_add(
+                delivery=delivery.pk,
+                level=JournalEntry.Level.WARNING,
+                text=_(
+                    "%(n)d message(s) in an unknown state: the connection to the relay was lost after the message "
+                    "was sent, before its reply. They are not resent automatically."
+                )
+                % {"n": len(unknown)},
             )
     not_the_address = {row.pk for row, outcome in results if not getattr(outcome, "quarantine", True)}
     _quarantine(delivery=delivery, sent=sent, failures=[r for r in failed + retry if r.pk not in not_the_address], now=now)

@@ -44,6 +44,7 @@ class RecordingHandler:
     def __init__(self, mailbox_dir: Path | None = None, keep_in_memory: bool = True):
         self.messages: list[Received] = []
         self.rules: dict[str, _Rule] = {}
+        self.drops: dict[str, _Rule] = {}
         self.mailbox_dir = Path(mailbox_dir) if mailbox_dir else None
         self.keep_in_memory = keep_in_memory
         self.refused: list[tuple[str, str]] = []
@@ -55,10 +56,17 @@ class RecordingHandler:
         with self._lock:
             self.rules[address.lower()] = _Rule(reply, times)
 
+    def drop_after_data(self, address: str, times: int | None = 1) -> None:
+        """For a message to `address`: keep it, then cut the connection instead of replying (a relay
+        that crashed, or a network cut, after taking the message: the sender cannot know)."""
+        with self._lock:
+            self.drops[address.lower()] = _Rule("", times)
+
     def clear(self) -> None:
         with self._lock:
             self.messages.clear()
             self.rules.clear()
+            self.drops.clear()
             self.refused.clear()
 
     def received_by(self, address: str) -> list[Received]:
@@ -86,7 +94,19 @@ class RecordingHandler:
                 self.messages.append(item)
         if self.mailbox_dir:
             self._store(item)
+        if self._take_drop(envelope.rcpt_tos):
+            server.transport.abort()  # no reply: the connection is cut
         return "250 Message accepted for delivery"
+
+    def _take_drop(self, rcpt_tos) -> bool:
+        with self._lock:
+            for address in rcpt_tos:
+                rule = self.drops.get(address.lower())
+                if rule and (rule.times is None or rule.times > 0):
+                    if rule.times is not None:
+                        rule.times -= 1
+                    return True
+        return False
 
     def _store(self, item: Received) -> None:
         name = f"{time.strftime('%Y%m%d-%H%M%S', time.gmtime(item.at))}-{uuid.uuid4().hex[:8]}.eml"

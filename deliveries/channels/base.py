@@ -13,6 +13,9 @@ class Outcome:
     failure_type: str = ""  # soft / hard / ignored
     failure_reason: str = ""  # FailureReason value
     quarantine: bool = True  # False when the failure says nothing about the address
+    # The message may or may not have been delivered (its content reached the relay, the reply did
+    # not come back): the log ends "unknown" and is never resent automatically (no duplicate).
+    unknown: bool = False
 
 
 class Transport:

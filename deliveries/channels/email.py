@@ -150,15 +150,49 @@ class _OnceTracking(RecipientTracking):
         return cache[url_id]
 
 
+class _ContentAware:
+    """smtplib's client, knowing whether a message's whole content went to the server: from then
+    on, a lost connection leaves its delivery unknown (the server may have accepted it before the
+    reply was lost), while a connection lost earlier (an idle connection the server closed, a reset
+    during MAIL or RCPT) left nothing there, and the message can be sent on a fresh one."""
+
+    content_sent = False
+    _content_next = False
+
+    def sendmail(self, *args, **kwargs):
+        self.content_sent = self._content_next = False
+        return super().sendmail(*args, **kwargs)
+
+    def getreply(self):
+        code, text = super().getreply()
+        if code == 354:  # "start mail input": the next thing sent is the message
+            self._content_next = True
+        return code, text
+
+    def send(self, s):
+        super().send(s)
+        if self._content_next:  # sent whole, the final "." included
+            self._content_next, self.content_sent = False, True
+
+
+class _SMTP(_ContentAware, smtplib.SMTP):
+    pass
+
+
+class _SMTP_SSL(_ContentAware, smtplib.SMTP_SSL):
+    pass
+
+
 class SmtpTransport(Transport):
-    """One SMTP connection reused for a whole batch (reconnects once if the server drops it)."""
+    """One SMTP connection reused for a whole batch (reconnects once if the server drops it before
+    the message's content went out; after that, the outcome is unknown and nothing is resent)."""
 
     def __init__(self, skeleton: MessageSkeleton):
         self.skeleton = skeleton
         self.conn: smtplib.SMTP | None = None
 
     def open(self) -> None:
-        cls = smtplib.SMTP_SSL if settings.EMAIL_USE_SSL else smtplib.SMTP
+        cls = _SMTP_SSL if settings.EMAIL_USE_SSL else _SMTP
         conn = cls(settings.EMAIL_HOST, settings.EMAIL_PORT, timeout=getattr(settings, "EMAIL_TIMEOUT", 30) or 30)
         conn.ehlo()
         if settings.EMAIL_USE_TLS:
@@ -190,12 +224,16 @@ class SmtpTransport(Transport):
                 return _refused(code, text)
             except (smtplib.SMTPSenderRefused, smtplib.SMTPDataError) as e:
                 return _refused(e.smtp_code, e.smtp_error)
-            except smtplib.SMTPServerDisconnected as e:
-                self.conn = None
-                if attempt == 2:
-                    return Outcome(ok=False, code=0, text=f"Connection lost: {e}", failure_type="soft", failure_reason="unreachable")
             except (OSError, smtplib.SMTPException) as e:
+                content_sent = self.conn is not None and self.conn.content_sent
                 self.conn = None
+                if content_sent:
+                    return Outcome(
+                        ok=False, code=0, unknown=True, quarantine=False,
+                        text=f"Connection lost after the message was sent, before the relay's reply ({e}): it may or may not have been delivered.",
+                    )  # fmt: skip
+                if isinstance(e, smtplib.SMTPServerDisconnected) and attempt == 1:
+                    continue  # nothing reached the relay: once more on a fresh connection
                 return Outcome(ok=False, code=0, text=f"Relay unreachable: {e}", failure_type="soft", failure_reason="unreachable")
         raise AssertionError("unreachable")  # pragma: no cover
 

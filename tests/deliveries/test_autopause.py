@@ -172,3 +172,38 @@ def test_a_profile_that_no_longer_renders_fails_alone_and_the_send_goes_on(ready
     assert broken.status == "failed" and broken.failure_text.startswith("Personalization failed for this recipient: ZeroDivisionError")
     assert not Quarantine.objects.filter(address="d1@example.com").exists()  # not the address's fault
     assert sorted(m.rcpt_tos[0] for m in smtp_server.messages) == ["d0@example.com", "d2@example.com", "d3@example.com"]
+
+
+def test_a_connection_cut_after_the_message_went_out_leaves_it_unknown_never_resent(ready_delivery, marketer, smtp_server, django_capture_on_commit_callbacks):
+    """The relay took the message, then the connection was cut before its reply: it may have been
+    delivered, so it is not sent again (no duplicate); the others go on over a fresh connection."""
+    from audiences.models import Quarantine
+
+    smtp_server.drop_after_data("person1@example.com")
+    d = ready_delivery()
+    with django_capture_on_commit_callbacks(execute=True):
+        delivery_confirm(delivery=d, user=marketer)
+    d.refresh_from_db()
+    log = SendingLog.objects.get(delivery=d, address="person1@example.com")
+    assert log.status == "unknown" and "may or may not have been delivered" in log.failure_text
+    assert len(smtp_server.received_by("person1@example.com")) == 1  # received once, not resent
+    assert d.state == State.FINISHED and (d.sent_count, d.failed_count, d.processed_count) == (4, 0, 5)
+    assert sorted(m.rcpt_tos[0] for m in smtp_server.messages) == [f"person{i}@example.com" for i in range(5)]
+    assert d.journal.filter(level="warning", text__startswith="1 message(s) in an unknown state: the connection").exists()
+    assert not Quarantine.objects.filter(address="person1@example.com").exists()
+
+
+def test_an_idle_connection_the_relay_closed_is_reopened_and_the_message_sent_once(smtp_server):
+    """The relay closes an idle connection (before anything of the message went out): sent once on a new one."""
+    from deliveries.channels.email import SmtpTransport
+
+    class Message:
+        mail_from, to, data = "news@shop.example.com", "ann@example.com", b"Subject: hi\r\n\r\nHello\r\n"
+
+    transport = SmtpTransport(skeleton=None)
+    transport.open()
+    transport.conn.sock.close()  # the server side went away while the connection sat idle
+    outcome = transport.send(Message())
+    transport.close()
+    assert outcome.ok and not outcome.unknown
+    assert len(smtp_server.received_by("ann@example.com")) == 1
