@@ -20,5 +20,12 @@ class DispatchError(Exception):
 
 
 class InvalidInput(DispatchError):
+    """Bad input. `fields` maps a field name to what is wrong with it, so a form can show each
+    sentence next to its field (the message says them all)."""
+
     status = 400
     code = "invalid"
+
+    def __init__(self, message: str, *, fields: dict[str, str] | None = None, **kwargs):
+        super().__init__(message, **kwargs)
+        self.fields = fields or {}

@@ -8,7 +8,11 @@ from audiences.models import Audience
 
 from .models import Delivery
 
-TIME_ZONES = sorted(available_timezones())
+# The zones a person picks from: "Region/City" names, UTC first (not the aliases and internal
+# entries of the tz database such as "Factory", "localtime", "Etc/GMT+5", "posixrules").
+TIME_ZONES = ["UTC"] + sorted(
+    z for z in available_timezones() if "/" in z and not z.startswith(("Etc/", "posix/", "right/", "SystemV/", "US/"))
+)
 
 
 class DeliveryForm(forms.ModelForm):
@@ -31,9 +35,15 @@ class DeliveryForm(forms.ModelForm):
         widgets = {"schedule": forms.RadioSelect, "html": forms.Textarea(attrs={"rows": 14}), "text": forms.Textarea(attrs={"rows": 6})}
         labels = {"html": _("HTML content"), "text": _("Text content"), "rate_limit_per_hour": _("Rate limit (messages per hour)")}
 
+    # A service's field names where the form's differ.
+    SERVICE_FIELDS = {"validity": "validity_hours"}
+
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["audience"].queryset = Audience.objects.order_by("name")
+        current = getattr(self.instance, "schedule_tz", "") or ""
+        if current and current not in TIME_ZONES:  # a zone saved before (an alias): kept selectable
+            self.fields["schedule_tz"].choices = [(current, current), *self.fields["schedule_tz"].choices]
         if self.instance and self.instance.pk:
             self.initial["validity_hours"] = round(self.instance.validity.total_seconds() / 3600, 2)
             if self.instance.scheduled_at:
@@ -45,11 +55,22 @@ class DeliveryForm(forms.ModelForm):
     def clean(self):
         data = super().clean()
         at = data.get("scheduled_at")
+        if data.get("schedule") == Delivery.Schedule.AT and at is None and "scheduled_at" not in self.errors:
+            self.add_error("scheduled_at", _("Choose the date and time of the send, or choose to send once confirmed."))
         if at is not None and data.get("schedule_tz"):
             from zoneinfo import ZoneInfo
 
             data["scheduled_at"] = at.replace(tzinfo=ZoneInfo(data["schedule_tz"]))
         return data
+
+    def add_service_error(self, error) -> None:
+        """A service's refusal, each sentence next to its field when it names one."""
+        fields = getattr(error, "fields", None) or {}
+        for name, message in fields.items():
+            name = self.SERVICE_FIELDS.get(name, name)
+            self.add_error(name if name in self.fields else None, message)
+        if not fields:
+            self.add_error(None, error.message)
 
     def service_data(self) -> dict:
         data = {k: v for k, v in self.cleaned_data.items() if k != "validity_hours"}

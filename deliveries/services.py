@@ -82,25 +82,25 @@ def _locked(delivery) -> Delivery:
 
 def _clean(data: dict) -> dict:
     data = {k: v for k, v in data.items() if k in EDITABLE_FIELDS}
-    errors = []
+    errors = {}  # field -> what is wrong with it
     if not (data.get("label") or "").strip():
-        errors.append(_("Give the message a label."))
+        errors["label"] = _("Give the message a label.")
     validity = data.get("validity")
     if validity is not None:
         if isinstance(validity, (int, float)):
             validity = data["validity"] = timedelta(hours=validity)
         if validity <= timedelta(0) or validity > MAX_VALIDITY:
-            errors.append(_("The validity period must be more than 0 and at most 3.5 days (84 hours)."))
+            errors["validity"] = _("The validity period must be more than 0 and at most 3.5 days (84 hours).")
     if data.get("schedule") == Delivery.Schedule.AT and not data.get("scheduled_at"):
-        errors.append(_("Choose the date and time of the send, or choose to send once confirmed."))
+        errors["scheduled_at"] = _("Choose the date and time of the send, or choose to send once confirmed.")
     if data.get("schedule") != Delivery.Schedule.AT:
         data["scheduled_at"] = None
     if data.get("sender_address") and not is_valid_email(data["sender_address"]):
-        errors.append(_("The sender address is not a valid email address."))
+        errors["sender_address"] = _("The sender address is not a valid email address.")
     if data.get("reply_to") and not is_valid_email(data["reply_to"]):
-        errors.append(_("The reply-to address is not a valid email address."))
+        errors["reply_to"] = _("The reply-to address is not a valid email address.")
     if errors:
-        raise InvalidInput(" ".join(errors), code="invalid")
+        raise InvalidInput(" ".join(errors.values()), code="invalid", fields=errors)
     return data
 
 

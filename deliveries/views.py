@@ -51,7 +51,7 @@ def delivery_create(request):
         try:
             d = services.delivery_create(user=request.user, data=form.service_data())
         except DispatchError as e:
-            form.add_error(None, e.message)
+            form.add_service_error(e)
         else:
             messages.success(request, _("Message %(id)s created.") % {"id": d.human_id})
             return redirect("deliveries:detail", pk=d.pk)
@@ -69,7 +69,7 @@ def delivery_edit(request, pk):
         try:
             services.delivery_update(delivery=d, user=request.user, data=form.service_data())
         except DispatchError as e:
-            form.add_error(None, e.message)
+            form.add_service_error(e)
         else:
             messages.success(request, _("Message saved."))
             return redirect("deliveries:detail", pk=d.pk)
