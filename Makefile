@@ -3,7 +3,11 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 PORT   ?= 8000
+HOST   ?= 127.0.0.1
+SMTP_SINK_PORT ?= 1025
 export PORT
+# The address `make run` serves, as a URL host (an IPv6 address goes in brackets).
+URL_HOST = $(if $(and $(findstring :,$(HOST)),$(if $(findstring [,$(HOST)),,x)),[$(HOST)],$(HOST))
 
 .PHONY: run test test-fast test-integration test-browser install lint bench clean help
 
@@ -23,13 +27,20 @@ $(VENV)/.installed: requirements.txt | $(BIN)/python
 
 install: $(VENV)/.installed
 
+# Every process of `make run` (Procfile) sends to the sink it starts and builds links (and the CSRF
+# trusted origins) on the address it serves, whatever PORT, HOST and SMTP_SINK_PORT say, unless
+# EMAIL_URL or SITE_URL are set.
+run: export HOST := $(HOST)
+run: export SMTP_SINK_PORT := $(SMTP_SINK_PORT)
+run: export EMAIL_URL ?= smtp://127.0.0.1:$(SMTP_SINK_PORT)
+run: export SITE_URL ?= http://$(URL_HOST):$(PORT)
 run: install
 	@mkdir -p var
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py seed_demo
 	@echo ""
-	@echo "  Dispatch is starting on http://127.0.0.1:$(PORT)/  (Ctrl-C stops every process)"
-	@echo "  Mailbox of the local SMTP sink: http://127.0.0.1:$(PORT)/dev/mailbox/ (as admin)"
+	@echo "  Dispatch is starting on http://$(URL_HOST):$(PORT)/  (Ctrl-C stops every process)"
+	@echo "  Mailbox of the local SMTP sink (port $(SMTP_SINK_PORT)): http://$(URL_HOST):$(PORT)/dev/mailbox/ (as admin)"
 	@echo ""
 	$(BIN)/honcho start
 
