@@ -356,3 +356,16 @@ def test_dashboard_shows_the_newest_open_alerts_and_the_alerts_page_lists_them_a
     )
     client.force_login(marketer)
     assert client.get("/deployments/alerts/").status_code == 403
+
+
+def test_coming_up_shows_the_start_time_in_the_message_s_own_time_zone(client, ops, board):
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    later = board["later"]
+    paris = datetime(2026, 12, 1, 9, 30, tzinfo=ZoneInfo("Europe/Paris"))  # 08:30 UTC
+    Delivery.objects.filter(pk=later.pk).update(scheduled_at=paris, schedule_tz="Europe/Paris")
+    client.force_login(ops)
+    html = client.get(reverse("ops:dashboard")).content.decode()
+    row = re.search(rf'<tr data-id="{later.human_id}">.*?</tr>', html, re.S).group(0)
+    assert "2026-12-01 09:30" in row and "Europe/Paris" in row  # as the marketer scheduled it, zone named

@@ -131,3 +131,14 @@ def test_profile_history_lists_the_newest_message_first(make_sent):
     new = make_sent(email="other@example.com", sent_ago=timedelta(hours=2))
     SendingLog.objects.filter(pk=new.log.pk).update(profile=old.profile)  # both sent to the same profile
     assert [row.delivery_id for row in profile_history(profile_id=old.profile.pk)] == [new.delivery.pk, old.delivery.pk]
+
+
+def test_tracking_logs_say_human_or_machine_with_the_deployment_window_s_words(client, marketer, make_sent):
+    from tracking.models import TrackingLog
+
+    sent = make_sent()
+    TrackingLog.objects.create(at=sent.log.event_at, delivery=sent.delivery, sending_log=sent.log, kind="open")
+    client.force_login(marketer)
+    html = client.get(reverse("tracking:delivery-tracking-logs", args=[sent.delivery.pk])).content.decode()
+    assert ">Origin<" in html and ">Humans</option>" in html and ">Human</span>" in html
+    assert ">People<" not in html and ">Person<" not in html
