@@ -199,12 +199,20 @@ def make_validator(columns: list[str]):
     zones = time_zones()
     e164, language = _E164.match, _LANGUAGE.match
 
-    def validate(values, line, problems):
-        if len(values) != n:
-            problems.append(
-                (line, "", ",".join(values)[:200],
-                 _("The row has %(n)d values but the header has %(m)d columns.") % {"n": len(values), "m": n})
-            )
+    def validate(values, line, problems, end=None):
+        # A row read over several lines whose shape is wrong, or whose address holds a line break:
+        # a quote left open swallowed the lines after it (the commonest broken CSV).
+        unclosed = bool(end) and any("\n" in v for v in values) and (len(values) != n or "\n" in values[email_i])
+        if len(values) != n or unclosed:
+            if unclosed:
+                reason = _(
+                    "A quote opened on line %(line)d is not closed where the value ends: lines %(line)d to %(end)d "
+                    "were read as one row. Close the quote (a value holding a quote is quoted itself, its quotes "
+                    "doubled) and import the file again."
+                ) % {"line": line, "end": end}
+            else:
+                reason = _("The row has %(n)d values but the header has %(m)d columns.") % {"n": len(values), "m": n}
+            problems.append((line, "", ",".join(values)[:200], reason))
             return None
         email = values[email_i].strip()
         ok = True
@@ -277,12 +285,14 @@ def iter_chunks(reader, columns: list[str], *, chunk_rows: int | None = None):
     chunk_rows = chunk_rows or CHUNK_ROWS
     validate = make_validator(columns)
     chunk = Chunk()
+    ended = reader.line_num  # the physical line the previous row ended on
     for values in reader:
+        start, ended = ended + 1, reader.line_num  # a quoted value may span lines
         if not values or (len(values) == 1 and not values[0].strip()):
             continue
         chunk.read += 1
         line = reader.line_num
-        row = validate(values, line, chunk.rejections)
+        row = validate(values, start, chunk.rejections, end=line) if line > start else validate(values, line, chunk.rejections)
         if row is None:
             chunk.rejected += 1
         else:

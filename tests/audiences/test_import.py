@@ -54,6 +54,27 @@ def test_each_kind_of_bad_row_is_skipped_and_reported_and_every_valid_row_lands(
     assert set(Profile.objects.values_list("email_key", flat=True)) == {"good@example.com", "g@example.com"}
 
 
+def test_an_unclosed_quote_is_named_with_the_lines_it_swallowed(marketer, run_import):
+    content = (
+        b"email,first_name\n"
+        b"a@example.com,Ann\n"             # line 2
+        b'"b@example.com,Bob\n'            # 3: the quote is never closed...
+        b"c@example.com,Cy\n"              # 4 ...so this line is read into the same value
+        b'd@example.com,"Di, ""the"" one"\n'  # 5: quotes done right
+    )
+    job = run_import(marketer, content)
+    [rejection] = job.rejections.all()
+    assert rejection.line == 3
+    assert rejection.reason.startswith("A quote opened on line 3 is not closed where the value ends: lines 3 to 5 were read as one row.")
+    assert set(Profile.objects.values_list("email_key", "first_name")) == {("a@example.com", "Ann")}
+
+
+def test_a_value_quoted_over_several_lines_is_one_value(marketer, run_import):
+    job = run_import(marketer, b'email,address\nann@example.com,"1 Main St\nSpringfield"\nbob@example.com,\n')
+    assert (job.created_count, job.rejected_count) == (2, 0)
+    assert Profile.objects.get(email_key="ann@example.com").attributes == {"address": "1 Main St\nSpringfield"}
+
+
 def test_duplicates_inside_the_file_are_merged_case_insensitively(marketer, run_import):
     content = b"email,first_name,city\nJane@example.com,Jane,\njane@EXAMPLE.com,,Paris\n"
     job = run_import(marketer, content)
