@@ -37,7 +37,8 @@ class Profile(models.Model):
         ]
 
     def __str__(self) -> str:
-        return self.email or self.phone or f"Profile {self.pk}"
+        # A profile with no address (excluded as such) is still named: by its name, else its number.
+        return self.email or self.phone or self.full_name or f"Profile {self.pk}"
 
     @property
     def full_name(self) -> str:

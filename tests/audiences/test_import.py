@@ -198,3 +198,9 @@ def test_an_import_whose_worker_died_is_marked_failed_after_six_hours(marketer):
     assert import_reap(now=timezone.now() + timedelta(hours=2)) == 1
     job.refresh_from_db()
     assert job.status == ImportJob.Status.FAILED and "Import the file again" in job.message
+
+
+def test_a_profile_without_an_address_is_named_by_its_name(db):
+    assert str(Profile(pk=8, first_name="Zoé", last_name="Martin")) == "Zoé Martin"
+    assert str(Profile(pk=8)) == "Profile 8"
+    assert str(Profile(pk=8, email="zoe@example.com", first_name="Zoé")) == "zoe@example.com"
