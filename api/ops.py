@@ -200,7 +200,8 @@ HealthSerializer = inline_serializer(
 
 class HealthView(APIView):
     """System health for load balancers and monitors: public, no secrets. 200 when every part is
-    well, 503 naming the failing parts (database, broker, workers, queue, beat)."""
+    well, 503 naming the failing parts (database, broker, workers, queue, beat, relay: the SMTP mail
+    relay, probed with NOOP; "ok", not checked, when mail goes through a non-SMTP backend)."""
 
     authentication_classes: list = []
     permission_classes = [AllowAny]

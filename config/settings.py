@@ -297,6 +297,7 @@ ALERT_LOOKBACK_HOURS = 24  # messages sent or sending this recently are checked
 HEALTH_PING_TIMEOUT = float(os.environ.get("HEALTH_PING_TIMEOUT", "3" if CELERY_BROKER_URL.startswith("filesystem://") else "1"))
 HEALTH_BEAT_MAX_AGE = int(os.environ.get("HEALTH_BEAT_MAX_AGE", "180"))  # seconds since the last beat heartbeat
 HEALTH_CACHE_SECONDS = int(os.environ.get("HEALTH_CACHE_SECONDS", "5"))  # /api/health/ answers from a cache this long
+HEALTH_RELAY_TIMEOUT = float(os.environ.get("HEALTH_RELAY_TIMEOUT", "2"))  # seconds to connect to the SMTP relay and get its NOOP reply
 OPS_DASHBOARD_POLL_SECONDS = int(os.environ.get("OPS_DASHBOARD_POLL_SECONDS", "5"))
 CELERY_BEAT_SCHEDULE["ops-alerts-check"] = {"task": "ops.alerts_check", "schedule": 600.0}
 # Every minute: the hourly counter of messages processed, and the alert for a send that paused itself.

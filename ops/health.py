@@ -1,30 +1,39 @@
-"""System health: database, broker, Celery workers, queue length, last beat run.
+"""System health: database, broker, Celery workers, queue length, last beat run, mail relay.
 
 Each part answers {"status": "ok" | "down", "detail": <a sentence>, ...}. Nothing here names a
-host, a password or a URL: the JSON is public (load balancers, monitors).
+host, a password or a URL: the JSON is public (load balancers, monitors). Only the dashboard (signed
+in) shows the mail relay's address, from `Health.relay_address`, which the JSON leaves out.
 """
 
 from __future__ import annotations
 
 import logging
+import smtplib
+import socket
+import ssl
+import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from django.conf import settings
 from django.db import connections
-from django.utils import timezone
+from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 
 log = logging.getLogger(__name__)
 
 OK, DOWN = "ok", "down"
-PARTS = ("database", "broker", "workers", "queue", "beat")
+PARTS = ("database", "broker", "workers", "queue", "beat", "relay")
+SMTP_BACKEND = "django.core.mail.backends.smtp.EmailBackend"  # the one the send pipeline speaks SMTP with
 
 
 @dataclass
 class Health:
     parts: dict[str, dict] = field(default_factory=dict)
     checked_at: datetime = field(default_factory=timezone.now)
+    relay_address: str = ""  # "host:port" of the SMTP relay checked: the dashboard's, never the JSON's
+    relay_error: str = ""  # why it is down, for the dashboard's sentence
 
     @property
     def failing(self) -> list[str]:
@@ -50,8 +59,13 @@ class Health:
             "workers": _("Workers"),
             "queue": _("Queue"),
             "beat": _("Scheduler (beat)"),
+            "relay": _("Mail relay"),
         }
-        return [(labels[name], {"key": name, **self.parts[name]}) for name in PARTS if name in self.parts]
+        rows = [(labels[name], {"key": name, **self.parts[name]}) for name in PARTS if name in self.parts]
+        for _label, part in rows:
+            if part["key"] == "relay":
+                part.update(address=self.relay_address, error=self.relay_error)
+        return rows
 
 
 def check_database(using: str = "default") -> dict:
@@ -157,22 +171,112 @@ def check_beat(now: datetime | None = None) -> dict:
     return {"status": status, "last_run": beat.at.isoformat(), "age_seconds": age, "detail": detail}
 
 
-def system_health() -> Health:
-    """Check every part (the worker ping waits HEALTH_PING_TIMEOUT seconds for replies)."""
-    health = Health()
-    health.parts["database"] = check_database()
-    broker, queue, conn = check_broker_and_queue()
+def probe_relay(timeout: float | None = None) -> tuple[str, float]:
+    """Connect to the SMTP relay as the send pipeline does (SSL or STARTTLS per settings), send
+    NOOP, then QUIT. Returns ("", seconds taken) when it answered, else (why not, seconds)."""
+    timeout = settings.HEALTH_RELAY_TIMEOUT if timeout is None else timeout
+    started = time.monotonic()
+    conn = None
     try:
-        health.parts["broker"] = broker
-        health.parts["workers"] = check_workers(conn=conn)
-        health.parts["queue"] = queue
+        cls = smtplib.SMTP_SSL if settings.EMAIL_USE_SSL else smtplib.SMTP
+        conn = cls(settings.EMAIL_HOST, settings.EMAIL_PORT, timeout=timeout)
+        conn.ehlo()
+        if settings.EMAIL_USE_TLS:
+            conn.starttls()
+            conn.ehlo()
+        code, _reply = conn.noop()
+        if code != 250:
+            return _("it answered %(code)d to NOOP") % {"code": code}, time.monotonic() - started
+        return "", time.monotonic() - started
+    except Exception as e:  # every failure means the same to an operator: messages fail as "Unreachable"
+        log.warning("health: mail relay unreachable: %s", type(e).__name__)
+        return _relay_reason(e, timeout), time.monotonic() - started
     finally:
         if conn is not None:
-            conn.release()
+            try:
+                conn.quit()
+            except (smtplib.SMTPException, OSError):
+                conn.close()
+
+
+def _relay_reason(e: Exception, timeout: float) -> str:
+    """A short reason that names no host and repeats no server text (the JSON is public)."""
+    if isinstance(e, ConnectionRefusedError):
+        return _("connection refused")
+    if isinstance(e, TimeoutError) or isinstance(e.__context__, TimeoutError):  # smtplib wraps a read timeout
+        return _("no answer within %(s)s s") % {"s": f"{timeout:g}"}
+    if isinstance(e, socket.gaierror):
+        return _("host name not found")
+    if isinstance(e, ssl.SSLError):
+        return _("TLS handshake failed")
+    if isinstance(e, smtplib.SMTPNotSupportedError):
+        return _("it does not offer STARTTLS")
+    if isinstance(e, smtplib.SMTPServerDisconnected):
+        return _("it closed the connection")
+    if isinstance(e, smtplib.SMTPResponseException):
+        return _("it answered %(code)d") % {"code": e.smtp_code}
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror.lower()
+    return type(e).__name__
+
+
+def relay_part(probe: tuple[str, float] | None) -> dict:
+    """The "relay" part from probe_relay's answer (None: the backend does not speak SMTP)."""
+    if probe is None:
+        backend = settings.EMAIL_BACKEND
+        where = (
+            _("a provider's API (anymail)") if backend.startswith("anymail.")
+            else _("the console") if backend.endswith(".console.EmailBackend")
+            else _("memory (locmem)") if backend.endswith(".locmem.EmailBackend")
+            else _("a mail backend that is not SMTP")
+        )  # fmt: skip
+        return {"status": OK, "detail": _("Not checked: messages go to %(where)s, not to an SMTP relay.") % {"where": where}}
+    error, seconds = probe
+    if error:
+        return {
+            "status": DOWN,
+            "detail": _('Unreachable (%(error)s): every message fails as "Unreachable". Check the mail relay (EMAIL_URL).')
+            % {"error": error},
+        }
+    return {"status": OK, "detail": _("Answered NOOP in %(ms)d ms.") % {"ms": round(seconds * 1000)}}
+
+
+def system_health() -> Health:
+    """Check every part (the worker ping waits HEALTH_PING_TIMEOUT seconds for replies; the mail
+    relay, at most HEALTH_RELAY_TIMEOUT, is probed meanwhile)."""
+    health = Health()
+    smtp = settings.EMAIL_BACKEND == SMTP_BACKEND
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="health-relay") as pool:
+        relay = pool.submit(_in_language(translation.get_language(), probe_relay)) if smtp else None
+        health.parts["database"] = check_database()
+        broker, queue, conn = check_broker_and_queue()
+        try:
+            health.parts["broker"] = broker
+            health.parts["workers"] = check_workers(conn=conn)
+            health.parts["queue"] = queue
+        finally:
+            if conn is not None:
+                conn.release()
+        probe = relay.result() if relay is not None else None
     health.parts["beat"] = check_beat() if health.parts["database"]["status"] == OK else {
         "status": DOWN, "last_run": None, "age_seconds": None, "detail": _("Unknown: the database is unreachable."),
     }  # fmt: skip
+    health.parts["relay"] = relay_part(probe)
+    if smtp:
+        host = settings.EMAIL_HOST
+        health.relay_address = f"{f'[{host}]' if ':' in host else host}:{settings.EMAIL_PORT}"
+        health.relay_error = probe[0]
     return health
+
+
+def _in_language(language: str | None, func):
+    """`func` run in another thread, its messages in the caller's language (translation is per thread)."""
+
+    def run():
+        with translation.override(language):
+            return func()
+
+    return run
 
 
 def system_health_cached() -> Health:
