@@ -1,4 +1,5 @@
 import json
+from datetime import UTC, datetime
 from email import message_from_bytes, policy
 
 from django.conf import settings
@@ -15,6 +16,9 @@ def _index() -> list[dict]:
         return []
     with open(path) as fh:
         entries = [json.loads(line) for line in fh if line.strip()]
+    for entry in entries:
+        if isinstance(entry.get("at"), int | float):  # the sink writes a Unix timestamp
+            entry["at"] = datetime.fromtimestamp(entry["at"], tz=UTC)
     entries.reverse()
     return entries
 

@@ -46,3 +46,20 @@ def test_the_mailbox_is_for_staff_only_and_refuses_path_tricks(sink_with_mailbox
     marketer.is_staff = True
     marketer.save()
     assert client.get("/dev/mailbox/..%2Fsecret_key/").status_code == 404
+
+
+def test_the_mailbox_shows_when_each_message_arrived_as_a_date_and_time(sink_with_mailbox, client, make_user, settings):
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    settings.TIME_ZONE = "Asia/Tokyo"  # the app's time zone, not UTC: shown like every other time
+    with smtplib.SMTP(sink_with_mailbox.hostname, sink_with_mailbox.port) as smtp:
+        smtp.sendmail("a@example.com", ["b@example.com"], b"Subject: Arrival\r\n\r\nhello\r\n")
+    client.force_login(make_user("staffer", is_staff=True))
+    page = client.get("/dev/mailbox/").content.decode()
+    row = re.search(r"<tr><td>([^<]*)</td><td>a@example.com</td>", page)
+    assert row, "the message's row is missing"
+    shown = row.group(1)
+    assert not re.fullmatch(r"\d{9,}", shown), f"a raw Unix timestamp: {shown}"
+    at = datetime.strptime(shown, "%Y-%m-%d %H:%M:%S").replace(tzinfo=ZoneInfo("Asia/Tokyo"))
+    assert abs((datetime.now(ZoneInfo("Asia/Tokyo")) - at).total_seconds()) < 120
