@@ -185,8 +185,9 @@ REST_FRAMEWORK = {
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Dispatch API",
+    # Markdown, shown by Swagger UI, which strips anything looking like an HTML tag: no <placeholders>.
     "DESCRIPTION": "Confirm sends and watch them deploy. Errors always answer "
-    '{"detail": "<a sentence>", "code": "<machine code>"}.',
+    '`{"detail": "a sentence saying what to do", "code": "a machine-readable code"}`.',
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "SWAGGER_UI_DIST": "SIDECAR",
