@@ -31,7 +31,7 @@ from .models import (
     SendingStatus,
     State,
 )
-from .services import FINISHED_TEXT, journal_add
+from .services import FINISHED_TEXT, delivery_send_ended, journal_add
 
 log = logging.getLogger(__name__)
 
@@ -336,6 +336,7 @@ def delivery_finish_if_done(*, delivery_id: int) -> str | None:
         target = State.FAILED if all_failed else State.FINISHED
         with transaction.atomic():
             if Delivery.objects.filter(pk=delivery_id, state__in=ACTIVE).update(state=target, finished_at=now):
+                delivery_send_ended(delivery_id=delivery_id)
                 if target == State.FINISHED:
                     journal_add(delivery=delivery_id, text=FINISHED_TEXT)
                 else:

@@ -11,6 +11,7 @@ import time
 from collections import Counter
 from datetime import datetime, timedelta
 
+from celery import current_app
 from django.conf import settings
 from django.core.exceptions import PermissionDenied
 from django.db import connection, transaction
@@ -66,6 +67,26 @@ def who(user) -> str:
 
 def journal_add(*, delivery, text: str, level: str = JournalEntry.Level.INFO, user=None) -> JournalEntry:
     return JournalEntry.objects.create(delivery_id=getattr(delivery, "pk", delivery), text=text, level=level, user=user)
+
+
+# The KPI app's task that recomputes the figures of a send that just ended. Named, not imported:
+# kpis sits above deliveries (DESIGN.md), as the pages load its partials by URL name.
+SEND_ENDED_TASK = "kpis.send_ended"
+
+
+def delivery_send_ended(*, delivery_id: int) -> None:
+    """Call inside the transaction that ends a send (finished, failed or stopped): after commit,
+    enqueue the recompute of its KPIs, so they cover the end whichever path ended it, without
+    waiting for someone to open the page. Each end is one conditional update, so it is enqueued
+    once. A broker that cannot take it is logged: the page or the hourly job recomputes later."""
+
+    def enqueue() -> None:
+        try:
+            current_app.signature(SEND_ENDED_TASK, args=(delivery_id,)).delay()
+        except Exception:
+            log.exception("delivery %s: could not enqueue %s", delivery_id, SEND_ENDED_TASK)
+
+    transaction.on_commit(enqueue)
 
 
 def illegal(action: str, delivery: Delivery) -> DispatchError:
@@ -543,6 +564,7 @@ def delivery_stop(*, delivery, user) -> Delivery:
         d.state, d.finished_at = State.STOPPED, now
         d.processed_count = F("processed_count") + cancelled
         d.save(update_fields=["state", "finished_at", "processed_count", "updated_at"])
+        delivery_send_ended(delivery_id=d.pk)
         journal_add(
             delivery=d,
             user=user,

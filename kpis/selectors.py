@@ -42,6 +42,15 @@ def snapshot_of(delivery: Delivery) -> KpiSnapshot | None:
         return None
 
 
+def snapshot_covers_end(delivery: Delivery, snapshot: KpiSnapshot | None) -> bool:
+    """True when the snapshot's figures were read from the logs after the send ended (there is
+    nothing left to bring up to date)."""
+    if snapshot is None or snapshot.computed_at is None:
+        return False
+    ended = delivery.finished_at or delivery.updated_at
+    return ended is None or snapshot.computed_at >= ended
+
+
 def snapshot_is_computing(snapshot: KpiSnapshot | None, *, now: datetime | None = None) -> bool:
     if snapshot is None or snapshot.computing_since is None:
         return False

@@ -27,7 +27,7 @@ from deliveries.models import (
 from tracking.models import TrackingLog
 
 from .models import KpiSnapshot
-from .selectors import snapshot_of
+from .selectors import snapshot_covers_end, snapshot_of
 
 logger = logging.getLogger(__name__)
 
@@ -76,24 +76,24 @@ def _tracking_counts(delivery_id: int) -> dict:
 def kpis_compute(*, delivery_id: int) -> KpiSnapshot:
     """Recompute every KPI of a delivery from its logs (two set-based queries) and store the snapshot.
 
-    Releases the recompute lock. Raises Delivery.DoesNotExist for a delivery that does not exist.
+    `computed_at` is when the logs were read (not when the write ended), so a recompute that read
+    them before a send ended is seen as stale; and it never overwrites a snapshot read later (two
+    recomputes that overlap leave the newer figures). Releases the recompute lock. Raises
+    Delivery.DoesNotExist for a delivery that does not exist.
     """
+    as_of = timezone.now()
     started = time.perf_counter()
     if not Delivery.objects.filter(pk=delivery_id).exists():
         raise Delivery.DoesNotExist(f"Delivery {delivery_id} does not exist.")
     values = {**_sending_counts(delivery_id), **_tracking_counts(delivery_id)}
     duration_ms = round((time.perf_counter() - started) * 1000)
-    snapshot, _created = KpiSnapshot.objects.update_or_create(
-        delivery_id=delivery_id,
-        defaults={
-            **values,
-            "computed_at": timezone.now(),
-            "duration_ms": duration_ms,
-            "computing_since": None,
-            "computing_requested_by": None,
-        },
+    KpiSnapshot.objects.bulk_create([KpiSnapshot(delivery_id=delivery_id)], ignore_conflicts=True)
+    written = KpiSnapshot.objects.filter(Q(computed_at__isnull=True) | Q(computed_at__lte=as_of), delivery_id=delivery_id).update(
+        **values, computed_at=as_of, duration_ms=duration_ms, computing_since=None, computing_requested_by=None
     )
-    return snapshot
+    if not written:  # a recompute that read the logs after this one already wrote its figures
+        kpis_lock_release(delivery_id=delivery_id)
+    return KpiSnapshot.objects.get(delivery_id=delivery_id)
 
 
 def kpis_lock_release(*, delivery_id: int) -> None:
@@ -157,13 +157,39 @@ def kpis_compute_if_stale(*, delivery: Delivery) -> bool:
     when there is no snapshot yet or it predates the end of the send. True when one was enqueued."""
     if delivery.state not in FINAL_STATES:
         return False
-    snapshot = snapshot_of(delivery)  # no query when fetched with select_related("kpis")
-    ended = delivery.finished_at or delivery.updated_at
-    if snapshot and snapshot.computed_at and (ended is None or snapshot.computed_at >= ended):
+    if snapshot_covers_end(delivery, snapshot_of(delivery)):  # no query when fetched with select_related("kpis")
         return False
     if not _lock_take(delivery_id=delivery.pk):
         return False
     _enqueue(delivery.pk)
+    return True
+
+
+def kpis_compute_after_send(*, delivery_id: int) -> bool:
+    """A send just ended, whatever ended it (its first pass, a retry pass, the beat's reaper, Stop
+    sending, every message refused): compute its KPIs now, in the worker, so the figures cover
+    the end without anyone opening the page. Run by the task `kpis.send_ended`, which deliveries
+    enqueues by name after the commit that ends the send.
+
+    Once per end: nothing to do when the snapshot already covers the end, or when a recompute
+    requested after the end is on its way (the page asked first); a recompute requested before the
+    end (the hourly job, a click) may have read the logs too early, so this one takes over its lock.
+    True when it computed.
+    """
+    delivery = Delivery.objects.select_related("kpis").filter(pk=delivery_id).first()
+    if delivery is None or delivery.state not in FINAL_STATES:
+        return False
+    if snapshot_covers_end(delivery, snapshot_of(delivery)):
+        return False
+    ended = delivery.finished_at or delivery.updated_at
+    now = timezone.now()
+    KpiSnapshot.objects.bulk_create([KpiSnapshot(delivery_id=delivery_id)], ignore_conflicts=True)
+    taken = KpiSnapshot.objects.filter(lock_is_free_q(now=now) | Q(computing_since__lt=ended), delivery_id=delivery_id).update(
+        computing_since=now, computing_requested_by=None
+    )
+    if not taken:
+        return False
+    kpis_compute(delivery_id=delivery_id)
     return True
 
 

@@ -25,3 +25,14 @@ def kpis_recompute(delivery_id: int) -> None:
 def kpis_recompute_recent() -> int:
     """Beat, every KPI_RECOMPUTE_INTERVAL seconds: recompute every message sent in the last 30 days."""
     return len(services.kpis_recompute_recent())
+
+
+@shared_task(name="kpis.send_ended", ignore_result=True)
+def kpis_send_ended(delivery_id: int) -> None:
+    """A send just ended: deliveries enqueues this by name after its commit (it imports nothing of
+    kpis). Recomputes the KPIs once, unless a snapshot or a recompute already covers the end."""
+    try:
+        services.kpis_compute_after_send(delivery_id=delivery_id)
+    except Exception:
+        services.kpis_lock_release(delivery_id=delivery_id)  # let the page or the hourly job try again
+        raise
