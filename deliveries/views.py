@@ -4,6 +4,7 @@ from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect, render
+from django.utils.formats import number_format
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST
 
@@ -15,7 +16,7 @@ from audiences.models import Profile
 
 from . import selectors, services
 from .forms import DeliveryForm
-from .models import SENDING_STATES, Delivery, LogicalStatus, State
+from .models import SENDING_STATES, Delivery, LogicalStatus, SendingStatus, State
 from .personalization import render_message
 
 ANY_ROLE = tuple(ROLES)
@@ -106,7 +107,37 @@ def _dashboard_context(request, d: Delivery) -> dict:
         "STATE": State,
         "SENDING_STATES": SENDING_STATES,
     }
+    if d.state == State.STOPPED:
+        ctx.update(_stopped_context(d))
     return ctx
+
+
+def _stopped_context(d: Delivery) -> dict:
+    """A stopped send counts its cancelled messages as processed: say what became of each message
+    instead ("Stopped: 200 sent, 3,769 cancelled"), and fill the bar with the messages that went
+    out (sent, failed or unknown), not with the cancelled ones."""
+    counts = selectors.sending_log_counts(delivery=d)
+    sent, failed = counts.get(SendingStatus.SENT, 0), counts.get(SendingStatus.FAILED, 0)
+    unknown, cancelled = counts.get(SendingStatus.UNKNOWN, 0), counts.get(SendingStatus.CANCELLED, 0)
+    in_flight = counts.get(SendingStatus.SENDING, 0) + counts.get(SendingStatus.PENDING, 0)
+
+    def n(value: int) -> str:
+        return number_format(value, force_grouping=True)
+
+    parts = [_("%(n)s sent") % {"n": n(sent)}]
+    if failed:
+        parts.append(_("%(n)s failed") % {"n": n(failed)})
+    if unknown:
+        parts.append(_("%(n)s in an unknown state") % {"n": n(unknown)})
+    parts.append(_("%(n)s cancelled") % {"n": n(cancelled)})
+    if in_flight:
+        parts.append(_("%(n)s still being sent") % {"n": n(in_flight)})
+    went_out = sent + failed + unknown
+    return {
+        "live": bool(in_flight),  # the block refreshes until the chunks in flight at the stop are written
+        "stopped_summary": _("Stopped: %(parts)s") % {"parts": ", ".join(parts)},
+        "percent": went_out * 100 // d.to_deliver_count if d.to_deliver_count else 0,
+    }
 
 
 @role_required(*ANY_ROLE)

@@ -51,6 +51,31 @@ def snapshot_covers_end(delivery: Delivery, snapshot: KpiSnapshot | None) -> boo
     return ended is None or snapshot.computed_at >= ended
 
 
+TRACKING_FIELDS = ("unique_opens", "unique_clicks", "opt_outs", "mirror_pages")
+
+
+def tiles_snapshot(delivery: Delivery, snapshot: KpiSnapshot | None) -> KpiSnapshot | None:
+    """What the KPI tiles show: the stored snapshot, except for a send that ended after it was
+    computed (or before it ever was). Until the recompute that follows the end lands, the sending
+    figures come from the send's own counters (kept by the sender with every chunk, and by Stop),
+    so the tiles neither drop to 0 (an empty snapshot, just after Stop) nor show the figures of
+    before the end; opens and clicks stay those of the last snapshot. Not saved."""
+    if delivery.state not in FINAL_STATES or snapshot_covers_end(delivery, snapshot):
+        return snapshot
+    live = KpiSnapshot(
+        delivery_id=delivery.pk,
+        to_deliver=delivery.to_deliver_count,
+        delivered=delivery.sent_count,
+        bounces=delivery.failed_count,
+        computed_at=snapshot.computed_at if snapshot else None,
+        duration_ms=snapshot.duration_ms if snapshot else 0,
+    )
+    if snapshot is not None and snapshot.computed_at is not None:
+        for name in TRACKING_FIELDS:
+            setattr(live, name, getattr(snapshot, name))
+    return live
+
+
 def snapshot_is_computing(snapshot: KpiSnapshot | None, *, now: datetime | None = None) -> bool:
     if snapshot is None or snapshot.computing_since is None:
         return False

@@ -118,10 +118,12 @@ def block_context(
     started = delivery.state in STARTED_STATES
     final = delivery.state in FINAL_STATES
     title, text = STATUS_TEXT.get(delivery.state, ("", ""))
+    tiles = selectors.tiles_snapshot(delivery, snapshot)
     return {
         "delivery": delivery,
         "snapshot": snapshot,
-        "figures": kpi_figures(snapshot),
+        "figures": kpi_figures(tiles),
+        "tiles_live": tiles is not snapshot,
         "progress": selectors.delivery_progress(delivery=delivery),
         "started": started,
         "final": final,
