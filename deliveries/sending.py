@@ -53,25 +53,33 @@ def backoff(attempts: int) -> timedelta:
 def claim_chunk(*, delivery_id: int, lo: int, hi: int, limit: int, now) -> list[tuple[int, str, int | None, int]]:
     """Move up to `limit` due pending logs with ids in [lo, hi] to `sending`; return (id, address,
     profile_id, attempts) of the rows this caller won. Competing workers skip each other's rows
-    (FOR UPDATE SKIP LOCKED on PostgreSQL; SQLite serializes writers anyway)."""
+    (FOR UPDATE SKIP LOCKED on PostgreSQL; SQLite serializes writers anyway).
+
+    Only while the delivery is sending (in progress or a retry pass): the state is part of the
+    claim's condition, so once a Pause or a Stop is committed no worker claims another row; the
+    chunks already claimed (at most one per batch) are the only messages still going out."""
     table = SendingLog._meta.db_table
+    deliveries = Delivery._meta.db_table
     ts = connection.ops.adapt_datetimefield_value(now)
+    active = ", ".join(["%s"] * len(ACTIVE))
     pick = (
         f"SELECT id FROM {table} WHERE delivery_id = %s AND status = %s AND id BETWEEN %s AND %s"
-        f" AND (next_attempt_at IS NULL OR next_attempt_at <= %s) ORDER BY id LIMIT %s"
+        f" AND (next_attempt_at IS NULL OR next_attempt_at <= %s)"
+        f" AND EXISTS (SELECT 1 FROM {deliveries} WHERE id = %s AND state IN ({active})) ORDER BY id LIMIT %s"
     )
+    pick_params = [delivery_id, SendingStatus.PENDING, lo, hi, ts, delivery_id, *ACTIVE, limit]
     if connection.vendor == "postgresql":
         # A materialized CTE: PostgreSQL may otherwise re-run a LIMIT subquery of an UPDATE and
         # claim more than `limit` rows; SKIP LOCKED lets competing workers take other rows.
         sql = (
-            f"WITH picked AS MATERIALIZED ({pick} FOR UPDATE SKIP LOCKED) "
+            f"WITH picked AS MATERIALIZED ({pick} FOR UPDATE OF {table} SKIP LOCKED) "
             f"UPDATE {table} AS t SET status = %s, claimed_at = %s FROM picked WHERE t.id = picked.id AND t.status = %s "
             f"RETURNING t.id, t.address, t.profile_id, t.attempts"
         )
-        params = [delivery_id, SendingStatus.PENDING, lo, hi, ts, limit, SendingStatus.SENDING, ts, SendingStatus.PENDING]
+        params = [*pick_params, SendingStatus.SENDING, ts, SendingStatus.PENDING]
     else:  # SQLite serializes writers: a plain conditional UPDATE is enough
         sql = f"UPDATE {table} SET status = %s, claimed_at = %s WHERE id IN ({pick}) AND status = %s RETURNING id, address, profile_id, attempts"
-        params = [SendingStatus.SENDING, ts, delivery_id, SendingStatus.PENDING, lo, hi, ts, limit, SendingStatus.PENDING]
+        params = [SendingStatus.SENDING, ts, *pick_params, SendingStatus.PENDING]
     with transaction.atomic(), connection.cursor() as cur:
         cur.execute(sql, params)
         rows = cur.fetchall()
@@ -217,9 +225,6 @@ def send_batch(*, delivery_id: int, lo: int, hi: int) -> int:
     rate_limited = False
     try:
         while True:
-            state = Delivery.objects.filter(pk=delivery_id).values_list("state", flat=True).first()
-            if state not in ACTIVE:  # paused or stopped between chunks
-                break
             now = timezone.now()
             limit = chunk_size
             if delivery.rate_limit_per_hour:
@@ -229,7 +234,7 @@ def send_batch(*, delivery_id: int, lo: int, hi: int) -> int:
                     rate_limited = True
                     break
             claimed = claim_chunk(delivery_id=delivery_id, lo=lo, hi=hi, limit=limit, now=now)
-            if not claimed:
+            if not claimed:  # nothing left in the range, or the send was paused or stopped
                 break
             profiles = {
                 p["id"]: p for p in Profile.objects.filter(id__in=[c[2] for c in claimed if c[2]]).values(*PROFILE_FIELDS)
