@@ -17,6 +17,7 @@ from django.db import connection, transaction
 from django.db.models import Count, F, Min, Q
 from django.utils import timezone
 from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 
 from audiences.models import Profile
 
@@ -127,9 +128,12 @@ def write_outcomes(*, delivery: Delivery, results: list[tuple[SendingLog, object
             journal_add(
                 delivery=delivery.pk,
                 level=JournalEntry.Level.WARNING,
-                text=_(
-                    "%(n)d message(s) in an unknown state: the connection to the relay was lost after the message "
-                    "was sent, before its reply. They are not resent automatically."
+                text=ngettext(
+                    "%(n)d message in an unknown state: the connection to the relay was lost after the message "
+                    "was sent, before its reply. It is not resent automatically.",
+                    "%(n)d messages in an unknown state: the connection to the relay was lost after the messages "
+                    "were sent, before their reply. They are not resent automatically.",
+                    len(unknown),
                 )
                 % {"n": len(unknown)},
             )
@@ -360,7 +364,8 @@ def delivery_finish_if_done(*, delivery_id: int) -> str | None:
         if Delivery.objects.filter(pk=delivery_id, state__in=ACTIVE).update(state=State.RETRY_PENDING):
             journal_add(
                 delivery=delivery_id,
-                text=_("Pass done: %(n)d message(s) will be retried from %(when)s.") % {"n": pending, "when": f"{next_due:%Y-%m-%d %H:%M:%S} UTC"},
+                text=ngettext("Pass done: %(n)d message will be retried from %(when)s.", "Pass done: %(n)d messages will be retried from %(when)s.", pending)
+                % {"n": pending, "when": f"{next_due:%Y-%m-%d %H:%M:%S} UTC"},
             )
             transaction.on_commit(lambda: dispatch_delivery.apply_async((delivery_id,), countdown=max(0.0, (next_due - now).total_seconds())))
             return State.RETRY_PENDING
@@ -389,7 +394,12 @@ def deliveries_tick(*, now=None) -> dict:
             journal_add(
                 delivery=delivery_id,
                 level=JournalEntry.Level.WARNING,
-                text=_("%(n)d message(s) in an unknown state: their worker stopped while sending. They are not resent automatically.") % {"n": reaped},
+                text=ngettext(
+                    "%(n)d message in an unknown state: its worker stopped while sending. It is not resent automatically.",
+                    "%(n)d messages in an unknown state: their worker stopped while sending. They are not resent automatically.",
+                    reaped,
+                )
+                % {"n": reaped},
             )
         report["reaped"] += reaped
         delivery_finish_if_done(delivery_id=delivery_id)

@@ -18,6 +18,7 @@ from django.db import connection, transaction
 from django.db.models import F, OuterRef, Subquery
 from django.utils import timezone
 from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 
 from accounts.errors import DispatchError, InvalidInput
 from accounts.roles import APPROVE_DELIVERY, PREPARE_DELIVERY, START_DELIVERY
@@ -377,10 +378,17 @@ def delivery_prepare_run(*, delivery_id: int) -> None:
         return
 
     for error, count in render_errors.items():
-        critical.append(_("Personalization failed for %(n)d profile(s): %(error)s") % {"n": count, "error": error})
+        critical.append(
+            ngettext("Personalization failed for %(n)d profile: %(error)s", "Personalization failed for %(n)d profiles: %(error)s", count)
+            % {"n": count, "error": error}
+        )
     for name, count in sorted(missing_vars.items()):
         warnings.append(
-            _("The variable “%(name)s” is missing for %(n)d profile(s): they will see it empty (use |default(…)).")
+            ngettext(
+                "The variable “%(name)s” is missing for %(n)d profile: that recipient will see it empty (use |default(…)).",
+                "The variable “%(name)s” is missing for %(n)d profiles: they will see it empty (use |default(…)).",
+                count,
+            )
             % {"name": name, "n": count}
         )
     if targeted and not to_deliver and not critical:
@@ -396,7 +404,11 @@ def delivery_prepare_run(*, delivery_id: int) -> None:
             SendingLog.objects.filter(delivery=d).delete()
             return
         for cause, count in sorted(causes.items()):
-            journal_add(delivery=d, text=_("%(n)d profile(s) excluded: %(cause)s.") % {"n": count, "cause": ExclusionCause(cause).label})
+            journal_add(
+                delivery=d,
+                text=ngettext("%(n)d profile excluded: %(cause)s.", "%(n)d profiles excluded: %(cause)s.", count)
+                % {"n": count, "cause": ExclusionCause(cause).label},
+            )
         for text in warnings:
             journal_add(delivery=d, level=JournalEntry.Level.WARNING, text=text)
         for text in critical:
@@ -412,14 +424,20 @@ def delivery_prepare_run(*, delivery_id: int) -> None:
             journal_add(
                 delivery=d,
                 level=JournalEntry.Level.CRITICAL,
-                text=_("Analysis failed in %(s).1f s (%(k)d errors): correct them and prepare again.") % {"s": elapsed, "k": len(critical)},
+                text=ngettext(
+                    "Analysis failed in %(s).1f s (%(k)d error): correct it and prepare again.",
+                    "Analysis failed in %(s).1f s (%(k)d errors): correct them and prepare again.",
+                    len(critical),
+                )
+                % {"s": elapsed, "k": len(critical)},
             )
         else:
             current.state = State.READY
             current.prepared_revision = revision
             journal_add(
                 delivery=d,
-                text=_("Analysis completed in %(s).1f s (%(k)d warnings)") % {"s": elapsed, "k": len(warnings)},
+                text=ngettext("Analysis completed in %(s).1f s (%(k)d warning)", "Analysis completed in %(s).1f s (%(k)d warnings)", len(warnings))
+                % {"s": elapsed, "k": len(warnings)},
             )
         current.save()
 
@@ -569,7 +587,12 @@ def delivery_stop(*, delivery, user) -> Delivery:
             delivery=d,
             user=user,
             level=JournalEntry.Level.WARNING,
-            text=_("Delivery stopped by %(who)s: %(n)d message(s) not sent were cancelled.") % {"who": who(user), "n": cancelled},
+            text=ngettext(
+                "Delivery stopped by %(who)s: %(n)d message not sent was cancelled.",
+                "Delivery stopped by %(who)s: %(n)d messages not sent were cancelled.",
+                cancelled,
+            )
+            % {"who": who(user), "n": cancelled},
         )
     d.refresh_from_db()
     return d

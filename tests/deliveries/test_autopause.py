@@ -110,7 +110,7 @@ def test_tick_reaps_dead_claims_and_re_enqueues_a_stalled_send(ready_delivery, m
     assert report["reaped"] == 1
     first.refresh_from_db()
     assert first.status == "unknown"
-    assert d.journal.filter(level="warning", text__startswith="1 message(s) in an unknown state").exists()
+    assert d.journal.filter(level="warning", text__startswith="1 message in an unknown state").exists()
     # the other four were pending with no task left: they are sent, once
     d.refresh_from_db()
     assert d.state == State.FINISHED and len(mail.outbox) == 4
@@ -191,7 +191,7 @@ def test_a_connection_cut_after_the_message_went_out_leaves_it_unknown_never_res
     assert len(smtp_server.received_by("person1@example.com")) == 1  # received once, not resent
     assert d.state == State.FINISHED and (d.sent_count, d.failed_count, d.processed_count) == (4, 0, 5)
     assert sorted(m.rcpt_tos[0] for m in smtp_server.messages) == [f"person{i}@example.com" for i in range(5)]
-    assert d.journal.filter(level="warning", text__startswith="1 message(s) in an unknown state: the connection").exists()
+    assert d.journal.filter(level="warning", text__startswith="1 message in an unknown state: the connection").exists()
     assert not Quarantine.objects.filter(address="person1@example.com").exists()
 
 

@@ -60,8 +60,8 @@ def test_each_exclusion_cause_with_its_volume(ready_delivery, settings):
     ]
     assert (d.targeted_count, d.to_deliver_count) == (11, 3)
     journal = list(d.journal.values_list("text", flat=True))
-    assert "2 profile(s) excluded: Address not specified." in journal
-    assert "1 profile(s) excluded: Duplicate." in journal
+    assert "2 profiles excluded: Address not specified." in journal
+    assert "1 profile excluded: Duplicate." in journal
 
 
 def test_personalization_syntax_error_is_critical_and_names_the_line(ready_delivery):
@@ -76,8 +76,8 @@ def test_missing_variable_is_a_warning_with_the_count_of_profiles(ready_delivery
     profiles = make_profiles([{"email": "a@example.com", "first_name": "Ann"}, {"email": "b@example.com", "first_name": ""}, {"email": "c@example.com", "first_name": ""}])
     d = ready_delivery(audience=make_audience(profiles), subject="Hi {{ first_name }}", html="<p>Hi {{ first_name }} {{ unsubscribe_url }}</p>")
     assert d.state == State.READY and d.warnings_count == 1
-    assert d.journal.filter(level="warning", text__startswith="The variable “first_name” is missing for 2 profile(s)").exists()
-    assert d.journal.filter(text__regex=r"Analysis completed in .* \(1 warnings\)").exists()
+    assert d.journal.filter(level="warning", text__startswith="The variable “first_name” is missing for 2 profiles").exists()
+    assert d.journal.filter(text__regex=r"Analysis completed in .* \(1 warning\)").exists()
 
 
 def test_missing_unsubscribe_link_is_a_warning(ready_delivery):
@@ -195,4 +195,4 @@ def test_a_template_that_fails_for_some_profiles_data_is_critical_with_their_cou
     html = "<p>Share: {{ 100 // attributes.n }}</p>" * 3 + "{{ unsubscribe_url }}"
     d = ready_delivery(audience=make_audience(profiles), html=html)
     assert d.state == State.PREPARATION_FAILED
-    assert d.journal.filter(level="critical", text__startswith="Personalization failed for 1 profile(s): ZeroDivisionError").exists()
+    assert d.journal.filter(level="critical", text__startswith="Personalization failed for 1 profile: ZeroDivisionError").exists()

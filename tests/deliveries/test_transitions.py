@@ -154,7 +154,7 @@ def test_in_progress_pause_resume_and_stop(ready_delivery, marketer, django_capt
     assert d.state == State.IN_PROGRESS
     d = delivery_stop(delivery=d, user=marketer)
     assert d.state == State.STOPPED
-    assert d.journal.filter(text__startswith="Delivery stopped by Mia Marketer (marketer): 5 message(s)").exists()
+    assert d.journal.filter(text__startswith="Delivery stopped by Mia Marketer (marketer): 5 messages not sent were cancelled.").exists()
     assert d.processed_count == 5 and len(mail.outbox) == 0
 
 
