@@ -14,7 +14,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Count, F, Min, Q
+from django.db.models import Case, Count, DateTimeField, ExpressionWrapper, F, Min, Q, TextField, Value, When
 from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
@@ -26,6 +26,7 @@ from .channels.email import MessageSkeleton, transport_for
 from .models import (
     FINAL_SENDING,
     Delivery,
+    FailureReason,
     FailureType,
     JournalEntry,
     SendingLog,
@@ -372,13 +373,56 @@ def delivery_finish_if_done(*, delivery_id: int) -> str | None:
     return None
 
 
+def deliveries_expire(*, now=None) -> int:
+    """Fail the pending logs of sends whose validity period ended (DOMAIN.md §5: soft failures are
+    retried until then; a send paused past it sends nothing more). One UPDATE per message, not per
+    recipient; a log keeps the reason of its last soft failure. Returns how many logs failed."""
+    now = now or timezone.now()
+    ends = ExpressionWrapper(F("started_at") + F("validity"), output_field=DateTimeField())
+    expired = (
+        Delivery.objects.filter(state__in=(*ACTIVE, State.RETRY_PENDING, State.PAUSED), started_at__isnull=False)
+        .annotate(ends=ends)
+        .filter(ends__lte=now)
+        .values_list("pk", "state", "validity")
+    )
+    text = _("Not sent: the validity period of the send ended.")
+    total = 0
+    for delivery_id, state, validity in expired:
+        with transaction.atomic():
+            n = SendingLog.objects.filter(delivery_id=delivery_id, status=SendingStatus.PENDING).update(
+                status=SendingStatus.FAILED, event_at=now, next_attempt_at=None,
+                failure_type=Case(When(failure_type="", then=Value(FailureType.SOFT)), default=F("failure_type")),
+                failure_reason=Case(When(failure_reason="", then=Value(FailureReason.NOT_DEFINED)), default=F("failure_reason")),
+                failure_text=Case(When(failure_text="", then=Value(text)), default=F("failure_text"), output_field=TextField()),
+            )  # fmt: skip
+            if not n:
+                continue
+            Delivery.objects.filter(pk=delivery_id).update(failed_count=F("failed_count") + n, processed_count=F("processed_count") + n)
+            # A send waiting for its next retry pass has nothing left to wait for: it ends now.
+            Delivery.objects.filter(pk=delivery_id, state=State.RETRY_PENDING).update(state=State.RETRY_IN_PROGRESS)
+            journal_add(
+                delivery=delivery_id,
+                level=JournalEntry.Level.WARNING,
+                text=ngettext(
+                    "%(n)d message not sent: the validity period (%(hours)s h) ended.",
+                    "%(n)d messages not sent: the validity period (%(hours)s h) ended.",
+                    n,
+                )
+                % {"n": n, "hours": f"{validity.total_seconds() / 3600:g}"},
+            )
+        total += n
+        if state != State.PAUSED:  # a paused send ends when it is resumed (nothing is left to send)
+            delivery_finish_if_done(delivery_id=delivery_id)
+    return total
+
+
 def deliveries_tick(*, now=None) -> dict:
     """Beat, every minute: start retry passes that are due, fail logs whose validity ended, reap
     claims whose worker died (-> unknown: never resent automatically), re-dispatch stalled sends."""
     from .tasks import dispatch_delivery
 
     now = now or timezone.now()
-    report = {"retries": 0, "reaped": 0, "redispatched": 0}
+    report = {"retries": 0, "reaped": 0, "redispatched": 0, "expired": deliveries_expire(now=now)}
     for d in Delivery.objects.filter(state=State.RETRY_PENDING):
         if SendingLog.objects.filter(delivery=d, status=SendingStatus.PENDING, next_attempt_at__lte=now).exists():
             dispatch_delivery.delay(d.pk)

@@ -209,3 +209,53 @@ def test_an_idle_connection_the_relay_closed_is_reopened_and_the_message_sent_on
     transport.close()
     assert outcome.ok and not outcome.unknown
     assert len(smtp_server.received_by("ann@example.com")) == 1
+
+
+def test_when_the_validity_period_ends_the_logs_still_waiting_fail_and_the_send_ends(ready_delivery, django_capture_on_commit_callbacks):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from deliveries.models import Delivery
+    from deliveries.sending import deliveries_tick
+
+    d = ready_delivery()
+    now = timezone.now()
+    # Sent to four; the fifth refused softly (mailbox full), its next attempt in an hour; the
+    # validity period (84 h) ends before that attempt.
+    SendingLog.objects.filter(delivery=d).exclude(address="person2@example.com").update(status="sent", event_at=now - timedelta(hours=84))
+    SendingLog.objects.filter(delivery=d, address="person2@example.com").update(
+        status="pending", attempts=6, failure_type="soft", failure_reason="mailbox_full", failure_text="452 4.2.2 Mailbox full",
+        next_attempt_at=now + timedelta(hours=1),
+    )  # fmt: skip
+    Delivery.objects.filter(pk=d.pk).update(state=State.RETRY_PENDING, started_at=now - timedelta(hours=85), sent_count=4, processed_count=4)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert deliveries_tick()["expired"] == 1
+    d.refresh_from_db()
+    log = SendingLog.objects.get(delivery=d, address="person2@example.com")
+    assert (log.status, log.failure_type, log.failure_reason, log.failure_text) == ("failed", "soft", "mailbox_full", "452 4.2.2 Mailbox full")
+    assert d.state == State.FINISHED and (d.sent_count, d.failed_count, d.processed_count) == (4, 1, 5)
+    assert d.journal.filter(level="warning", text="1 message not sent: the validity period (84 h) ended.").exists()
+    with django_capture_on_commit_callbacks(execute=True):
+        assert deliveries_tick()["expired"] == 0  # once
+
+
+def test_a_send_paused_past_its_validity_sends_nothing_more_when_resumed(ready_delivery, marketer, smtp_server, django_capture_on_commit_callbacks):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from deliveries.models import Delivery
+    from deliveries.sending import deliveries_tick
+
+    d = ready_delivery()
+    Delivery.objects.filter(pk=d.pk).update(state=State.PAUSED, started_at=timezone.now() - timedelta(days=4))
+    with django_capture_on_commit_callbacks(execute=True):
+        assert deliveries_tick()["expired"] == 5
+        assert Delivery.objects.get(pk=d.pk).state == State.PAUSED  # still the person's to resume
+        delivery_resume(delivery=d, user=marketer)
+    d.refresh_from_db()
+    assert d.state == State.FAILED and smtp_server.messages == []  # nothing sent after its validity
+    assert set(SendingLog.objects.filter(delivery=d).values_list("status", "failure_text")) == {
+        ("failed", "Not sent: the validity period of the send ended.")
+    }
