@@ -1,6 +1,6 @@
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, F, Q, QuerySet
 
-from .models import Delivery, JournalEntry, LogicalStatus, SendingLog, logical_status_q
+from .models import Delivery, JournalEntry, LogicalStatus, SendingLog, State, logical_status_q
 
 
 def delivery_list(*, status: str = "", channel: str = "", search: str = "") -> QuerySet[Delivery]:
@@ -73,3 +73,23 @@ def sample_profiles_for_preview(*, delivery, limit: int = 20):
     if delivery.audience_id is None:
         return []
     return list(audience_profiles(audience=delivery.audience).exclude(Q(email="")).order_by("id")[:limit])
+
+
+def deliveries_waiting_for(*, user, limit: int = 20) -> dict[str, list[Delivery]]:
+    """What waits for this person, oldest preparation first: prepared messages to approve (for an
+    approver; never their own) and prepared, approved messages to confirm (Start deliveries)."""
+    from accounts.roles import APPROVE_DELIVERY, START_DELIVERY
+    from accounts.selectors import user_has_role
+
+    ready = (
+        Delivery.objects.filter(state=State.READY, prepared_revision=F("revision"))
+        .select_related("audience", "created_by")
+        .order_by("prepared_at", "id")
+    )
+    approved = Q(requires_approval=False) | Q(content_approved_at__isnull=False, target_approved_at__isnull=False)
+    waiting = {"to_approve": [], "to_confirm": []}
+    if user_has_role(user=user, role=APPROVE_DELIVERY):
+        waiting["to_approve"] = list(ready.exclude(approved).exclude(created_by=user)[:limit])
+    if user_has_role(user=user, role=START_DELIVERY):
+        waiting["to_confirm"] = list(ready.filter(approved)[:limit])
+    return waiting

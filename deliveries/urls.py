@@ -7,6 +7,7 @@ ACTIONS = "prepare|stop-preparation|confirm|pause|resume|stop|approve|duplicate|
 urlpatterns = [
     path("deliveries/", views.delivery_list, name="list"),
     path("deliveries/new/", views.delivery_create, name="create"),
+    path("deliveries/waiting/", views.waiting_for_me, name="waiting"),
     path("deliveries/<int:pk>/", views.delivery_detail, name="detail"),
     path("deliveries/<int:pk>/edit/", views.delivery_edit, name="edit"),
     path("deliveries/<int:pk>/deployment-block/", views.deployment_block, name="deployment-block"),

@@ -223,3 +223,18 @@ def delivery_action(request, pk, action):
         messages.success(request, _("Message deleted."))
         return redirect("deliveries:list")
     raise Http404(_("Unknown action."))
+
+
+@login_required
+def waiting_for_me(request):
+    """The home page's "Waiting for you" part (loaded by htmx): messages to approve or to confirm."""
+    waiting = selectors.deliveries_waiting_for(user=request.user)
+    return render(
+        request,
+        "deliveries/_waiting.html",
+        {
+            **waiting,
+            "can_approve": user_has_role(user=request.user, role=APPROVE_DELIVERY),
+            "can_start": user_has_role(user=request.user, role=START_DELIVERY),
+        },
+    )
