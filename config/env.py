@@ -35,6 +35,8 @@ def parse_email_url(url: str) -> dict:
 
     smtp://user:password@host:port      plain SMTP (STARTTLS with ?tls=1)
     smtps://user:password@host:port     SMTP over TLS
+    …?verify=0                          accept a relay certificate that does not verify (self-signed)
+    …?cafile=/path/ca.pem               verify the relay's certificate against this CA
     console://                          print messages to the console
     """
     parts = urlsplit(url)
@@ -55,4 +57,6 @@ def parse_email_url(url: str) -> dict:
         "EMAIL_USE_SSL": scheme == "smtps",
         "EMAIL_USE_TLS": scheme == "smtp" and query.get("tls", "") in TRUE,
         "EMAIL_TIMEOUT": int(query.get("timeout", "30")),
+        "EMAIL_SSL_VERIFY": query.get("verify", "1") in TRUE,
+        "EMAIL_SSL_CAFILE": query.get("cafile", ""),
     }

@@ -259,14 +259,21 @@ CELERY_BEAT_SCHEDULE["tracking-provider-events-purge"] = {"task": "tracking.prov
 
 # --- deliveries -----------------------------------------------------------------------------
 EXCLUDED_DOMAINS = env_list("EXCLUDED_DOMAINS", "")  # preparation excludes these domains
-SEND_CHUNK = int(os.environ.get("SEND_CHUNK", "50"))  # rows claimed per UPDATE
-SEND_BATCH = int(os.environ.get("SEND_BATCH", "1000"))  # rows per batch task (one SMTP connection)
+SEND_CHUNK = int(os.environ.get("SEND_CHUNK", "50"))  # rows claimed per statement (2 x this: most a dead worker leaves unknown)
+SEND_BATCH = int(os.environ.get("SEND_BATCH", "1000"))  # rows per batch task
+SEND_CONNECTIONS = int(os.environ.get("SEND_CONNECTIONS", "16"))  # relay connections per worker process
+SEND_MAX_CONNECTIONS_PER_RELAY = int(os.environ.get("SEND_MAX_CONNECTIONS_PER_RELAY", "50"))  # across every worker
+SEND_FLUSH_SECONDS = float(os.environ.get("SEND_FLUSH_SECONDS", "0.2"))  # outcomes written at least this often
+SEND_RELAY_DOWN_SECONDS = float(os.environ.get("SEND_RELAY_DOWN_SECONDS", "60"))  # no connection this long: rows handed back
+SEND_RELAY_RETRY_SECONDS = float(os.environ.get("SEND_RELAY_RETRY_SECONDS", "60"))  # ...and tried again this much later
+SEND_TICK_SECONDS = float(os.environ.get("SEND_TICK_SECONDS", "60"))  # the beat's sending check
 PREPARATION_CHUNK = 5000
 RETRY_BACKOFF_SECONDS = [int(s) for s in env_list("RETRY_BACKOFF_SECONDS", "900,1800,3600,7200,14400")]
 CLAIM_TIMEOUT_SECONDS = int(os.environ.get("CLAIM_TIMEOUT_SECONDS", "600"))
+RECONCILE_AFTER_SECONDS = int(os.environ.get("RECONCILE_AFTER_SECONDS", "300"))
 AUTOPAUSE_BOUNCE_RATE = float(os.environ.get("AUTOPAUSE_BOUNCE_RATE", "0.2"))  # default; Administration can change it
 AUTOPAUSE_MIN_PROCESSED = int(os.environ.get("AUTOPAUSE_MIN_PROCESSED", "500"))
-CELERY_BEAT_SCHEDULE["deliveries-tick"] = {"task": "deliveries.tick", "schedule": 60.0}
+CELERY_BEAT_SCHEDULE["deliveries-tick"] = {"task": "deliveries.tick", "schedule": SEND_TICK_SECONDS}
 
 # --- audiences ---
 from celery.schedules import crontab  # noqa: E402

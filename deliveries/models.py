@@ -127,6 +127,12 @@ class Delivery(models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
     # Cheap live counters, kept by the sender as outcomes are written (read by progress and dashboards).
     sent_count = models.PositiveIntegerField(default=0)
+    # Recipients who left since preparation (skipped at send time): taken off to_deliver_count.
+    skipped_count = models.PositiveIntegerField(default=0)
+    retry_passes = models.PositiveSmallIntegerField(default=0)  # retry passes started so far
+    # Batch tasks enqueued for the current pass and not ended yet: the last one to end closes the
+    # pass. A hint, not a lock (a lost task leaves it high: the reconciler resets it).
+    batches_open = models.PositiveIntegerField(default=0)
     failed_count = models.PositiveIntegerField(default=0)
     processed_count = models.PositiveIntegerField(default=0)
     autopaused_at = models.DateTimeField(null=True, blank=True)  # the send paused itself (bounce limit)
@@ -200,6 +206,7 @@ class ExclusionCause(models.TextChoices):
     QUARANTINE = "quarantine", _("Quarantined address")
     DUPLICATE = "duplicate", _("Duplicate")
     EXCLUDED_DOMAIN = "excluded_domain", _("Excluded domain")
+    PROFILE_DELETED = "profile_deleted", _("Profile deleted")  # found at send time only
 
 
 class ExclusionLog(models.Model):
@@ -207,6 +214,8 @@ class ExclusionLog(models.Model):
     profile = models.ForeignKey(Profile, null=True, on_delete=models.SET_NULL, related_name="+")
     address = models.CharField(max_length=254, blank=True, default="")
     cause = models.CharField(max_length=20, choices=ExclusionCause.choices)
+    # Empty for preparation's exclusions; when the sender found the recipient gone at send time.
+    found_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         indexes = [models.Index(fields=["delivery", "cause"])]
@@ -219,9 +228,12 @@ class SendingStatus(models.TextChoices):
     FAILED = "failed", _("Failed")
     UNKNOWN = "unknown", _("Unknown")
     CANCELLED = "cancelled", _("Cancelled")
+    # The recipient left since preparation (unsubscribed, denylisted, quarantined, deleted): not
+    # sent, counted apart from the messages to deliver; `exclusion_cause` says why (DOMAIN.md §5).
+    SKIPPED = "skipped", _("Skipped")
 
 
-FINAL_SENDING = (SendingStatus.SENT, SendingStatus.FAILED, SendingStatus.UNKNOWN, SendingStatus.CANCELLED)
+FINAL_SENDING = (SendingStatus.SENT, SendingStatus.FAILED, SendingStatus.UNKNOWN, SendingStatus.CANCELLED, SendingStatus.SKIPPED)
 
 
 class FailureType(models.TextChoices):
@@ -245,9 +257,10 @@ class FailureReason(models.TextChoices):
 class SendingLog(models.Model):
     """One recipient of one delivery. Created by preparation (pending); exactly one final status."""
 
-    delivery = models.ForeignKey(Delivery, on_delete=models.CASCADE, related_name="sending_logs")
-    profile = models.ForeignKey(Profile, null=True, on_delete=models.SET_NULL, related_name="sending_logs")
-    address = models.CharField(max_length=254)  # snapshot, lower-cased for uniqueness
+    # No index of their own: (delivery, address) and (profile, delivery) lead with them.
+    delivery = models.ForeignKey(Delivery, on_delete=models.CASCADE, related_name="sending_logs", db_index=False)
+    profile = models.ForeignKey(Profile, null=True, on_delete=models.SET_NULL, related_name="sending_logs", db_index=False)
+    address = models.CharField(max_length=254)  # snapshot of the profile's address at preparation
     status = models.CharField(max_length=10, choices=SendingStatus.choices, default=SendingStatus.PENDING)
     failure_type = models.CharField(max_length=8, choices=FailureType.choices, blank=True, default="")
     failure_reason = models.CharField(max_length=20, choices=FailureReason.choices, blank=True, default="")
@@ -255,6 +268,10 @@ class SendingLog(models.Model):
     attempts = models.PositiveSmallIntegerField(default=0)
     next_attempt_at = models.DateTimeField(null=True, blank=True)
     claimed_at = models.DateTimeField(null=True, blank=True)
+    # Set with the claim (one per claimed chunk): an outcome is written only while the row still
+    # holds its chunk's token, so a write that arrives after the reaper (or another claim) is void.
+    claim_token = models.BigIntegerField(null=True, blank=True)
+    exclusion_cause = models.CharField(max_length=20, choices=ExclusionCause.choices, blank=True, default="", db_default="")  # skipped rows
     event_at = models.DateTimeField(null=True, blank=True)  # when the status last changed (sent/failed time)
     message_id = models.CharField(max_length=255, blank=True, default="")
     first_open_at = models.DateTimeField(null=True, blank=True)  # first human open (set by tracking)
@@ -263,10 +280,14 @@ class SendingLog(models.Model):
     class Meta:
         constraints = [models.UniqueConstraint(fields=["delivery", "address"], name="sending_log_delivery_address_unique")]
         indexes = [
+            # Lists and counts by status (the Deployment window, KPIs).
             models.Index(fields=["delivery", "status", "id"]),
-            models.Index(fields=["delivery", "status", "next_attempt_at"]),
+            # The sender's claim and the pass checks read pending rows only: a partial index that
+            # rows leave once sent, instead of (delivery, status, next_attempt_at) over every row.
+            models.Index(fields=["delivery", "id"], condition=Q(status="pending"), name="sending_log_pending"),
             models.Index(fields=["profile", "delivery"]),
-            models.Index(fields=["status", "claimed_at"]),
+            # The reaper: claimed rows only.
+            models.Index(fields=["claimed_at"], condition=Q(status="sending"), name="sending_log_claimed"),
             models.Index(fields=["delivery", "event_at"]),
         ]
 

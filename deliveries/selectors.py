@@ -93,3 +93,16 @@ def deliveries_waiting_for(*, user, limit: int = 20) -> dict[str, list[Delivery]
     if user_has_role(user=user, role=START_DELIVERY):
         waiting["to_confirm"] = list(ready.filter(approved)[:limit])
     return waiting
+
+
+def delivery_left_since_preparation_by_cause(*, delivery) -> dict[str, int]:
+    """Recipients not sent yet who, since preparation, were deleted, unsubscribed, denylisted or
+    quarantined: the sender will skip them ({exclusion cause: count}, one query)."""
+    from .consent import left_since_preparation
+
+    return left_since_preparation(delivery=delivery)
+
+
+def delivery_left_since_preparation(*, delivery) -> int:
+    """How many recipients not sent yet left since preparation (the Confirm send dialog says so)."""
+    return sum(delivery_left_since_preparation_by_cause(delivery=delivery).values())

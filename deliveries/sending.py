@@ -1,20 +1,40 @@
 """The send pipeline (DESIGN.md "The send pipeline").
 
-PostgreSQL (or SQLite) decides who sends what, never the broker: a batch task claims a chunk of
-pending logs with one conditional UPDATE (pending -> sending), sends the chunk over the batch's
-reused connection, then writes the chunk's outcomes in one statement, with the delivery's
-counters, in one transaction. A task delivered twice finds nothing left to claim.
+PostgreSQL (or SQLite) decides who sends what, never the broker. A batch task (an id range of a
+delivery's sending logs) runs one `BatchRun`:
+
+- its thread claims chunks of due pending logs with ONE statement each (pending -> sending, with a
+  claim token; FOR UPDATE SKIP LOCKED where workers compete) that also re-checks consent (a
+  recipient who left since preparation ends `skipped`, with an exclusion log and the delivery's
+  counters, in the same statement) and returns the profile data to render;
+- several connection threads (`SEND_CONNECTIONS` per worker process, at most
+  `SEND_MAX_CONNECTIONS_PER_RELAY` per relay across every process) each keep one relay connection,
+  render the next claimed row and send it (pipelined where the relay allows it), so rendering
+  overlaps the network waits;
+- the batch's thread writes the outcomes of many messages with ONE statement (the logs, only where
+  they still hold their claim token, and the delivery's counters), while the connections go on
+  sending. When the database is away, outcomes wait in memory and are written when it returns.
+
+A task run twice finds nothing left to claim. A worker that dies leaves at most the rows it had
+claimed and not written (2 x SEND_CHUNK per process): the reaper marks them "unknown" (never resent
+automatically; Resend unknown is an operator's choice).
 """
 
 from __future__ import annotations
 
+import collections
+import json
 import logging
-from concurrent.futures import ThreadPoolExecutor
+import random
+import threading
+import time
+from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import DatabaseError, InterfaceError, OperationalError, connection, transaction
 from django.db.models import Case, Count, DateTimeField, ExpressionWrapper, F, Min, Q, TextField, Value, When
+from django.db.models.functions import Greatest
 from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
@@ -22,10 +42,13 @@ from django.utils.translation import ngettext
 from audiences.models import Profile
 
 from .channels.base import Outcome
-from .channels.email import MessageSkeleton, transport_for
+from .channels.email import MessageSkeleton, SmtpTransport, transport_for
+from .channels.smtp import RelayUnavailable
+from .consent import left_cause_sql, left_joins_sql
 from .models import (
-    FINAL_SENDING,
     Delivery,
+    ExclusionCause,
+    ExclusionLog,
     FailureReason,
     FailureType,
     JournalEntry,
@@ -34,11 +57,12 @@ from .models import (
     State,
 )
 from .services import FINISHED_TEXT, delivery_send_ended, journal_add
+from .slots import relay_slots
 
 log = logging.getLogger(__name__)
 
 ACTIVE = (State.IN_PROGRESS, State.RETRY_IN_PROGRESS)
-PROFILE_FIELDS = ("id", "email", "first_name", "last_name", "language", "time_zone", "phone", "attributes")
+DB_ERRORS = (OperationalError, InterfaceError)
 
 
 def _setting(name: str, default):
@@ -51,97 +75,310 @@ def backoff(attempts: int) -> timedelta:
     return timedelta(seconds=steps[min(attempts - 1, len(steps) - 1)])
 
 
+def _n(value: int) -> str:
+    return f"{value:,}"
+
+
 # --- claiming -----------------------------------------------------------------------------------
-def claim_chunk(*, delivery_id: int, lo: int, hi: int, limit: int, now) -> list[tuple[int, str, int | None, int]]:
-    """Move up to `limit` due pending logs with ids in [lo, hi] to `sending`; return (id, address,
-    profile_id, attempts) of the rows this caller won. Competing workers skip each other's rows
-    (FOR UPDATE SKIP LOCKED on PostgreSQL; SQLite serializes writers anyway).
+@dataclass(slots=True)
+class Claimed:
+    """A claimed sending log, with what rendering it needs."""
+
+    id: int
+    address: str
+    attempts: int
+    token: int
+    profile: dict
+    known_address: bool  # the address has a quarantine row (a success may change it)
+    message_id: str = ""
+
+
+def _skipped_text(cause: str) -> str:
+    return _("Not sent: the recipient left since preparation (%(cause)s).") % {"cause": ExclusionCause(cause).label}
+
+
+def claim_chunk(*, delivery: Delivery, lo: int, hi: int, limit: int, now) -> list[Claimed]:
+    """Claim up to `limit` due pending logs of `delivery` with ids in [lo, hi] and return those to
+    send; recipients who left since preparation are settled in the same statement (skipped, an
+    exclusion log found now, the delivery's skipped count) and not returned.
 
     Only while the delivery is sending (in progress or a retry pass): the state is part of the
-    claim's condition, so once a Pause or a Stop is committed no worker claims another row; the
-    chunks already claimed (at most one per batch) are the only messages still going out."""
-    table = SendingLog._meta.db_table
-    deliveries = Delivery._meta.db_table
-    ts = connection.ops.adapt_datetimefield_value(now)
-    active = ", ".join(["%s"] * len(ACTIVE))
-    pick = (
-        f"SELECT id FROM {table} WHERE delivery_id = %s AND status = %s AND id BETWEEN %s AND %s"
-        f" AND (next_attempt_at IS NULL OR next_attempt_at <= %s)"
-        f" AND EXISTS (SELECT 1 FROM {deliveries} WHERE id = %s AND state IN ({active})) ORDER BY id LIMIT %s"
-    )
-    pick_params = [delivery_id, SendingStatus.PENDING, lo, hi, ts, delivery_id, *ACTIVE, limit]
+    claim's condition, so once a Pause or a Stop is committed no worker claims another row."""
+    token = random.getrandbits(62)
     if connection.vendor == "postgresql":
-        # A materialized CTE: PostgreSQL may otherwise re-run a LIMIT subquery of an UPDATE and
-        # claim more than `limit` rows; SKIP LOCKED lets competing workers take other rows.
-        sql = (
-            f"WITH picked AS MATERIALIZED ({pick} FOR UPDATE OF {table} SKIP LOCKED) "
-            f"UPDATE {table} AS t SET status = %s, claimed_at = %s FROM picked WHERE t.id = picked.id AND t.status = %s "
-            f"RETURNING t.id, t.address, t.profile_id, t.attempts"
+        rows = _claim_postgresql(delivery=delivery, lo=lo, hi=hi, limit=limit, now=now, token=token)
+    else:
+        rows = _claim_portable(delivery=delivery, lo=lo, hi=hi, limit=limit, now=now, token=token)
+    claimed = []
+    for log_id, address, attempts, known, email, first, last, language, tz, phone, attributes in rows:
+        if isinstance(attributes, str):
+            attributes = json.loads(attributes)
+        profile = {"email": email or address, "first_name": first, "last_name": last, "language": language,
+                   "time_zone": tz, "phone": phone, "attributes": attributes or {}}  # fmt: skip
+        claimed.append(Claimed(log_id, address, attempts, token, profile, bool(known)))
+    return claimed
+
+
+_PROFILE_COLUMNS = "p.email, p.first_name, p.last_name, p.language, p.time_zone, p.phone, p.attributes"
+
+
+def _pick_sql() -> tuple[str, str]:
+    table, deliveries = SendingLog._meta.db_table, Delivery._meta.db_table
+    active = ", ".join(f"'{s.value}'" for s in ACTIVE)
+    return (
+        f"SELECT id FROM {table} WHERE delivery_id = %(d)s AND status = 'pending' AND id BETWEEN %(lo)s AND %(hi)s"
+        f" AND (next_attempt_at IS NULL OR next_attempt_at <= %(now)s)"
+        f" AND EXISTS (SELECT 1 FROM {deliveries} WHERE id = %(d)s AND state IN ({active})) ORDER BY id LIMIT %(limit)s",
+        table,
+    )
+
+
+def _claim_postgresql(*, delivery, lo, hi, limit, now, token):
+    pick, table = _pick_sql()
+    params = {"d": delivery.pk, "lo": lo, "hi": hi, "now": now, "limit": limit, "token": token, "channel": delivery.channel}
+    joins = left_joins_sql().replace("%s", "%(channel)s")
+    sql = f"""
+        WITH picked AS MATERIALIZED ({pick} FOR UPDATE OF {table} SKIP LOCKED),
+        judged AS (
+            SELECT s.id, {left_cause_sql(channel=delivery.channel)} AS cause, q.id IS NOT NULL AS known
+            FROM picked JOIN {table} s ON s.id = picked.id {joins}
+        ),
+        claimed AS (
+            UPDATE {table} t SET
+                status = CASE WHEN j.cause IS NULL THEN 'sending' ELSE 'skipped' END,
+                claimed_at = CASE WHEN j.cause IS NULL THEN %(now)s END,
+                claim_token = CASE WHEN j.cause IS NULL THEN %(token)s END,
+                exclusion_cause = COALESCE(j.cause, ''),
+                event_at = CASE WHEN j.cause IS NULL THEN t.event_at ELSE %(now)s END,
+                next_attempt_at = CASE WHEN j.cause IS NULL THEN t.next_attempt_at END,
+                failure_type = CASE WHEN j.cause IS NULL THEN t.failure_type ELSE '' END,
+                failure_reason = CASE WHEN j.cause IS NULL THEN t.failure_reason ELSE '' END
+            FROM judged j WHERE t.id = j.id
+            RETURNING t.id, t.address, t.attempts, t.profile_id, j.cause, j.known
+        ),
+        excluded AS (
+            INSERT INTO {ExclusionLog._meta.db_table} (delivery_id, profile_id, address, cause, found_at)
+            SELECT %(d)s, profile_id, address, cause, %(now)s FROM claimed WHERE cause IS NOT NULL
+        ),
+        counted AS (
+            UPDATE {Delivery._meta.db_table} SET skipped_count = skipped_count + n.n, to_deliver_count = to_deliver_count - n.n
+            FROM (SELECT COUNT(*) AS n FROM claimed WHERE cause IS NOT NULL) n WHERE id = %(d)s AND n.n > 0
         )
-        params = [*pick_params, SendingStatus.SENDING, ts, SendingStatus.PENDING]
-    else:  # SQLite serializes writers: a plain conditional UPDATE is enough
-        sql = f"UPDATE {table} SET status = %s, claimed_at = %s WHERE id IN ({pick}) AND status = %s RETURNING id, address, profile_id, attempts"
-        params = [SendingStatus.SENDING, ts, *pick_params, SendingStatus.PENDING]
-    with transaction.atomic(), connection.cursor() as cur:
-        cur.execute(sql, params)
-        rows = cur.fetchall()
-    rows.sort()
-    return rows
+        SELECT c.id, c.address, c.attempts, c.known, {_PROFILE_COLUMNS}, c.cause
+        FROM claimed c LEFT JOIN {Profile._meta.db_table} p ON p.id = c.profile_id ORDER BY c.id
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    skipped = [r for r in rows if r[-1]]
+    if skipped:
+        _skipped_texts(delivery_id=delivery.pk, ids=[r[0] for r in skipped])
+    return [r[:-1] for r in rows if not r[-1]]
+
+
+def _skipped_texts(*, delivery_id: int, ids: list[int]) -> None:
+    """The sentence a skipped log shows (per cause: a handful of statements at most)."""
+    for cause in ExclusionCause.values:
+        SendingLog.objects.filter(id__in=ids, exclusion_cause=cause).update(failure_text=_skipped_text(cause))
+
+
+def _claim_portable(*, delivery, lo, hi, limit, now, token):
+    """SQLite serializes writers: the same steps as PostgreSQL's statement, in one transaction."""
+    pick, table = _pick_sql()
+    params = {"d": delivery.pk, "lo": lo, "hi": hi, "now": connection.ops.adapt_datetimefield_value(now), "limit": limit}
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(f"SELECT id FROM ({pick}) picked", params)
+        ids = [r[0] for r in cursor.fetchall()]
+        if not ids:
+            return []
+        marks = ", ".join(["%s"] * len(ids))
+        cursor.execute(
+            f"SELECT s.id, s.address, s.attempts, s.profile_id, {left_cause_sql(channel=delivery.channel)}, q.id IS NOT NULL,"
+            f" {_PROFILE_COLUMNS} FROM {table} s {left_joins_sql()} WHERE s.id IN ({marks}) ORDER BY s.id",
+            [delivery.channel, *ids],
+        )
+        rows = cursor.fetchall()
+        send = [r for r in rows if r[4] is None]
+        gone = [r for r in rows if r[4] is not None]
+        if send:
+            SendingLog.objects.filter(id__in=[r[0] for r in send], status=SendingStatus.PENDING).update(
+                status=SendingStatus.SENDING, claimed_at=now, claim_token=token
+            )
+        if gone:
+            for cause in {r[4] for r in gone}:
+                SendingLog.objects.filter(id__in=[r[0] for r in gone if r[4] == cause]).update(
+                    status=SendingStatus.SKIPPED, exclusion_cause=cause, event_at=now, next_attempt_at=None,
+                    failure_type="", failure_reason="", failure_text=_skipped_text(cause),
+                )  # fmt: skip
+            ExclusionLog.objects.bulk_create(
+                [ExclusionLog(delivery_id=delivery.pk, profile_id=r[3], address=r[1], cause=r[4], found_at=now) for r in gone]
+            )
+            Delivery.objects.filter(pk=delivery.pk).update(
+                skipped_count=F("skipped_count") + len(gone), to_deliver_count=F("to_deliver_count") - len(gone)
+            )
+    return [(r[0], r[1], r[2], r[5], *r[6:]) for r in send]
 
 
 # --- outcomes -----------------------------------------------------------------------------------
-def write_outcomes(*, delivery: Delivery, results: list[tuple[SendingLog, object]], now) -> None:
-    """Write a chunk's outcomes (one UPDATE) and the delivery's counters, in one transaction;
-    then update quarantine."""
-    sent, failed, retry, unknown = [], [], [], []
+@dataclass(slots=True)
+class Written:
+    """What one outcome statement changed (only rows that still held their claim are counted)."""
+
+    sent: int = 0
+    failed: int = 0
+    unknown: int = 0
+    retry: int = 0
+    state: str = ""
+
+
+def outcome_row(*, row: Claimed, outcome: Outcome, now, validity_end) -> tuple:
+    """(id, token, status, attempts, event_at, next_attempt_at, failure_type, failure_reason,
+    failure_text, message_id) for one message's outcome (DOMAIN.md §4, §5)."""
+    attempts = row.attempts + 1
+    if outcome.ok:
+        return (row.id, row.token, SendingStatus.SENT.value, attempts, now, None, "", "", "", row.message_id)
+    if outcome.unknown:  # may have been delivered: final, never resent
+        return (row.id, row.token, SendingStatus.UNKNOWN.value, attempts, now, None, "", "", outcome.text[:1000], row.message_id)
+    next_at = now + backoff(attempts)
+    if outcome.failure_type == FailureType.SOFT and next_at < validity_end:
+        status, event_at = SendingStatus.PENDING.value, None
+    else:
+        status, event_at, next_at = SendingStatus.FAILED.value, now, None
+    return (row.id, row.token, status, attempts, event_at, next_at, outcome.failure_type, outcome.failure_reason,
+            outcome.text[:1000], row.message_id)  # fmt: skip
+
+
+OUTCOME_COLUMNS = ("id", "token", "status", "attempts", "event_at", "next_attempt_at", "failure_type", "failure_reason",
+                   "failure_text", "message_id")  # fmt: skip
+
+
+def update_outcomes(*, delivery_id: int, rows: list[tuple]) -> Written:
+    """Write outcomes in ONE statement: each log only while it still holds its claim token (a write
+    after the reaper, or a second write, changes nothing), and the delivery's counters by what was
+    really written. Returns the counts and the delivery's state (read in the same statement)."""
+    if not rows:
+        return Written(state=Delivery.objects.filter(pk=delivery_id).values_list("state", flat=True).first() or "")
+    table, deliveries = SendingLog._meta.db_table, Delivery._meta.db_table
+    if connection.vendor == "postgresql":
+        columns = list(zip(*rows, strict=True))
+        types = ("bigint", "bigint", "text", "int", "timestamptz", "timestamptz", "text", "text", "text", "text")
+        unnest = ", ".join(f"%s::{t}[]" for t in types)
+        sql = f"""
+            WITH v AS (SELECT * FROM unnest({unnest}) AS v({", ".join(OUTCOME_COLUMNS)})),
+            written AS (
+                UPDATE {table} t SET status = v.status, attempts = v.attempts, claimed_at = NULL, claim_token = NULL,
+                    event_at = v.event_at, next_attempt_at = v.next_attempt_at, failure_type = v.failure_type,
+                    failure_reason = v.failure_reason, failure_text = v.failure_text, message_id = v.message_id
+                FROM v WHERE t.id = v.id AND t.claim_token = v.token AND t.status = 'sending'
+                RETURNING t.status
+            ),
+            n AS (
+                SELECT COUNT(*) FILTER (WHERE status = 'sent') AS sent, COUNT(*) FILTER (WHERE status = 'failed') AS failed,
+                       COUNT(*) FILTER (WHERE status = 'unknown') AS unknown, COUNT(*) FILTER (WHERE status = 'pending') AS retry
+                FROM written
+            ),
+            counted AS (
+                UPDATE {deliveries} SET sent_count = sent_count + n.sent, failed_count = failed_count + n.failed,
+                    processed_count = processed_count + n.sent + n.failed + n.unknown
+                FROM n WHERE id = %s AND n.sent + n.failed + n.unknown > 0
+                RETURNING state
+            )
+            SELECT n.sent, n.failed, n.unknown, n.retry,
+                   COALESCE((SELECT state FROM counted), (SELECT state FROM {deliveries} WHERE id = %s))
+            FROM n
+        """
+        with connection.cursor() as cursor:
+            cursor.execute(sql, [list(c) for c in columns] + [delivery_id, delivery_id])
+            return Written(*cursor.fetchone())
+    adapt = connection.ops.adapt_datetimefield_value
+    placeholders = ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"] * len(rows))
+    params = [v for r in rows for v in (*r[:4], adapt(r[4]), adapt(r[5]), *r[6:])]
+    sql = (
+        f"WITH v ({', '.join(OUTCOME_COLUMNS)}) AS (VALUES {placeholders}) "
+        f"UPDATE {table} SET status = v.status, attempts = v.attempts, claimed_at = NULL, claim_token = NULL, "
+        f"event_at = v.event_at, next_attempt_at = v.next_attempt_at, failure_type = v.failure_type, "
+        f"failure_reason = v.failure_reason, failure_text = v.failure_text, message_id = v.message_id "
+        f"FROM v WHERE {table}.id = v.id AND {table}.claim_token = v.token AND {table}.status = 'sending' "
+        f"RETURNING {table}.status"
+    )
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        counts = collections.Counter(r[0] for r in cursor.fetchall())
+        written = Written(counts["sent"], counts["failed"], counts["unknown"], counts["pending"])
+        if written.sent + written.failed + written.unknown:
+            Delivery.objects.filter(pk=delivery_id).update(
+                sent_count=F("sent_count") + written.sent,
+                failed_count=F("failed_count") + written.failed,
+                processed_count=F("processed_count") + written.sent + written.failed + written.unknown,
+            )
+        written.state = Delivery.objects.filter(pk=delivery_id).values_list("state", flat=True).first() or ""
+    return written
+
+
+def write_outcomes(*, delivery: Delivery, results: list[tuple[Claimed, Outcome]], now) -> Written:
+    """Write a group of outcomes (one statement), then what follows from them: the journal line of
+    messages in an unknown state, quarantine (only where something can change), the auto-pause."""
     validity_end = (delivery.started_at or now) + delivery.validity
-    for row, outcome in results:
-        row.attempts += 1
-        row.claimed_at = None
-        if outcome.ok:
-            row.status, row.event_at, row.failure_type, row.failure_reason, row.failure_text = SendingStatus.SENT, now, "", "", ""
-            row.next_attempt_at = None
-            sent.append(row)
-            continue
-        if getattr(outcome, "unknown", False):  # may have been delivered: final, never resent
-            row.status, row.event_at, row.failure_type, row.failure_reason = SendingStatus.UNKNOWN, now, "", ""
-            row.failure_text, row.next_attempt_at = outcome.text[:1000], None
-            unknown.append(row)
-            continue
-        row.failure_type, row.failure_reason, row.failure_text = outcome.failure_type, outcome.failure_reason, outcome.text[:1000]
-        next_at = now + backoff(row.attempts)
-        if outcome.failure_type == FailureType.SOFT and next_at < validity_end:
-            row.status, row.next_attempt_at = SendingStatus.PENDING, next_at
-            retry.append(row)
-        else:
-            row.status, row.event_at, row.next_attempt_at = SendingStatus.FAILED, now, None
-            failed.append(row)
-    rows = [r for r, _o in results]
-    with transaction.atomic():
-        update_outcomes(rows)
-        if sent or failed or unknown:
-            Delivery.objects.filter(pk=delivery.pk).update(
-                sent_count=F("sent_count") + len(sent),
-                failed_count=F("failed_count") + len(failed),
-                processed_count=F("processed_count") + len(sent) + len(failed) + len(unknown),
+    rows = [outcome_row(row=row, outcome=outcome, now=now, validity_end=validity_end) for row, outcome in results]
+    written = update_outcomes(delivery_id=delivery.pk, rows=rows)
+    if written.unknown:
+        journal_add(
+            delivery=delivery.pk,
+            level=JournalEntry.Level.WARNING,
+            text=ngettext(
+                "%(n)s message in an unknown state: the connection to the relay was lost after the message "
+                "was sent, before its reply. It is not resent automatically.",
+                "%(n)s messages in an unknown state: the connection to the relay was lost after the messages "
+                "were sent, before their reply. They are not resent automatically.",
+                written.unknown,
             )
-        if unknown:
-            journal_add(
-                delivery=delivery.pk,
-                level=JournalEntry.Level.WARNING,
-                text=ngettext(
-                    "%(n)d message in an unknown state: the connection to the relay was lost after the message "
-                    "was sent, before its reply. It is not resent automatically.",
-                    "%(n)d messages in an unknown state: the connection to the relay was lost after the messages "
-                    "were sent, before their reply. They are not resent automatically.",
-                    len(unknown),
-                )
-                % {"n": len(unknown)},
-            )
-    not_the_address = {row.pk for row, outcome in results if not getattr(outcome, "quarantine", True)}
-    _quarantine(delivery=delivery, sent=sent, failures=[r for r in failed + retry if r.pk not in not_the_address], now=now)
-    if failed:
+            % {"n": _n(written.unknown)},
+        )
+    _quarantine(delivery=delivery, results=results, now=now)
+    if written.failed:
         autopause_if_needed(delivery_id=delivery.pk, now=now)
+    return written
+
+
+def _quarantine(*, delivery, results, now) -> None:
+    """A success changes only an address that has a quarantine row (the claim told which); a
+    hard or soft failure about the address is recorded. No statement when nothing can change."""
+    from audiences.services import quarantine_record_failures, quarantine_record_successes
+
+    known_sent = [row.address for row, outcome in results if outcome.ok and row.known_address]
+    if known_sent:
+        quarantine_record_successes(addresses=known_sent, channel=delivery.channel, at=now)
+    failures = [
+        {"address": row.address, "channel": delivery.channel, "failure_type": outcome.failure_type,
+         "reason": outcome.failure_reason, "text": outcome.text, "at": now}  # fmt: skip
+        for row, outcome in results
+        if not outcome.ok and not outcome.unknown and outcome.quarantine and outcome.failure_type in (FailureType.HARD, FailureType.SOFT)
+    ]
+    if failures:
+        quarantine_record_failures(failures=failures)
+
+
+def release_claimed(*, delivery_id: int, rows: list[Claimed], retry_at=None, why: str = "") -> int:
+    """Give claimed rows that were not sent back: pending again (at `retry_at` when given, saying
+    `why`), or cancelled when the send was stopped meanwhile. The delivery row is locked, so this
+    and Stop see each other. Returns how many rows were released."""
+    if not rows:
+        return 0
+    now = timezone.now()
+    with transaction.atomic():
+        state = Delivery.objects.select_for_update().filter(pk=delivery_id).values_list("state", flat=True).first()
+        mine = Q()
+        for token in {r.token for r in rows}:
+            mine |= Q(claim_token=token, id__in=[r.id for r in rows if r.token == token])
+        logs = SendingLog.objects.filter(mine, status=SendingStatus.SENDING)
+        if state == State.STOPPED:
+            n = logs.update(status=SendingStatus.CANCELLED, claimed_at=None, claim_token=None, event_at=now, next_attempt_at=None)
+            Delivery.objects.filter(pk=delivery_id).update(processed_count=F("processed_count") + n)
+            return n
+        changes = {"status": SendingStatus.PENDING, "claimed_at": None, "claim_token": None, "next_attempt_at": retry_at}
+        if why:
+            changes.update(failure_type=FailureType.SOFT, failure_reason=FailureReason.UNREACHABLE, failure_text=why[:1000])
+        return logs.update(**changes)
 
 
 def autopause_if_needed(*, delivery_id: int, now) -> bool:
@@ -163,119 +400,320 @@ def autopause_if_needed(*, delivery_id: int, now) -> bool:
             delivery=d,
             level=JournalEntry.Level.CRITICAL,
             text=_(
-                "Sending paused automatically: bounces + errors reached %(rate).1f%% of %(n)d processed messages "
-                "(limit %(limit).0f%% after %(min)d). Check the list and the sender, then resume or stop."
+                "Sending paused automatically: bounces + errors reached %(rate).1f%% of %(n)s processed messages "
+                "(limit %(limit).0f%% after %(min)s). Check the list and the sender, then resume or stop."
             )
-            % {"rate": d.failed_count * 100 / d.processed_count, "n": d.processed_count,
-               "limit": policy.autopause_bounce_rate * 100, "min": policy.autopause_min_processed},  # fmt: skip
+            % {"rate": d.failed_count * 100 / d.processed_count, "n": _n(d.processed_count),
+               "limit": policy.autopause_bounce_rate * 100, "min": _n(policy.autopause_min_processed)},  # fmt: skip
         )
     return bool(paused)
 
 
-OUTCOME_COLUMNS = ("status", "attempts", "event_at", "next_attempt_at", "failure_type", "failure_reason", "failure_text", "message_id")
-
-
-def update_outcomes(rows: list[SendingLog]) -> None:
-    """Write a chunk's outcomes in ONE statement (UPDATE … FROM a VALUES list); Django's
-    bulk_update builds a CASE per row and field, which cost more than sending the messages."""
-    if not rows:
-        return
-    pg = connection.vendor == "postgresql"
-    adapt = connection.ops.adapt_datetimefield_value
-    placeholders = ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s, %s)"] * len(rows))
-    params: list = []
-    for r in rows:
-        params += [r.id, r.status, r.attempts, adapt(r.event_at), adapt(r.next_attempt_at), r.failure_type, r.failure_reason, r.failure_text, r.message_id]
-    ts = "::timestamptz" if pg else ""
-    table = SendingLog._meta.db_table
-    sql = (
-        f"WITH v (id, {', '.join(OUTCOME_COLUMNS)}) AS (VALUES {placeholders}) "
-        f"UPDATE {table} SET status = v.status, attempts = v.attempts, claimed_at = NULL, event_at = v.event_at{ts}, "
-        f"next_attempt_at = v.next_attempt_at{ts}, failure_type = v.failure_type, failure_reason = v.failure_reason, "
-        f"failure_text = v.failure_text, message_id = v.message_id FROM v WHERE {table}.id = v.id"
-    )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-
-
-def _quarantine(*, delivery, sent, failures, now) -> None:
-    from audiences.services import quarantine_record_failures, quarantine_record_successes
-
-    if sent:
-        quarantine_record_successes(addresses=[r.address for r in sent], channel=delivery.channel, at=now)
-    if failures:
-        quarantine_record_failures(
-            failures=[
-                {"address": r.address, "channel": delivery.channel, "failure_type": r.failure_type,
-                 "reason": r.failure_reason, "text": r.failure_text, "at": now}  # fmt: skip
-                for r in failures
-                if r.failure_type in (FailureType.HARD, FailureType.SOFT)
-            ]
-        )
-
-
 # --- the batch ----------------------------------------------------------------------------------
-def send_batch(*, delivery_id: int, lo: int, hi: int) -> int:
-    """Send every due pending log of `delivery_id` with id in [lo, hi], a chunk at a time.
-    Returns how many messages this call handled. Safe to run twice at once."""
-    delivery = Delivery.objects.filter(pk=delivery_id).first()
-    if delivery is None or delivery.state not in ACTIVE:
-        return 0
-    chunk_size = int(_setting("SEND_CHUNK", 50))
-    skeleton = MessageSkeleton(delivery)
-    handled = 0
-    transport = transport_for(skeleton)
-    opened = False
-    builder = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"build-{delivery_id}")
-    rate_limited = False
-    try:
-        while True:
-            now = timezone.now()
-            limit = chunk_size
-            if delivery.rate_limit_per_hour:
-                limit = rate_room(delivery=delivery, now=now, chunk_size=chunk_size)
-                if limit == 0:  # the hour's budget is spent: come back when the window has moved
-                    dispatch_later(delivery_id=delivery_id, seconds=RATE_RETRY_SECONDS)
-                    rate_limited = True
-                    break
-            claimed = claim_chunk(delivery_id=delivery_id, lo=lo, hi=hi, limit=limit, now=now)
-            if not claimed:  # nothing left in the range, or the send was paused or stopped
-                break
-            profiles = {
-                p["id"]: p for p in Profile.objects.filter(id__in=[c[2] for c in claimed if c[2]]).values(*PROFILE_FIELDS)
-            }
-            if not opened:
+class _Work:
+    """The claimed rows of one batch and their outcomes, shared by its threads."""
+
+    def __init__(self):
+        self.cond = threading.Condition()
+        self.queue: collections.deque[Claimed] = collections.deque()
+        self.results: list[tuple[Claimed, Outcome]] = []
+        self.closed = False  # no more rows will be added: threads end when the queue is empty
+        self.stopping = threading.Event()
+        self.live = 0  # connections open now
+        self.last_ok = time.monotonic()  # last time a connection opened or a message went through
+        self.last_error = ""  # the relay's last refusal, for the journal
+
+    def take(self) -> Claimed | None:
+        with self.cond:
+            while not self.queue:
+                if self.closed or self.stopping.is_set():
+                    return None
+                self.cond.wait(0.5)
+            return self.queue.popleft()
+
+    def put_back(self, row: Claimed) -> None:
+        with self.cond:
+            self.queue.appendleft(row)
+            self.cond.notify()
+
+    def done(self, row: Claimed, outcome: Outcome) -> None:
+        with self.cond:
+            self.results.append((row, outcome))
+            self.cond.notify_all()
+
+
+class BatchRun:
+    """One batch task's send: connection threads, claims ahead, outcomes written in groups."""
+
+    def __init__(self, *, delivery: Delivery, lo: int, hi: int):
+        self.delivery = delivery
+        self.lo, self.hi = lo, hi
+        self.chunk = max(1, int(_setting("SEND_CHUNK", 50)))
+        self.flush_seconds = float(_setting("SEND_FLUSH_SECONDS", 0.2))
+        self.relay_down_seconds = float(_setting("SEND_RELAY_DOWN_SECONDS", 60))
+        self.relay_retry_seconds = float(_setting("SEND_RELAY_RETRY_SECONDS", 60))
+        self.db_patience = float(_setting("CLAIM_TIMEOUT_SECONDS", 600))
+        self.skeleton = MessageSkeleton(delivery)
+        self.work = _Work()
+        self.unwritten = 0  # claimed rows whose outcome is not written yet (queued, in hand, or held)
+        self.handled = 0
+        self.rate_limited = False
+        probe = transport_for(self.skeleton)
+        self.smtp = isinstance(probe, SmtpTransport)
+        self.relay = probe.relay.key if self.smtp else ""
+        self.connections = max(1, int(_setting("SEND_CONNECTIONS", 8)))
+        self.relay_cap = max(1, int(_setting("SEND_MAX_CONNECTIONS_PER_RELAY", 50)))
+
+    # -- connection threads --
+    def _connection(self, index: int) -> None:
+        work, slots = self.work, relay_slots() if self.smtp else None
+        transport, slot, failures = None, None, 0
+        try:
+            while True:
+                row = work.take()
+                if row is None:
+                    return
+                if transport is None:
+                    if slots is not None and slot is None:
+                        slot = slots.acquire(self.relay, self.relay_cap)
+                        if slot is None:  # every connection the relay allows us is in use elsewhere: wait
+                            work.last_ok = time.monotonic()  # (waiting for a slot is not the relay failing)
+                            work.put_back(row)
+                            work.stopping.wait(0.5 + random.random())
+                            continue
+                    transport = transport_for(self.skeleton)
+                    try:
+                        transport.open()
+                    except Exception as e:  # refused, 421, unreachable, TLS or login refused
+                        transport = None
+                        failures += 1
+                        work.last_error = f"{type(e).__name__}: {e}" if not isinstance(e, RelayUnavailable) else str(e)
+                        if slots is not None and slot is not None:
+                            slots.release(self.relay, slot)
+                            slot = None
+                        work.put_back(row)  # another connection may take it: this one waits
+                        work.stopping.wait(min(10.0, 0.25 * 2**failures) * (0.5 + random.random()))
+                        continue
+                    failures = 0
+                    with work.cond:
+                        work.live += 1
+                        work.last_ok = time.monotonic()
                 try:
-                    transport.open()
-                except OSError as e:
-                    log.warning("delivery %s: relay unreachable: %s", delivery_id, e)
-                opened = True
-            # One thread renders the chunk's messages while this one sends them: rendering uses the
-            # CPU while the SMTP round trips wait on the network, so the two overlap.
-            built = [
-                builder.submit(skeleton.build, sending_log_id=log_id, address=address, profile=profiles.get(profile_id, {"email": address}))
-                for log_id, address, profile_id, _attempts in claimed
-            ]
-            results = []
-            for (log_id, address, profile_id, attempts), future in zip(claimed, built, strict=True):
-                row = SendingLog(id=log_id, delivery_id=delivery_id, address=address, profile_id=profile_id, attempts=attempts)
-                try:
-                    message = future.result()
+                    message = self.skeleton.build(sending_log_id=row.id, address=row.address, profile=row.profile)
                 except Exception as e:  # the profile changed since preparation and no longer renders
-                    results.append((row, Outcome(ok=False, code=0, failure_type=FailureType.HARD, failure_reason="not_defined",
-                                                 text=f"Personalization failed for this recipient: {type(e).__name__}: {e}",
-                                                 quarantine=False)))  # fmt: skip
+                    work.done(row, Outcome(ok=False, code=0, failure_type=FailureType.HARD, failure_reason=FailureReason.NOT_DEFINED,
+                                           text=f"Personalization failed for this recipient: {type(e).__name__}: {e}",
+                                           quarantine=False))  # fmt: skip
                     continue
                 row.message_id = message.message_id
-                results.append((row, transport.send(message)))
-            write_outcomes(delivery=delivery, results=results, now=timezone.now())
-            handled += len(claimed)
+                try:
+                    outcome = transport.send(message)
+                except RelayUnavailable as e:  # nothing of it reached the relay: another connection sends it
+                    work.last_error = str(e)
+                    work.put_back(row)
+                    transport.close()
+                    transport = None
+                    with work.cond:
+                        work.live -= 1
+                    if slots is not None and slot is not None:
+                        slots.release(self.relay, slot)
+                        slot = None
+                    failures += 1
+                    work.stopping.wait(min(10.0, 0.25 * 2**failures) * (0.5 + random.random()))
+                    continue
+                except Exception as e:  # a fault of ours: the message may have gone, so never resend it
+                    log.exception("delivery %s: sending log %s", self.delivery.pk, row.id)
+                    outcome = Outcome(ok=False, code=0, unknown=True, quarantine=False, text=f"{type(e).__name__}: {e}")
+                    try:
+                        transport.close()
+                    finally:
+                        transport = None
+                        with work.cond:
+                            work.live -= 1
+                work.last_ok = time.monotonic()
+                work.done(row, outcome)
+        finally:
+            if transport is not None:
+                try:
+                    transport.close()
+                finally:
+                    with work.cond:
+                        work.live -= 1
+            if slots is not None and slot is not None:
+                slots.release(self.relay, slot)
+
+    # -- the batch's thread --
+    def _claim(self, now) -> list[Claimed] | None:
+        limit = min(self.chunk, 2 * self.chunk - self.unwritten)
+        if limit <= 0:
+            return None
+        if self.delivery.rate_limit_per_hour:  # rows claimed and not written yet count against the minute too
+            limit = min(limit, rate_room(delivery=self.delivery, now=now, chunk_size=self.chunk) - self.unwritten)
+            if limit <= 0:
+                return [] if self.unwritten <= 0 else None
+        return claim_chunk(delivery=self.delivery, lo=self.lo, hi=self.hi, limit=limit, now=now)
+
+    def _write(self) -> str:
+        with self.work.cond:
+            results, self.work.results = self.work.results, []
+        if not results:
+            return ""
+        try:
+            written = write_outcomes(delivery=self.delivery, results=results, now=timezone.now())
+        except DB_ERRORS:
+            with self.work.cond:  # keep them: written when the database is back
+                self.work.results[:0] = results
+            raise
+        self.unwritten -= len(results)
+        self.handled += len(results)
+        return written.state
+
+    def _release_queue(self, *, retry_at=None, why: str = "") -> int:
+        with self.work.cond:
+            rows = list(self.work.queue)
+            self.work.queue.clear()
+            self.work.closed = True
+            self.work.cond.notify_all()
+        released = release_claimed(delivery_id=self.delivery.pk, rows=rows, retry_at=retry_at, why=why)
+        self.unwritten -= len(rows)
+        return released
+
+    def run(self) -> int:
+        work = self.work
+        threads = [
+            threading.Thread(target=self._connection, args=(i,), name=f"send-{self.delivery.pk}-{i}", daemon=True)
+            for i in range(self.connections)
+        ]
+        for t in threads:
+            t.start()
+        exhausted = False
+        last_write = time.monotonic()
+        try:
+            while True:
+                # 1. claim ahead, so the connections never wait for the database
+                if not exhausted and self._db_down_since is None and len(work.queue) < max(self.chunk // 2, 1):
+                    try:
+                        rows = self._claim(timezone.now())
+                    except DB_ERRORS as e:
+                        self._db_failed(e)
+                        rows = None
+                    if rows == []:
+                        exhausted = True
+                        self.rate_limited = bool(self.delivery.rate_limit_per_hour) and self._budget_spent()
+                        with work.cond:
+                            work.closed = True
+                            work.cond.notify_all()
+                    elif rows:
+                        self.unwritten += len(rows)
+                        with work.cond:
+                            work.queue.extend(rows)
+                            work.cond.notify_all()
+                # 2. wait for outcomes
+                with work.cond:
+                    if not work.results:
+                        work.cond.wait(0.05)
+                    pending = len(work.results)
+                now = time.monotonic()
+                db_may = self._db_next_try is None or now >= self._db_next_try
+                # 3. write them in groups (or the last ones); while the database is away, keep them
+                if pending and db_may and (pending >= self.chunk or now - last_write >= self.flush_seconds or exhausted):
+                    try:
+                        state = self._write()
+                        last_write = time.monotonic()
+                        self._db_back()
+                        if state and state not in ACTIVE and not exhausted:
+                            self._release_queue()  # paused or stopped: rows no connection took yet go back
+                            exhausted = True
+                    except DB_ERRORS as e:
+                        self._db_failed(e)
+                elif self._db_down_since is not None and db_may and not pending:
+                    self._probe_db()
+                # 4. the relay refused every connection for too long: hand the rows back for later
+                if work.queue and work.live == 0 and self._db_down_since is None and now - work.last_ok > self.relay_down_seconds:
+                    self._relay_down()
+                    exhausted = True
+                if self._db_down_since is not None and now - self._db_down_since > self.db_patience:
+                    log.error("delivery %s: the database stayed unreachable %.0f s; %d outcomes not written (the reaper "
+                              "marks them unknown)", self.delivery.pk, self.db_patience, self.unwritten)  # fmt: skip
+                    break
+                if exhausted and self.unwritten <= 0 and not work.queue:
+                    break
+        finally:
+            work.stopping.set()
+            with work.cond:
+                work.closed = True
+                work.cond.notify_all()
+            for t in threads:
+                t.join(timeout=60)
+        return self.handled
+
+    _db_down_since: float | None = None
+    _db_next_try: float | None = None
+    _db_tries = 0
+
+    def _db_failed(self, error) -> None:
+        """The database is away: outcomes stay in memory, claims wait, tries back off (up to 5 s)."""
+        now = time.monotonic()
+        if self._db_down_since is None:
+            self._db_down_since = now
+            log.warning("delivery %s: database unreachable (%s): outcomes kept in memory until it is back", self.delivery.pk, error)
+        self._db_tries += 1
+        self._db_next_try = now + min(5.0, 0.25 * 2**self._db_tries)
+        try:
+            connection.close()
+        except DatabaseError:
+            pass
+
+    def _db_back(self) -> None:
+        if self._db_down_since is not None:
+            log.warning("delivery %s: database back after %.1f s", self.delivery.pk, time.monotonic() - self._db_down_since)
+        self._db_down_since = self._db_next_try = None
+        self._db_tries = 0
+
+    def _probe_db(self) -> None:
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT 1")
+            self._db_back()
+        except DB_ERRORS as e:
+            self._db_failed(e)
+
+    def _budget_spent(self) -> bool:
+        return rate_room(delivery=self.delivery, now=timezone.now(), chunk_size=self.chunk) <= 0
+
+    def _relay_down(self) -> None:
+        retry_at = timezone.now() + timedelta(seconds=self.relay_retry_seconds)
+        why = _("Relay unreachable: %(error)s") % {"error": self.work.last_error or _("no connection could be opened")}
+        released = self._release_queue(retry_at=retry_at, why=why)
+        if released:
+            journal_add(
+                delivery=self.delivery.pk,
+                level=JournalEntry.Level.WARNING,
+                text=ngettext(
+                    "The mail relay could not be reached for %(s)d s (%(error)s): %(n)s message will be tried again from %(when)s.",
+                    "The mail relay could not be reached for %(s)d s (%(error)s): %(n)s messages will be tried again from %(when)s.",
+                    released,
+                )
+                % {"s": self.relay_down_seconds, "error": self.work.last_error, "n": _n(released),
+                   "when": f"{retry_at:%Y-%m-%d %H:%M:%S} UTC"},  # fmt: skip
+            )
+
+
+def send_batch(*, delivery_id: int, lo: int, hi: int) -> int:
+    """Send every due pending log of `delivery_id` with id in [lo, hi]. Returns how many messages
+    this call handled. Safe to run twice at once (each row is claimed once)."""
+    delivery = Delivery.objects.filter(pk=delivery_id).first()
+    if delivery is None or delivery.state not in ACTIVE:
+        if delivery is not None:
+            batch_ended(delivery_id=delivery_id)
+        return 0
+    run = BatchRun(delivery=delivery, lo=lo, hi=hi)
+    try:
+        handled = run.run()
     finally:
-        builder.shutdown(cancel_futures=True)
-        if opened:
-            transport.close()
-    if not rate_limited:
-        delivery_finish_if_done(delivery_id=delivery_id)
+        if run.rate_limited:  # the hour's budget is spent: come back when the window has moved
+            dispatch_later(delivery_id=delivery_id, seconds=RATE_RETRY_SECONDS)
+    batch_ended(delivery_id=delivery_id, close_pass=not run.rate_limited)
     return handled
 
 
@@ -297,82 +735,122 @@ def rate_room(*, delivery: Delivery, now, chunk_size: int) -> int:
     return max(0, min(chunk_size, per_minute - recent))
 
 
-# --- dispatch and finish ----------------------------------------------------------------------
+# --- dispatch and the end of a pass -------------------------------------------------------------
+def _due_q(now) -> Q:
+    return Q(status=SendingStatus.PENDING) & (Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
+
+
 def dispatch(*, delivery_id: int) -> int:
-    """Cut the due pending logs into id ranges and enqueue one batch task per range."""
+    """Cut the due pending logs into id ranges (computed in SQL, never loaded) and enqueue one batch
+    task per range. A send waiting for its retry time starts its retry pass here."""
     from .tasks import send_batch_task
 
+    now = timezone.now()
     d = Delivery.objects.filter(pk=delivery_id).first()
     if d is None:
         return 0
+    due = SendingLog.objects.filter(_due_q(now), delivery_id=delivery_id)
     if d.state == State.RETRY_PENDING:
-        if Delivery.objects.filter(pk=d.pk, state=State.RETRY_PENDING).update(state=State.RETRY_IN_PROGRESS):
-            journal_add(delivery=d, text=_("Retry pass started."))
-        d.state = State.RETRY_IN_PROGRESS
+        n = due.count()
+        if not n:
+            return 0
+        with transaction.atomic():
+            if Delivery.objects.filter(pk=d.pk, state=State.RETRY_PENDING).update(
+                state=State.RETRY_IN_PROGRESS, retry_passes=F("retry_passes") + 1
+            ):
+                passes = Delivery.objects.filter(pk=d.pk).values_list("retry_passes", flat=True).get()
+                journal_add(
+                    delivery=d,
+                    text=ngettext("Retry pass %(pass)d started: %(n)s message to retry.", "Retry pass %(pass)d started: %(n)s messages to retry.", n)
+                    % {"pass": passes, "n": _n(n)},
+                )
+        d.refresh_from_db()
     if d.state not in ACTIVE:
         return 0
-    now = timezone.now()
-    due = SendingLog.objects.filter(delivery_id=delivery_id, status=SendingStatus.PENDING).filter(
-        Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)
-    )
-    ids = list(due.order_by("id").values_list("id", flat=True))
-    if not ids:
-        delivery_finish_if_done(delivery_id=delivery_id)
+    span = due.aggregate(lo=Min("id"), count=Count("id"))
+    if not span["count"]:
+        batch_ended(delivery_id=delivery_id, close_pass=True, opened=0)
         return 0
-    size = int(_setting("SEND_BATCH", 1000))
+    hi = due.order_by("-id").values_list("id", flat=True).first()
+    size = max(1, int(_setting("SEND_BATCH", 1000)))
     if d.rate_limit_per_hour:
-        size = len(ids)  # one batch paces the whole send (it re-enqueues itself when the budget is spent)
-    batches = [(ids[i], ids[min(i + size, len(ids)) - 1]) for i in range(0, len(ids), size)]
-    for lo, hi in batches:
-        send_batch_task.delay(delivery_id, lo, hi)
-    return len(batches)
+        size = span["count"]  # one batch paces the whole send (it re-enqueues itself when the budget is spent)
+    parts = max(1, -(-span["count"] // size))
+    width = max(1, -(-(hi - span["lo"] + 1) // parts))
+    ranges = [(lo, min(lo + width - 1, hi)) for lo in range(span["lo"], hi + 1, width)]
+    Delivery.objects.filter(pk=delivery_id).update(batches_open=F("batches_open") + len(ranges))
+    for lo, top in ranges:
+        send_batch_task.delay(delivery_id, lo, top)
+    return len(ranges)
 
 
-def delivery_finish_if_done(*, delivery_id: int) -> str | None:
-    """After a pass: finished when every log is final; retry pending when soft failures wait."""
-    from .tasks import dispatch_delivery
-
-    counts = dict(
-        SendingLog.objects.filter(delivery_id=delivery_id).values_list("status").annotate(n=Count("id")).values_list("status", "n")
-    )
-    pending, sending = counts.get(SendingStatus.PENDING, 0), counts.get(SendingStatus.SENDING, 0)
-    if sending:
-        return None
-    now = timezone.now()
-    if not pending:
-        sent = counts.get(SendingStatus.SENT, 0)
-        final_total = sum(counts.get(s, 0) for s in FINAL_SENDING)
-        all_failed = final_total > 0 and sent == 0 and counts.get(SendingStatus.FAILED, 0) == final_total
-        target = State.FAILED if all_failed else State.FINISHED
-        with transaction.atomic():
-            if Delivery.objects.filter(pk=delivery_id, state__in=ACTIVE).update(state=target, finished_at=now):
-                delivery_send_ended(delivery_id=delivery_id)
-                if target == State.FINISHED:
-                    journal_add(delivery=delivery_id, text=FINISHED_TEXT)
-                else:
-                    journal_add(
-                        delivery=delivery_id,
-                        level=JournalEntry.Level.CRITICAL,
-                        text=_("Delivery failed: every message was refused. Check the sending logs for the reasons."),
-                    )
-                return target
-        return None
-    next_due = SendingLog.objects.filter(delivery_id=delivery_id, status=SendingStatus.PENDING).aggregate(m=Min("next_attempt_at"))["m"]
-    if next_due is None or next_due <= now:
-        dispatch_delivery.delay(delivery_id)  # due rows left (e.g. a range claimed elsewhere): go again
-        return None
-    with transaction.atomic():
-        if Delivery.objects.filter(pk=delivery_id, state__in=ACTIVE).update(state=State.RETRY_PENDING):
-            journal_add(
-                delivery=delivery_id,
-                text=ngettext("Pass done: %(n)d message will be retried from %(when)s.", "Pass done: %(n)d messages will be retried from %(when)s.", pending)
-                % {"n": pending, "when": f"{next_due:%Y-%m-%d %H:%M:%S} UTC"},
-            )
-            transaction.on_commit(lambda: dispatch_delivery.apply_async((delivery_id,), countdown=max(0.0, (next_due - now).total_seconds())))
-            return State.RETRY_PENDING
+def batch_ended(*, delivery_id: int, close_pass: bool = True, opened: int = 1) -> str | None:
+    """A batch task ended: one fewer open; the last to end closes the pass."""
+    if opened:
+        Delivery.objects.filter(pk=delivery_id).update(batches_open=Greatest(F("batches_open") - 1, Value(0)))
+    if close_pass:
+        return pass_end(delivery_id=delivery_id)
     return None
 
 
+def pass_end(*, delivery_id: int, now=None) -> str | None:
+    """After a batch: finished when every log is final; retry pending ONLY when every remaining log
+    waits for a retry time (rows never tried, or due, are always being sent: by a batch still open,
+    or one enqueued now). Each outcome is one conditional update of the state: said once."""
+    from .tasks import dispatch_delivery
+
+    now = now or timezone.now()
+    d = Delivery.objects.filter(pk=delivery_id).values("state", "batches_open", "sent_count", "failed_count").first()
+    if d is None or d["state"] not in ACTIVE:
+        return None
+    logs = SendingLog.objects.filter(delivery_id=delivery_id)
+    if logs.filter(status=SendingStatus.SENDING).exists():
+        return None  # a batch is at work: it closes the pass when it ends
+    if logs.filter(_due_q(now)).exists():
+        if d["batches_open"] == 0:  # due rows and no batch left for them (a retry became due meanwhile, released rows)
+            # a second later: a row locked by a transaction in flight must not make batches spin
+            dispatch_delivery.apply_async((delivery_id,), countdown=1)
+        return None
+    waiting = logs.filter(status=SendingStatus.PENDING).aggregate(n=Count("id"), next_due=Min("next_attempt_at"))
+    if waiting["n"]:
+        next_due = waiting["next_due"]
+        with transaction.atomic():
+            if Delivery.objects.filter(pk=delivery_id, state__in=ACTIVE).update(state=State.RETRY_PENDING):
+                journal_add(
+                    delivery=delivery_id,
+                    text=ngettext(
+                        "Pass done: %(n)s message will be retried from %(when)s.",
+                        "Pass done: %(n)s messages will be retried from %(when)s.",
+                        waiting["n"],
+                    )
+                    % {"n": _n(waiting["n"]), "when": f"{next_due:%Y-%m-%d %H:%M:%S} UTC"},
+                )
+                countdown = max(0.0, (next_due - now).total_seconds())
+                transaction.on_commit(lambda: dispatch_delivery.apply_async((delivery_id,), countdown=countdown))
+                return State.RETRY_PENDING
+        return None
+    all_failed = d["sent_count"] == 0 and d["failed_count"] > 0 and not logs.exclude(status__in=(SendingStatus.FAILED, SendingStatus.SKIPPED)).exists()
+    target = State.FAILED if all_failed else State.FINISHED
+    with transaction.atomic():
+        if Delivery.objects.filter(pk=delivery_id, state__in=ACTIVE).update(state=target, finished_at=now, batches_open=0):
+            delivery_send_ended(delivery_id=delivery_id)
+            if target == State.FINISHED:
+                journal_add(delivery=delivery_id, text=FINISHED_TEXT)
+            else:
+                journal_add(
+                    delivery=delivery_id,
+                    level=JournalEntry.Level.CRITICAL,
+                    text=_("Delivery failed: every message was refused. Check the sending logs for the reasons."),
+                )
+            return target
+    return None
+
+
+# The name earlier code and tests use for the end-of-pass check.
+delivery_finish_if_done = pass_end
+
+
+# --- the beat's minute --------------------------------------------------------------------------
 def deliveries_expire(*, now=None) -> int:
     """Fail the pending logs of sends whose validity period ended (DOMAIN.md §5: soft failures are
     retried until then; a send paused past it sends nothing more). One UPDATE per message, not per
@@ -404,62 +882,97 @@ def deliveries_expire(*, now=None) -> int:
                 delivery=delivery_id,
                 level=JournalEntry.Level.WARNING,
                 text=ngettext(
-                    "%(n)d message not sent: the validity period (%(hours)s h) ended.",
-                    "%(n)d messages not sent: the validity period (%(hours)s h) ended.",
+                    "%(n)s message not sent: the validity period (%(hours)s h) ended.",
+                    "%(n)s messages not sent: the validity period (%(hours)s h) ended.",
                     n,
                 )
-                % {"n": n, "hours": f"{validity.total_seconds() / 3600:g}"},
+                % {"n": _n(n), "hours": f"{validity.total_seconds() / 3600:g}"},
             )
         total += n
         if state != State.PAUSED:  # a paused send ends when it is resumed (nothing is left to send)
-            delivery_finish_if_done(delivery_id=delivery_id)
+            pass_end(delivery_id=delivery_id, now=now)
     return total
 
 
-def deliveries_tick(*, now=None) -> dict:
-    """Beat, every minute: start retry passes that are due, fail logs whose validity ended, reap
-    claims whose worker died (-> unknown: never resent automatically), re-dispatch stalled sends."""
-    from .tasks import dispatch_delivery
-
+def deliveries_reap(*, now=None) -> int:
+    """Rows claimed longer than CLAIM_TIMEOUT_SECONDS had their worker die (a live worker writes
+    within seconds, and keeps trying while the database is away): they become "unknown", never
+    resent automatically, journaled with their count."""
     now = now or timezone.now()
-    report = {"retries": 0, "reaped": 0, "redispatched": 0, "expired": deliveries_expire(now=now)}
-    for d in Delivery.objects.filter(state=State.RETRY_PENDING):
-        if SendingLog.objects.filter(delivery=d, status=SendingStatus.PENDING, next_attempt_at__lte=now).exists():
-            dispatch_delivery.delay(d.pk)
-            report["retries"] += 1
     claim_timeout = timedelta(seconds=int(_setting("CLAIM_TIMEOUT_SECONDS", 600)))
     stale = SendingLog.objects.filter(status=SendingStatus.SENDING, claimed_at__lt=now - claim_timeout)
+    total = 0
     for delivery_id in stale.order_by().values_list("delivery_id", flat=True).distinct():
         with transaction.atomic():
             reaped = SendingLog.objects.filter(
                 delivery_id=delivery_id, status=SendingStatus.SENDING, claimed_at__lt=now - claim_timeout
-            ).update(status=SendingStatus.UNKNOWN, event_at=now, failure_text="Worker stopped while sending: the message may or may not have been sent.")
+            ).update(status=SendingStatus.UNKNOWN, event_at=now, claimed_at=None, claim_token=None,
+                     failure_text=_("Worker stopped while sending: the message may or may not have been sent."))  # fmt: skip
+            if not reaped:
+                continue
             Delivery.objects.filter(pk=delivery_id).update(processed_count=F("processed_count") + reaped)
             journal_add(
                 delivery=delivery_id,
                 level=JournalEntry.Level.WARNING,
                 text=ngettext(
-                    "%(n)d message in an unknown state: its worker stopped while sending. It is not resent automatically.",
-                    "%(n)d messages in an unknown state: their worker stopped while sending. They are not resent automatically.",
+                    "%(n)s message in an unknown state: its worker stopped while sending. It is not resent automatically.",
+                    "%(n)s messages in an unknown state: their worker stopped while sending. They are not resent automatically.",
                     reaped,
                 )
-                % {"n": reaped},
+                % {"n": _n(reaped)},
             )
-        report["reaped"] += reaped
-        delivery_finish_if_done(delivery_id=delivery_id)
-    # The reconciler: a send in progress with due pending rows, nothing claimed and no outcome for
-    # a while lost its tasks (a broker restart, a worker killed): enqueue it again. Claims make a
-    # duplicate harmless; the quiet period keeps a long queue from being enqueued twice.
+        total += reaped
+        pass_end(delivery_id=delivery_id, now=now)
+    return total
+
+
+def deliveries_reconcile(*, now=None) -> int:
+    """A send in progress with due rows, nothing claimed and no outcome for RECONCILE_AFTER_SECONDS
+    lost its tasks (a broker restarted without persistence, a worker killed): enqueue it again.
+    Claims make a duplicate harmless; the quiet period keeps a long queue from being enqueued twice."""
+    from .tasks import dispatch_delivery
+
+    now = now or timezone.now()
     quiet = now - timedelta(seconds=int(_setting("RECONCILE_AFTER_SECONDS", 300)))
-    for d in Delivery.objects.filter(state__in=ACTIVE, started_at__lt=quiet):
-        logs = SendingLog.objects.filter(delivery=d)
+    count = 0
+    for d in Delivery.objects.filter(state__in=ACTIVE, started_at__lt=quiet).only("pk"):
+        logs = SendingLog.objects.filter(delivery_id=d.pk)
         stalled = (
-            logs.filter(status=SendingStatus.PENDING).filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)).exists()
+            logs.filter(_due_q(now)).exists()
             and not logs.filter(status=SendingStatus.SENDING).exists()
             and not logs.filter(event_at__gte=quiet).exists()
         )
         if stalled:
-            journal_add(delivery=d, level=JournalEntry.Level.WARNING, text=_("The send had stalled (its tasks were lost): it was enqueued again."))
-            dispatch_delivery.delay(d.pk)
-            report["redispatched"] += 1
+            with transaction.atomic():
+                Delivery.objects.filter(pk=d.pk).update(batches_open=0)
+                journal_add(delivery=d.pk, level=JournalEntry.Level.WARNING,
+                            text=_("The send had stalled (its tasks were lost): it was enqueued again."))  # fmt: skip
+            dispatch_delivery.delay(d.pk)  # committed: the beat runs outside any transaction
+            count += 1
+    return count
+
+
+def deliveries_tick(*, now=None) -> dict:
+    """Beat, every SEND_TICK_SECONDS: start retry passes that are due, fail logs whose validity
+    ended, reap claims whose worker died (-> unknown), re-dispatch stalled sends."""
+    from .tasks import dispatch_delivery
+
+    now = now or timezone.now()
+    report = {"retries": 0, "expired": deliveries_expire(now=now)}
+    for pk in Delivery.objects.filter(state=State.RETRY_PENDING).values_list("pk", flat=True):
+        if SendingLog.objects.filter(delivery_id=pk, status=SendingStatus.PENDING, next_attempt_at__lte=now).exists():
+            dispatch_delivery.delay(pk)
+            report["retries"] += 1
+    report["reaped"] = deliveries_reap(now=now)
+    report["redispatched"] = deliveries_reconcile(now=now)
     return report
+
+
+__all__ = [
+    "Claimed",
+    "claim_chunk",
+    "dispatch",
+    "pass_end",
+    "send_batch",
+    "write_outcomes",
+]

@@ -21,8 +21,9 @@ from django.utils import timezone
 
 from ..links import RecipientTracking, compile_tracked_html, list_unsubscribe_headers
 from ..personalization import compile_content, profile_context, render_with_missing
+from ..rendering import flat_renderer
 from .base import Outcome, Transport
-from .classify import classify
+from .smtp import RelayConfig, RelayUnavailable, refused, relay_close, relay_open, unknown_outcome
 
 
 def _header(value: str) -> str:
@@ -44,7 +45,7 @@ def _qp(text: str) -> bytes:
 @dataclass
 class BuiltMessage:
     sending_log_id: int
-    to: str
+    to: str  # the To: header (name and address)
     subject: str
     html: str
     text: str
@@ -52,7 +53,8 @@ class BuiltMessage:
     message_id: str = ""
     mail_from: str = ""
     missing: set[str] = field(default_factory=set)
-    data: bytes = b""  # the wire bytes, made by the skeleton (in the builder thread)
+    data: bytes = b""  # the wire bytes, made by the skeleton
+    address: str = ""  # the envelope recipient (RCPT TO)
 
     def as_bytes(self, skeleton: MessageSkeleton) -> bytes:
         head = [skeleton.fixed_headers, f"To: {self.to}\r\nSubject: {_header(self.subject)}\r\n".encode()]
@@ -84,17 +86,22 @@ class MessageSkeleton:
         html = delivery.html
         self.tracking = tracking and bool(html)
         if self.tracking:
-
             if url_ids is None:
                 url_ids = dict(delivery.tracked_urls.values_list("url", "id"))
             html = compile_tracked_html(html, url_ids)
         self.compiled = compile_content(subject=delivery.subject, html=html, text=delivery.text)
         if not self.compiled.ok:
             raise ValueError(self.compiled.problems[0].text)
+        # Each expression evaluated once per recipient for every part, when the parts allow it.
+        self.flat = flat_renderer(subject=delivery.subject, html=html, text=delivery.text)
         self.mail_from = delivery.sender_address
         self.domain = delivery.sender_address.rpartition("@")[2] or "dispatch.localhost"
         self.delivery_id = delivery.pk
-        self.boundary = f"=_dispatch_{secrets.token_hex(12)}"
+        # Random once per skeleton (per batch), not per message: the log id makes each Message-ID
+        # unique, the nonce tells a resend (Resend unknown) from the first copy.
+        nonce = secrets.token_hex(8)
+        self.boundary = f"=_dispatch_{nonce}"
+        self._message_id = f"{self.delivery_id}.%d.{nonce[:10]}@{self.domain}"
         fixed = [
             f"From: {_addr(delivery.sender_name, delivery.sender_address)}",
             "MIME-Version: 1.0",
@@ -112,6 +119,15 @@ class MessageSkeleton:
             self._date_second, self._date = now, format_datetime(now)
         return self._date
 
+    def render(self, ctx: dict) -> tuple[str, str, str, set[str]]:
+        """(subject, html, text, missing variables) of one recipient."""
+        if self.flat is not None:
+            return self.flat.render(ctx)
+        subject, m1 = render_with_missing(self.compiled.subject, ctx)
+        html, m2 = render_with_missing(self.compiled.html, ctx) if self.compiled.html else ("", set())
+        text, m3 = render_with_missing(self.compiled.text, ctx)
+        return subject, html, text, m1 | m2 | m3
+
     def build(self, *, sending_log_id: int, address: str, profile: dict) -> BuiltMessage:
         ctx = profile_context(profile)
         headers = {}
@@ -119,10 +135,8 @@ class MessageSkeleton:
             tracking = _OnceTracking(sending_log_id)
             ctx |= {"tracking": tracking, "unsubscribe_url": tracking.unsubscribe_url, "mirror_url": tracking.mirror_url}
             headers.update(list_unsubscribe_headers(sending_log_id))
-        subject, m1 = render_with_missing(self.compiled.subject, ctx)
-        html, m2 = render_with_missing(self.compiled.html, ctx) if self.compiled.html else ("", set())
-        text, m3 = render_with_missing(self.compiled.text, ctx)
-        message_id = f"<{self.delivery_id}.{sending_log_id}.{secrets.token_hex(6)}@{self.domain}>"
+        subject, html, text, missing = self.render(ctx)
+        message_id = f"<{self._message_id % sending_log_id}>"
         name = " ".join(x for x in (profile.get("first_name"), profile.get("last_name")) if x)
         headers = {"Date": self._now_header(), "Message-ID": message_id, "X-Dispatch-Log": str(sending_log_id), **headers}
         built = BuiltMessage(
@@ -134,7 +148,8 @@ class MessageSkeleton:
             headers=headers,
             message_id=message_id,
             mail_from=self.mail_from,
-            missing=m1 | m2 | m3,
+            missing=missing,
+            address=address,
         )
         built.data = built.as_bytes(self)
         return built
@@ -150,98 +165,41 @@ class _OnceTracking(RecipientTracking):
         return cache[url_id]
 
 
-class _ContentAware:
-    """smtplib's client, knowing whether a message's whole content went to the server: from then
-    on, a lost connection leaves its delivery unknown (the server may have accepted it before the
-    reply was lost), while a connection lost earlier (an idle connection the server closed, a reset
-    during MAIL or RCPT) left nothing there, and the message can be sent on a fresh one."""
-
-    content_sent = False
-    _content_next = False
-
-    def sendmail(self, *args, **kwargs):
-        self.content_sent = self._content_next = False
-        return super().sendmail(*args, **kwargs)
-
-    def getreply(self):
-        code, text = super().getreply()
-        if code == 354:  # "start mail input": the next thing sent is the message
-            self._content_next = True
-        return code, text
-
-    def send(self, s):
-        super().send(s)
-        if self._content_next:  # sent whole, the final "." included
-            self._content_next, self.content_sent = False, True
-
-
-class _SMTP(_ContentAware, smtplib.SMTP):
-    pass
-
-
-class _SMTP_SSL(_ContentAware, smtplib.SMTP_SSL):
-    pass
-
-
 class SmtpTransport(Transport):
-    """One SMTP connection reused for a whole batch (reconnects once if the server drops it before
-    the message's content went out; after that, the outcome is unknown and nothing is resent)."""
+    """One relay connection (a connection thread of the engine holds one). `open()` raises
+    RelayUnavailable when the relay cannot take a connection now; `send()` returns the message's
+    outcome, or raises RelayUnavailable when the message must go on another connection (nothing of
+    it reached the relay, or the relay answered 421)."""
 
-    def __init__(self, skeleton: MessageSkeleton):
+    def __init__(self, skeleton: MessageSkeleton, relay: RelayConfig | None = None):
         self.skeleton = skeleton
-        self.conn: smtplib.SMTP | None = None
+        self.relay = relay or RelayConfig.from_settings()
+        self.conn = None
 
     def open(self) -> None:
-        cls = _SMTP_SSL if settings.EMAIL_USE_SSL else _SMTP
-        conn = cls(settings.EMAIL_HOST, settings.EMAIL_PORT, timeout=getattr(settings, "EMAIL_TIMEOUT", 30) or 30)
-        conn.ehlo()
-        if settings.EMAIL_USE_TLS:
-            conn.starttls()
-            conn.ehlo()
-        if settings.EMAIL_HOST_USER:
-            conn.login(settings.EMAIL_HOST_USER, settings.EMAIL_HOST_PASSWORD)
-        self.conn = conn
+        self.conn = relay_open(self.relay)
 
     def close(self) -> None:
         if self.conn is not None:
-            try:
-                self.conn.quit()
-            except (smtplib.SMTPException, OSError):
-                self.conn.close()
+            relay_close(self.conn)
             self.conn = None
 
     def send(self, message: BuiltMessage) -> Outcome:
+        if self.conn is None:
+            self.open()
         data = message.data or message.as_bytes(self.skeleton)
-        address = message.to.rpartition("<")[2].rstrip(">") if "<" in message.to else message.to
-        for attempt in (1, 2):
-            try:
-                if self.conn is None:
-                    self.open()
-                self.conn.sendmail(message.mail_from, [address], data)
-                return Outcome(ok=True)
-            except smtplib.SMTPRecipientsRefused as e:
-                code, text = next(iter(e.recipients.values()))
-                return _refused(code, text)
-            except (smtplib.SMTPSenderRefused, smtplib.SMTPDataError) as e:
-                return _refused(e.smtp_code, e.smtp_error)
-            except (OSError, smtplib.SMTPException) as e:
-                content_sent = self.conn is not None and self.conn.content_sent
-                self.conn = None
-                if content_sent:
-                    return Outcome(
-                        ok=False, code=0, unknown=True, quarantine=False,
-                        text=f"Connection lost after the message was sent, before the relay's reply ({e}): it may or may not have been delivered.",
-                    )  # fmt: skip
-                if isinstance(e, smtplib.SMTPServerDisconnected) and attempt == 1:
-                    continue  # nothing reached the relay: once more on a fresh connection
-                return Outcome(ok=False, code=0, text=f"Relay unreachable: {e}", failure_type="soft", failure_reason="unreachable")
-        raise AssertionError("unreachable")  # pragma: no cover
-
-
-def _refused(code: int, text) -> Outcome:
-    text = text.decode("utf-8", "replace") if isinstance(text, bytes) else str(text)
-    failure_type, reason = classify(code, text)
-    return Outcome(ok=False, code=code, text=f"{code} {text}".strip(), failure_type=failure_type, failure_reason=reason)
+        try:
+            return self.conn.transaction(message.mail_from, message.address, data)
+        except RelayUnavailable:
+            self.conn = None
+            raise
+        except (OSError, smtplib.SMTPException) as e:
+            content_sent = self.conn.content_sent
+            self.conn.close()
+            self.conn = None
+            if content_sent:
+                return unknown_outcome(e)
+            raise RelayUnavailable(f"connection lost before the message went out: {e}") from e
 
 
 class DjangoBackendTransport(Transport):
@@ -282,7 +240,7 @@ class DjangoBackendTransport(Transport):
             email.send()
         except smtplib.SMTPRecipientsRefused as e:
             code, text = next(iter(e.recipients.values()))
-            return _refused(code, text)
+            return refused(code, text)
         except (OSError, smtplib.SMTPException) as e:
             return Outcome(ok=False, code=0, text=str(e), failure_type="soft", failure_reason="unreachable")
         except Exception as e:  # a provider's API error (anymail): not classified further here

@@ -11,25 +11,29 @@ pytestmark = pytest.mark.django_db
 
 
 def test_send_pauses_itself_when_bounces_cross_the_limit_and_says_why(ready_delivery, marketer, admin, smtp_server, settings, django_capture_on_commit_callbacks):
-    settings.SEND_CHUNK = 10
+    settings.SEND_CHUNK, settings.SEND_CONNECTIONS = 10, 2
     sending_policy_update(user=admin, autopause_bounce_rate=0.2, autopause_min_processed=10)
-    emails = [f"x{i:02d}@example.com" for i in range(40)]
-    for a in emails[:5] + emails[10:15]:  # 5 refusals in each of the first two chunks
+    emails = [f"x{i:03d}@example.com" for i in range(100)]
+    for a in emails[::2]:  # every other recipient is refused: 50% > 20%
         smtp_server.set_reply(a, "550 5.1.1 User unknown")
     d = ready_delivery(audience=make_audience(make_profiles(emails)))
     with django_capture_on_commit_callbacks(execute=True):
         delivery_confirm(delivery=d, user=marketer)
     d.refresh_from_db()
     assert d.state == State.PAUSED and d.autopaused_at is not None
-    assert (d.processed_count, d.failed_count) == (10, 5), list(d.journal.values_list("text", flat=True))  # stopped after the first chunk: 50% > 20%
-    assert SendingLog.objects.filter(delivery=d, status="pending").count() == 30
+    # it paused once the first outcomes were written: only rows already claimed went out (at most
+    # 2 x SEND_CHUNK), the rest wait, untouched
+    assert 10 <= d.processed_count <= 20 and d.failed_count * 5 > d.processed_count, list(d.journal.values_list("text", flat=True))
+    assert SendingLog.objects.filter(delivery=d, status="pending", attempts=0).count() == 100 - d.processed_count
     entry = d.journal.get(level="critical")
-    assert entry.text.startswith("Sending paused automatically: bounces + errors reached 50.0% of 10 processed messages (limit 20% after 10)")
-    # a person resumes: it is their call, the send goes on to the end
+    assert entry.text.startswith("Sending paused automatically: bounces + errors reached ")
+    assert "(limit 20% after 10). Check the list and the sender, then resume or stop." in entry.text
+    # a person resumes: it is their call, the send goes on to the end, each recipient tried once
     with django_capture_on_commit_callbacks(execute=True):
         delivery_resume(delivery=d, user=marketer)
     d.refresh_from_db()
-    assert d.state == State.FINISHED and d.processed_count == 40
+    assert d.state == State.FINISHED and d.processed_count == 100
+    assert sorted(m.rcpt_tos[0] for m in smtp_server.messages) == emails[1::2]  # the accepted half, once each
 
 
 def test_below_the_minimum_volume_nothing_pauses(ready_delivery, marketer, smtp_server, django_capture_on_commit_callbacks):
@@ -59,9 +63,9 @@ def test_a_claim_takes_at_most_its_chunk_and_never_the_same_row_twice(ready_deli
         delivery_confirm(delivery=d, user=marketer)  # sending (a claim takes nothing otherwise), no batch run
     now = timezone.now()
     sizes, seen = [], set()
-    while rows := claim_chunk(delivery_id=d.pk, lo=0, hi=10**12, limit=10, now=now):
+    while rows := claim_chunk(delivery=d, lo=0, hi=10**12, limit=10, now=now):
         sizes.append(len(rows))
-        ids = {r[0] for r in rows}
+        ids = {r.id for r in rows}
         assert not ids & seen
         seen |= ids
     assert sizes == [10, 10, 5]
@@ -195,17 +199,24 @@ def test_a_connection_cut_after_the_message_went_out_leaves_it_unknown_never_res
     assert not Quarantine.objects.filter(address="person1@example.com").exists()
 
 
-def test_an_idle_connection_the_relay_closed_is_reopened_and_the_message_sent_once(smtp_server):
-    """The relay closes an idle connection (before anything of the message went out): sent once on a new one."""
+def test_an_idle_connection_the_relay_closed_hands_the_message_to_another_connection(smtp_server):
+    """The relay closes an idle connection (before anything of the message went out): the transport
+    says so (RelayUnavailable: nothing was sent), and the message goes once on a new connection."""
+    import socket
+
     from deliveries.channels.email import SmtpTransport
+    from deliveries.channels.smtp import RelayUnavailable
 
     class Message:
-        mail_from, to, data = "news@shop.example.com", "ann@example.com", b"Subject: hi\r\n\r\nHello\r\n"
+        mail_from, address, data = "news@shop.example.com", "ann@example.com", b"Subject: hi\r\n\r\nHello\r\n"
 
     transport = SmtpTransport(skeleton=None)
     transport.open()
-    transport.conn.sock.close()  # the server side went away while the connection sat idle
-    outcome = transport.send(Message())
+    transport.conn.sock.shutdown(socket.SHUT_RDWR)  # the connection went away while it sat idle
+    with pytest.raises(RelayUnavailable):
+        transport.send(Message())
+    assert smtp_server.received_by("ann@example.com") == []
+    outcome = transport.send(Message())  # the engine gives it to a connection again: a fresh one
     transport.close()
     assert outcome.ok and not outcome.unknown
     assert len(smtp_server.received_by("ann@example.com")) == 1

@@ -38,7 +38,7 @@ def test_a_send_that_finishes_after_a_retry_pass_gets_its_kpis_recomputed(
             callback()  # the worker runs the retry pass, which ends the send
     d.refresh_from_db()
     assert d.state == State.FINISHED
-    assert d.journal.filter(text="Retry pass started.").exists()
+    assert d.journal.filter(text="Retry pass 1 started: 1 message to retry.").count() == 1
 
     snap = KpiSnapshot.objects.get(pk=d.pk)
     assert (snap.to_deliver, snap.sent, snap.delivered, snap.bounces, snap.pending) == (5, 5, 5, 0, 0)

@@ -19,12 +19,12 @@ def test_once_the_send_is_paused_the_next_claim_takes_nothing(ready_delivery, ma
     with django_capture_on_commit_callbacks(execute=False):
         delivery_confirm(delivery=d, user=marketer)  # confirmed; the worker is about to claim
     lo, hi = EVERY_ID
-    first = claim_chunk(delivery_id=d.pk, lo=lo, hi=hi, limit=2, now=timezone.now())
+    first = claim_chunk(delivery=d, lo=lo, hi=hi, limit=2, now=timezone.now())
     assert len(first) == 2  # a worker's batch took its first chunk
 
     delivery_pause(delivery=d, user=marketer)  # the marketer clicks Pause while that chunk goes out
     # Pause leaves the other rows pending (Stop cancels them); even so, the next claim takes none
-    assert claim_chunk(delivery_id=d.pk, lo=lo, hi=hi, limit=2, now=timezone.now()) == []
+    assert claim_chunk(delivery=d, lo=lo, hi=hi, limit=2, now=timezone.now()) == []
     assert SendingLog.objects.filter(delivery=d, status=SendingStatus.SENDING).count() == 2  # only the chunk in flight
 
 

@@ -170,7 +170,7 @@ def test_in_progress_to_retry_pending_then_retry_in_progress_then_finished(ready
     assert dispatch(delivery_id=d.pk) == 1  # the batch runs eagerly and sends the retry
     d.refresh_from_db()
     assert d.state == State.FINISHED
-    assert d.journal.filter(text="Retry pass started.").exists()
+    assert d.journal.filter(text="Retry pass 1 started: 1 message to retry.").count() == 1
 
 
 def test_retry_in_progress_back_to_retry_pending_and_retry_pending_stop(ready_delivery, marketer, django_capture_on_commit_callbacks):

@@ -31,7 +31,7 @@ def wait_for(predicate, timeout=30.0):
 def test_ops_watches_a_send_progress_then_acknowledges_its_alert(
     page, sign_in, ops, marketer, celery_worker, smtp_server, settings
 ):
-    settings.SEND_CHUNK = 5
+    settings.SEND_CHUNK, settings.SEND_CONNECTIONS = 5, 1  # one connection to a slow relay: a send of seconds
     settings.OPS_DASHBOARD_POLL_SECONDS = 1
     AlertThresholds.objects.create(
         bounce_rate=0.05, bounce_min_processed=10, start_pending_minutes=30, min_throughput_per_minute=0
