@@ -9,7 +9,7 @@ export PORT
 # The address `make run` serves, as a URL host (an IPv6 address goes in brackets).
 URL_HOST = $(if $(and $(findstring :,$(HOST)),$(if $(findstring [,$(HOST)),,x)),[$(HOST)],$(HOST))
 
-.PHONY: run test test-fast test-integration test-browser install lint bench clean help
+.PHONY: run test test-fast test-integration test-browser install lint bench bench-postoffice clean help
 
 help:
 	@echo "make run    install, migrate, seed demo data, start web + worker + beat + SMTP sink"
@@ -61,6 +61,13 @@ lint: install
 
 bench: install
 	@echo "See bench/README.md for each benchmark's command."
+
+# django-post-office, the peer of the send benchmark, in a virtualenv of its own (bench/README.md).
+bench/.venv-postoffice/bin/python:
+	$(PYTHON) -m venv bench/.venv-postoffice
+	bench/.venv-postoffice/bin/python -m pip install --quiet "Django==5.2.*" "django-post-office==3.12.*" "psycopg[binary]==3.*"
+
+bench-postoffice: bench/.venv-postoffice/bin/python
 
 clean:
 	rm -rf var/broker var/mailbox var/test.sqlite3

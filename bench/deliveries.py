@@ -1,21 +1,32 @@
-"""Benchmarks of issue 4: preparation time and send throughput, on PostgreSQL + Redis.
+"""Benchmarks of preparation and of the send, on PostgreSQL + Redis (bench/README.md).
 
     .venv/bin/python bench/deliveries.py prepare --recipients 100000
-    .venv/bin/python bench/deliveries.py send --recipients 20000
+    .venv/bin/python bench/deliveries.py send --recipients 20000 --relay-delay-ms 10 --relay-max-conns 50 \\
+        --worker prefork --worker solo --peers smtplib,postoffice
+    .venv/bin/python bench/deliveries.py send --recipients 20000 --relay-delay-ms 0 --peers smtplib1
 
 Uses DATABASE_URL (default postgres://postgres@127.0.0.1:5432/dispatch_bench, created if missing)
-and CELERY_BROKER_URL (default redis://127.0.0.1:6379/9). `send` starts a discarding SMTP sink
-(bench/sink.py) and ONE real `celery worker` process (solo pool), measures from Confirm send to
-"finished", and prints it beside a baseline measured in the same run: Python's smtplib pushing
-pre-built messages of the same size over one connection to the same sink.
+and CELERY_BROKER_URL (default redis://127.0.0.1:6379/9). `send` starts ONE relay for the whole run
+(bench/relay.py: every reply after --relay-delay-ms, connections beyond --relay-max-conns refused
+with 421), then, against it and in this order: the bare peers measured before, Dispatch with each
+--worker setup (a real `celery worker`: `prefork` is `-c 2`, the production setup; `solo` one
+process), django-post-office (its own virtualenv: `make bench-postoffice`), the bare peers again.
+Each Dispatch run confirms a freshly prepared message (≈7 KB personalized HTML + text, 8 tracked
+links) and times Confirm -> finished. The peers push the very bytes Dispatch sends:
+- `smtplib`: Python's smtplib, as many connections (threads) as Dispatch uses in all, each its
+  share of the pre-built messages (DECISIONS: the peer for the relay with latency);
+- `smtplib1`: smtplib over ONE connection (the peer on a relay without latency).
+Prints CPU per message by process (workers, PostgreSQL, the relay) and the workers' peak RSS.
 """
 
 import argparse
+import json
 import os
 import signal
 import smtplib
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -25,8 +36,10 @@ os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/dispat
 os.environ.setdefault("CELERY_BROKER_URL", "redis://127.0.0.1:6379/9")
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 os.environ.setdefault("CELERY_QUEUE", "dispatch-bench")
-SINK_PORT = int(os.environ.get("BENCH_SINK_PORT", "2525"))
-os.environ["EMAIL_URL"] = f"smtp://127.0.0.1:{SINK_PORT}"
+RELAY_PORT = int(os.environ.get("BENCH_RELAY_PORT", "2526"))
+os.environ["EMAIL_URL"] = f"smtp://127.0.0.1:{RELAY_PORT}"
+TICK = os.sysconf("SC_CLK_TCK")
+OUT = ROOT / "var" / "bench"
 
 
 def ensure_database():
@@ -54,7 +67,7 @@ PARAGRAPH = (
 )
 
 
-def html_5kb() -> str:
+def html_7kb() -> str:
     links = "".join(f'<li><a href="https://shop.example.com/c/{i}?utm=bench">Collection {i}</a></li>' for i in range(6))
     body = PARAGRAPH * 11
     return (
@@ -65,6 +78,7 @@ def html_5kb() -> str:
 
 def make_delivery(n: int, label: str):
     from django.contrib.auth import get_user_model
+    from django.contrib.auth.models import Group
     from django.db import connection
 
     from accounts.roles import STANDARD_USERS
@@ -74,11 +88,9 @@ def make_delivery(n: int, label: str):
 
     User = get_user_model()
     user, _ = User.objects.get_or_create(username="bench", defaults={"first_name": "Bench", "last_name": "User"})
-    from django.contrib.auth.models import Group
-
     user.groups.set([Group.objects.get(name=STANDARD_USERS)])
     audience = Audience.objects.create(name=f"{label} {n}", kind=Audience.Kind.LIST)
-    tag = f"{int(time.time())}"
+    tag = f"{time.time_ns()}"
     with connection.cursor() as cur:
         cur.execute(
             """INSERT INTO audiences_profile (email, email_key, phone, first_name, last_name, language, time_zone,
@@ -98,13 +110,13 @@ def make_delivery(n: int, label: str):
     d = delivery_create(
         user=user,
         data={"label": label, "sender_name": "Bench Shop", "sender_address": "news@shop.example.com",
-              "subject": "{{ first_name }}, new arrivals for {{ attributes.city }}", "html": html_5kb(), "audience": audience},  # fmt: skip
+              "subject": "{{ first_name }}, new arrivals for {{ attributes.city }}", "html": html_7kb(), "audience": audience},  # fmt: skip
     )
     Delivery.objects.filter(pk=d.pk).update(state=State.PREPARING)
     return user, d
 
 
-def prepare(n: int):
+def prepare(n: int, quiet: bool = False):
     from deliveries.models import Delivery
     from deliveries.services import delivery_prepare_run
 
@@ -113,8 +125,9 @@ def prepare(n: int):
     delivery_prepare_run(delivery_id=d.pk)
     elapsed = time.perf_counter() - t0
     d = Delivery.objects.get(pk=d.pk)
-    print(f"prepare: {n} recipients -> state {d.state}, to deliver {d.to_deliver_count}, {elapsed:.2f} s "
-          f"({n / elapsed:,.0f} recipients/s)")  # fmt: skip
+    if not quiet:
+        print(f"prepare: {n} recipients -> state {d.state}, to deliver {d.to_deliver_count}, {elapsed:.2f} s "
+              f"({n / elapsed:,.0f} recipients/s)")  # fmt: skip
     return user, d
 
 
@@ -127,93 +140,268 @@ def wait_port(port, timeout=10):
             if s.connect_ex(("127.0.0.1", port)) == 0:
                 return
         time.sleep(0.1)
-    raise RuntimeError("sink did not start")
+    raise RuntimeError("relay did not start")
 
 
-def prebuilt_messages(d, n: int) -> list[tuple[str, bytes]]:
-    """The very bytes the pipeline sends (same skeleton, same recipients), built before timing."""
+def built_messages(d, n: int | None = None):
+    """The very messages the pipeline sends (same skeleton, same recipients), built before timing."""
     from deliveries.channels.email import MessageSkeleton
     from deliveries.models import SendingLog
 
     skeleton = MessageSkeleton(d)
     rows = SendingLog.objects.filter(delivery=d).order_by("id").values_list(
         "id", "address", "profile__first_name", "profile__last_name", "profile__attributes"
-    )[:n]
-    return [
-        (address, skeleton.build(sending_log_id=i, address=address, profile={"email": address, "first_name": f, "last_name": last, "attributes": a}).data)
-        for i, address, f, last, a in rows
-    ]
+    )
+    if n:
+        rows = rows[:n]
+    for i, address, first, last, attributes in rows.iterator():
+        yield skeleton.build(sending_log_id=i, address=address,
+                             profile={"email": address, "first_name": first, "last_name": last, "attributes": attributes})  # fmt: skip
 
 
-def baseline(messages: list[tuple[str, bytes]]) -> float:
-    """smtplib pushing pre-built messages over one connection: the same bytes as the pipeline's."""
+# --- measuring processes -------------------------------------------------------------------------
+def _stat(pid: int):
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return int(fields[1]), (int(fields[11]) + int(fields[12])) / TICK  # ppid, utime + stime
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return None, 0.0
+
+
+def _rss_mb(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except FileNotFoundError:
+        pass
+    return 0.0
+
+
+def _all_pids():
+    return [int(p) for p in os.listdir("/proc") if p.isdigit()]
+
+
+def _descendants(root: int) -> set[int]:
+    parents = {}
+    for pid in _all_pids():
+        ppid, _cpu = _stat(pid)
+        if ppid is not None:
+            parents[pid] = ppid
+    found, frontier = {root}, [root]
+    while frontier:
+        p = frontier.pop()
+        for child, parent in parents.items():
+            if parent == p and child not in found:
+                found.add(child)
+                frontier.append(child)
+    return found
+
+
+def _postgres_pids() -> set[int]:
+    pids = set()
+    for pid in _all_pids():
+        try:
+            if Path(f"/proc/{pid}/comm").read_text().strip() == "postgres":
+                pids.add(pid)
+        except FileNotFoundError:
+            pass
+    return pids
+
+
+class Watch:
+    """CPU seconds per group of processes over a window, and the peak RSS of the workers."""
+
+    def __init__(self, groups: dict):
+        self.groups = groups  # name -> callable returning the pids of the group now
+        self.start = {}
+        self.peak_rss = 0.0
+        self._stop = threading.Event()
+        self._cpu_seen = {}
+
+    def _cpu(self, name):
+        total = 0.0
+        for pid in self.groups[name]():
+            _ppid, cpu = _stat(pid)
+            self._cpu_seen[(name, pid)] = max(self._cpu_seen.get((name, pid), 0.0), cpu)
+        for (group, _pid), cpu in self._cpu_seen.items():
+            if group == name:
+                total += cpu
+        return total
+
+    def _sample(self):
+        while not self._stop.wait(0.25):
+            self.peak_rss = max(self.peak_rss, max((_rss_mb(p) for p in self.groups["workers"]()), default=0.0))
+            for name in self.groups:
+                self._cpu(name)  # processes that end before the window does keep their last reading
+
+    def __enter__(self):
+        self.start = {name: self._cpu(name) for name in self.groups}
+        self.load = os.getloadavg()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.cpu = {name: self._cpu(name) - self.start[name] for name in self.groups}
+        self.load_after = os.getloadavg()
+
+
+# --- the peers ---------------------------------------------------------------------------------
+def smtplib_peer(messages: list[tuple[str, bytes]], connections: int) -> float:
+    """smtplib pushing pre-built messages over `connections` connections at once (threads)."""
+    shares = [messages[i::connections] for i in range(connections)]
+    errors = []
+
+    def push(share):
+        try:
+            with smtplib.SMTP("127.0.0.1", RELAY_PORT) as conn:
+                for to, data in share:
+                    conn.sendmail("news@shop.example.com", [to], data)
+        except Exception as e:  # reported: a peer that failed must not look fast
+            errors.append(e)
+
+    threads = [threading.Thread(target=push, args=(share,)) for share in shares]
     t0 = time.perf_counter()
-    with smtplib.SMTP("127.0.0.1", SINK_PORT) as conn:
-        for to, data in messages:
-            conn.sendmail("news@shop.example.com", [to], data)
-    return len(messages) / (time.perf_counter() - t0)
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    seconds = time.perf_counter() - t0
+    if errors:
+        raise RuntimeError(f"smtplib peer: {len(errors)} connection(s) failed: {errors[0]!r}")
+    return len(messages) / seconds
 
 
-def send(n: int):
+def postoffice_peer(messages_file: Path) -> dict:
+    python = ROOT / "bench" / ".venv-postoffice" / "bin" / "python"
+    if not python.exists():
+        raise SystemExit("django-post-office is not installed: run `make bench-postoffice` first.")
+    out = subprocess.run([str(python), str(ROOT / "bench" / "postoffice" / "run.py"), "--messages", str(messages_file),
+                          "--port", str(RELAY_PORT)], check=True, capture_output=True, text=True, cwd=ROOT)  # fmt: skip
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+# --- Dispatch ------------------------------------------------------------------------------------
+def run_dispatch(n: int, worker: str, connections: int, relay_pid: int) -> dict:
     from django.utils import timezone
 
     from deliveries.models import Delivery
     from deliveries.services import delivery_confirm
 
-    sink = subprocess.Popen([sys.executable, str(ROOT / "bench" / "sink.py"), "--port", str(SINK_PORT)], stdout=subprocess.PIPE, text=True)
-    worker = None
+    user, d = prepare(n, quiet=True)
+    pool = ["--pool", "solo", "--concurrency", "1"] if worker == "solo" else ["--pool", "prefork", "--concurrency", "2"]
+    env = {**os.environ, "DEBUG": "0", "SECURE_SSL_REDIRECT": "0", "LOG_LEVEL": "WARNING", "SEND_CONNECTIONS": str(connections)}
+    proc = subprocess.Popen(
+        [str(ROOT / ".venv" / "bin" / "celery"), "-A", "config", "worker", *pool, "-Q", os.environ["CELERY_QUEUE"],
+         "--loglevel", "WARNING", "--without-gossip", "--without-mingle", "--without-heartbeat"],  # fmt: skip
+        cwd=ROOT, env=env,
+    )
     try:
-        wait_port(SINK_PORT)
-        user, d = prepare(n)
-        prebuilt = prebuilt_messages(d, min(n, 5000))
-        size = sum(len(data) for _to, data in prebuilt) / len(prebuilt)
-        base_before = baseline(prebuilt)
-        env = {**os.environ, "DEBUG": "0", "SECURE_SSL_REDIRECT": "0", "LOG_LEVEL": "WARNING"}
-        worker = subprocess.Popen(
-            [str(ROOT / ".venv" / "bin" / "celery"), "-A", "config", "worker", "--pool", "solo", "--concurrency", "1",
-             "-Q", os.environ["CELERY_QUEUE"], "--loglevel", "WARNING", "--without-gossip", "--without-mingle"],  # fmt: skip
-            cwd=ROOT, env=env,
-        )
-        time.sleep(3)
-        t0 = time.perf_counter()
-        confirmed_at = timezone.now()
-        delivery_confirm(delivery=d, user=user)
-        while True:
-            d = Delivery.objects.get(pk=d.pk)
-            if d.state in ("finished", "failed", "stopped"):
-                break
-            time.sleep(0.2)
-        wall = time.perf_counter() - t0
-        server = (d.finished_at - confirmed_at).total_seconds()
-        rate = n / server
-        base_after = baseline(prebuilt)
-        base = (base_before + base_after) / 2  # measured before and after the send: the machine's load varies
-        print(f"send: {n} messages ({size / 1024:.1f} KB on the wire each, personalized HTML + text) through one worker process: "
-              f"{server:.1f} s, {rate:,.0f} msg/s (state {d.state}, sent {d.sent_count}, wall {wall:.1f} s)")  # fmt: skip
-        print(f"baseline: smtplib pushing the same messages, pre-built, over one connection: {base:,.0f} msg/s "
-              f"(before {base_before:,.0f}, after {base_after:,.0f})")  # fmt: skip
-        print(f"ratio: {rate / base:.2f}x the baseline (target >= 0.5x)")
+        time.sleep(4)  # the worker is up and its processes forked
+        groups = {"workers": lambda: _descendants(proc.pid), "postgres": _postgres_pids, "relay": lambda: {relay_pid}}
+        with Watch(groups) as watch:
+            confirmed_at = timezone.now()
+            delivery_confirm(delivery=d, user=user)
+            while True:
+                d = Delivery.objects.get(pk=d.pk)
+                if d.state in ("finished", "failed", "stopped"):
+                    break
+                time.sleep(0.2)
+        seconds = (d.finished_at - confirmed_at).total_seconds()
+        return {"worker": worker, "messages": n, "sent": d.sent_count, "state": d.state, "seconds": seconds,
+                "rate": d.sent_count / seconds, "cpu": watch.cpu, "rss_mb": watch.peak_rss, "load": watch.load,
+                "load_after": watch.load_after}  # fmt: skip
     finally:
-        for proc in (worker, sink):
-            if proc is not None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def send(args):
+    relay = subprocess.Popen(
+        [sys.executable, str(ROOT / "bench" / "relay.py"), "--port", str(RELAY_PORT), "--delay-ms", str(args.relay_delay_ms),
+         "--max-conns", str(args.relay_max_conns)],  # fmt: skip
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        wait_port(RELAY_PORT)
+        _user, sample = prepare(min(args.recipients, args.peer_messages), quiet=True)
+        built = list(built_messages(sample))
+        prebuilt = [(m.address, m.data) for m in built]
+        size = sum(len(data) for _to, data in prebuilt) / len(prebuilt)
+        workers = {"solo": 1, "prefork": 2}
+        total_connections = min(args.relay_max_conns, args.connections * max(workers[w] for w in args.worker))
+        peers = [p for p in args.peers.split(",") if p]
+        print(f"relay: 127.0.0.1:{RELAY_PORT}, {args.relay_delay_ms:g} ms before each reply (a round trip), at most "
+              f"{args.relay_max_conns} connections; messages of {size / 1024:.1f} KB on the wire (personalized HTML + text); "
+              f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")  # fmt: skip
+        peer_connections = {"smtplib": total_connections, "smtplib1": 1}
+        before = {p: smtplib_peer(prebuilt, peer_connections[p]) for p in peers if p in peer_connections}
+        for p, rate in before.items():
+            print(f"peer {p} ({peer_connections[p]} connection(s), pre-built bytes), before: {rate:,.0f} msg/s")
+        results = []
+        for worker in args.worker:
+            r = run_dispatch(args.recipients, worker, args.connections, relay.pid)
+            results.append(r)
+            per = {k: v * 1e6 / max(r["sent"], 1) for k, v in r["cpu"].items()}
+            print(f"dispatch {worker} ({workers[worker]} process(es) x {args.connections} connections): {r['sent']:,} sent "
+                  f"of {r['messages']:,} in {r['seconds']:.1f} s = {r['rate']:,.0f} msg/s (state {r['state']}); CPU per message: "
+                  + ", ".join(f"{k} {v:.0f} us" for k, v in per.items())
+                  + f"; worker peak RSS {r['rss_mb']:.0f} MB; load {r['load'][0]:.2f} -> {r['load_after'][0]:.2f}")  # fmt: skip
+        if "postoffice" in peers:
+            OUT.mkdir(parents=True, exist_ok=True)
+            path = OUT / "messages.jsonl"
+            _user, po_delivery = prepare(args.recipients, quiet=True)
+            with path.open("w") as f:
+                for m in built_messages(po_delivery):
+                    f.write(json.dumps({"from": "Bench Shop <news@shop.example.com>", "to": m.address, "subject": m.subject,
+                                        "html": m.html, "text": m.text, "headers": m.headers}) + "\n")  # fmt: skip
+            po = postoffice_peer(path)
+            print(f"peer django-post-office 3.12 (its defaults: 1 process, 5 threads): {po['sent']:,} sent of "
+                  f"{po['messages']:,} in {po['seconds']:.1f} s = {po['rate']:,.0f} msg/s, CPU {po['cpu'] * 1e6 / max(po['sent'], 1):.0f} us/message")  # fmt: skip
+        after = {p: smtplib_peer(prebuilt, peer_connections[p]) for p in peers if p in peer_connections}
+        for p, rate in after.items():
+            print(f"peer {p}, after: {rate:,.0f} msg/s; mean {(before[p] + rate) / 2:,.0f} msg/s")
+        for r in results:
+            for p in before:
+                mean = (before[p] + after[p]) / 2
+                print(f"ratio dispatch {r['worker']} / {p}: {r['rate'] / mean:.2f}x")
+            if "postoffice" in peers:
+                print(f"ratio dispatch {r['worker']} / django-post-office: {r['rate'] / po['rate']:.1f}x")
+        print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    finally:
+        relay.send_signal(signal.SIGTERM)
+        try:
+            out, _err = relay.communicate(timeout=10)
+            print(out.strip().splitlines()[-1])
+        except subprocess.TimeoutExpired:
+            relay.kill()
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("what", choices=["prepare", "send"])
     parser.add_argument("--recipients", type=int)
+    parser.add_argument("--relay-delay-ms", type=float, default=10.0)
+    parser.add_argument("--relay-max-conns", type=int, default=50)
+    parser.add_argument("--connections", type=int, default=25, help="SEND_CONNECTIONS of the workers (per process)")
+    parser.add_argument("--worker", action="append", choices=["prefork", "solo"], help="worker setups to run (repeat)")
+    parser.add_argument("--peers", default="smtplib", help="comma-separated: smtplib, smtplib1, postoffice")
+    parser.add_argument("--peer-messages", type=int, default=5000, help="messages the smtplib peers push")
     args = parser.parse_args()
+    args.worker = args.worker or ["prefork"]
     ensure_database()
     setup_django()
     if args.what == "prepare":
         prepare(args.recipients or 100_000)
     else:
-        send(args.recipients or 20_000)
+        args.recipients = args.recipients or 20_000
+        send(args)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,6 @@ import collections
 import json
 import logging
 import random
-import threading
 import time
 from dataclasses import dataclass
 from datetime import timedelta
@@ -42,8 +41,8 @@ from django.utils.translation import ngettext
 from audiences.models import Profile
 
 from .channels.base import Outcome
-from .channels.email import MessageSkeleton, SmtpTransport, transport_for
-from .channels.smtp import RelayUnavailable
+from .channels.email import MessageSkeleton, uses_smtp_relay
+from .connections import AsyncSmtpSender, ThreadedSender, Work
 from .consent import left_cause_sql, left_joins_sql
 from .models import (
     Delivery,
@@ -57,7 +56,6 @@ from .models import (
     State,
 )
 from .services import FINISHED_TEXT, delivery_send_ended, journal_add
-from .slots import relay_slots
 
 log = logging.getLogger(__name__)
 
@@ -410,38 +408,6 @@ def autopause_if_needed(*, delivery_id: int, now) -> bool:
 
 
 # --- the batch ----------------------------------------------------------------------------------
-class _Work:
-    """The claimed rows of one batch and their outcomes, shared by its threads."""
-
-    def __init__(self):
-        self.cond = threading.Condition()
-        self.queue: collections.deque[Claimed] = collections.deque()
-        self.results: list[tuple[Claimed, Outcome]] = []
-        self.closed = False  # no more rows will be added: threads end when the queue is empty
-        self.stopping = threading.Event()
-        self.live = 0  # connections open now
-        self.last_ok = time.monotonic()  # last time a connection opened or a message went through
-        self.last_error = ""  # the relay's last refusal, for the journal
-
-    def take(self) -> Claimed | None:
-        with self.cond:
-            while not self.queue:
-                if self.closed or self.stopping.is_set():
-                    return None
-                self.cond.wait(0.5)
-            return self.queue.popleft()
-
-    def put_back(self, row: Claimed) -> None:
-        with self.cond:
-            self.queue.appendleft(row)
-            self.cond.notify()
-
-    def done(self, row: Claimed, outcome: Outcome) -> None:
-        with self.cond:
-            self.results.append((row, outcome))
-            self.cond.notify_all()
-
-
 class BatchRun:
     """One batch task's send: connection threads, claims ahead, outcomes written in groups."""
 
@@ -454,93 +420,17 @@ class BatchRun:
         self.relay_retry_seconds = float(_setting("SEND_RELAY_RETRY_SECONDS", 60))
         self.db_patience = float(_setting("CLAIM_TIMEOUT_SECONDS", 600))
         self.skeleton = MessageSkeleton(delivery)
-        self.work = _Work()
+        self.work = Work(low_water=max(self.chunk // 2, 1), group=self.chunk)
         self.unwritten = 0  # claimed rows whose outcome is not written yet (queued, in hand, or held)
         self.handled = 0
         self.rate_limited = False
-        probe = transport_for(self.skeleton)
-        self.smtp = isinstance(probe, SmtpTransport)
-        self.relay = probe.relay.key if self.smtp else ""
-        self.connections = max(1, int(_setting("SEND_CONNECTIONS", 8)))
-        self.relay_cap = max(1, int(_setting("SEND_MAX_CONNECTIONS_PER_RELAY", 50)))
-
-    # -- connection threads --
-    def _connection(self, index: int) -> None:
-        work, slots = self.work, relay_slots() if self.smtp else None
-        transport, slot, failures = None, None, 0
-        try:
-            while True:
-                row = work.take()
-                if row is None:
-                    return
-                if transport is None:
-                    if slots is not None and slot is None:
-                        slot = slots.acquire(self.relay, self.relay_cap)
-                        if slot is None:  # every connection the relay allows us is in use elsewhere: wait
-                            work.last_ok = time.monotonic()  # (waiting for a slot is not the relay failing)
-                            work.put_back(row)
-                            work.stopping.wait(0.5 + random.random())
-                            continue
-                    transport = transport_for(self.skeleton)
-                    try:
-                        transport.open()
-                    except Exception as e:  # refused, 421, unreachable, TLS or login refused
-                        transport = None
-                        failures += 1
-                        work.last_error = f"{type(e).__name__}: {e}" if not isinstance(e, RelayUnavailable) else str(e)
-                        if slots is not None and slot is not None:
-                            slots.release(self.relay, slot)
-                            slot = None
-                        work.put_back(row)  # another connection may take it: this one waits
-                        work.stopping.wait(min(10.0, 0.25 * 2**failures) * (0.5 + random.random()))
-                        continue
-                    failures = 0
-                    with work.cond:
-                        work.live += 1
-                        work.last_ok = time.monotonic()
-                try:
-                    message = self.skeleton.build(sending_log_id=row.id, address=row.address, profile=row.profile)
-                except Exception as e:  # the profile changed since preparation and no longer renders
-                    work.done(row, Outcome(ok=False, code=0, failure_type=FailureType.HARD, failure_reason=FailureReason.NOT_DEFINED,
-                                           text=f"Personalization failed for this recipient: {type(e).__name__}: {e}",
-                                           quarantine=False))  # fmt: skip
-                    continue
-                row.message_id = message.message_id
-                try:
-                    outcome = transport.send(message)
-                except RelayUnavailable as e:  # nothing of it reached the relay: another connection sends it
-                    work.last_error = str(e)
-                    work.put_back(row)
-                    transport.close()
-                    transport = None
-                    with work.cond:
-                        work.live -= 1
-                    if slots is not None and slot is not None:
-                        slots.release(self.relay, slot)
-                        slot = None
-                    failures += 1
-                    work.stopping.wait(min(10.0, 0.25 * 2**failures) * (0.5 + random.random()))
-                    continue
-                except Exception as e:  # a fault of ours: the message may have gone, so never resend it
-                    log.exception("delivery %s: sending log %s", self.delivery.pk, row.id)
-                    outcome = Outcome(ok=False, code=0, unknown=True, quarantine=False, text=f"{type(e).__name__}: {e}")
-                    try:
-                        transport.close()
-                    finally:
-                        transport = None
-                        with work.cond:
-                            work.live -= 1
-                work.last_ok = time.monotonic()
-                work.done(row, outcome)
-        finally:
-            if transport is not None:
-                try:
-                    transport.close()
-                finally:
-                    with work.cond:
-                        work.live -= 1
-            if slots is not None and slot is not None:
-                slots.release(self.relay, slot)
+        connections = max(1, int(_setting("SEND_CONNECTIONS", 16)))
+        name = f"send-{delivery.pk}"
+        if uses_smtp_relay():
+            cap = max(1, int(_setting("SEND_MAX_CONNECTIONS_PER_RELAY", 50)))
+            self.sender = AsyncSmtpSender(work=self.work, skeleton=self.skeleton, connections=connections, relay_cap=cap, name=name)
+        else:
+            self.sender = ThreadedSender(work=self.work, skeleton=self.skeleton, connections=connections, name=name)
 
     # -- the batch's thread --
     def _claim(self, now) -> list[Claimed] | None:
@@ -554,14 +444,14 @@ class BatchRun:
         return claim_chunk(delivery=self.delivery, lo=self.lo, hi=self.hi, limit=limit, now=now)
 
     def _write(self) -> str:
-        with self.work.cond:
+        with self.work.lock:
             results, self.work.results = self.work.results, []
         if not results:
             return ""
         try:
             written = write_outcomes(delivery=self.delivery, results=results, now=timezone.now())
         except DB_ERRORS:
-            with self.work.cond:  # keep them: written when the database is back
+            with self.work.lock:  # keep them: written when the database is back
                 self.work.results[:0] = results
             raise
         self.unwritten -= len(results)
@@ -569,49 +459,46 @@ class BatchRun:
         return written.state
 
     def _release_queue(self, *, retry_at=None, why: str = "") -> int:
-        with self.work.cond:
+        with self.work.lock:
             rows = list(self.work.queue)
             self.work.queue.clear()
-            self.work.closed = True
-            self.work.cond.notify_all()
+        self.work.close()
         released = release_claimed(delivery_id=self.delivery.pk, rows=rows, retry_at=retry_at, why=why)
         self.unwritten -= len(rows)
         return released
 
     def run(self) -> int:
         work = self.work
-        threads = [
-            threading.Thread(target=self._connection, args=(i,), name=f"send-{self.delivery.pk}-{i}", daemon=True)
-            for i in range(self.connections)
-        ]
-        for t in threads:
-            t.start()
+        self.sender.start()
         exhausted = False
         last_write = time.monotonic()
         try:
             while True:
                 # 1. claim ahead, so the connections never wait for the database
-                if not exhausted and self._db_down_since is None and len(work.queue) < max(self.chunk // 2, 1):
+                if not exhausted and self._claim_wanted(time.monotonic()):
                     try:
                         rows = self._claim(timezone.now())
                     except DB_ERRORS as e:
                         self._db_failed(e)
                         rows = None
+                    if rows is None:  # nothing may be claimed now (rate limit, database away): not before a moment
+                        self._next_claim = time.monotonic() + 0.05
                     if rows == []:
                         exhausted = True
                         self.rate_limited = bool(self.delivery.rate_limit_per_hour) and self._budget_spent()
-                        with work.cond:
-                            work.closed = True
-                            work.cond.notify_all()
+                        work.close()
                     elif rows:
                         self.unwritten += len(rows)
-                        with work.cond:
-                            work.queue.extend(rows)
-                            work.cond.notify_all()
-                # 2. wait for outcomes
-                with work.cond:
-                    if not work.results:
-                        work.cond.wait(0.05)
+                        work.add(rows)
+                # 2. wait for a group of outcomes, the flush time, or the queue running low
+                with work.lock:
+                    pending = len(work.results)
+                    now = time.monotonic()
+                    db_may = self._db_next_try is None or now >= self._db_next_try
+                    write_now = db_may and (pending >= self.chunk or (pending and (exhausted or now - last_write >= self.flush_seconds)))
+                    if not (write_now or (not exhausted and self._claim_wanted(now))):
+                        wait = self.flush_seconds - (now - last_write) if pending else self.flush_seconds
+                        work.wake.wait(max(0.005, min(wait, 0.1)))
                     pending = len(work.results)
                 now = time.monotonic()
                 db_may = self._db_next_try is None or now >= self._db_next_try
@@ -640,16 +527,23 @@ class BatchRun:
                     break
         finally:
             work.stopping.set()
-            with work.cond:
-                work.closed = True
-                work.cond.notify_all()
-            for t in threads:
-                t.join(timeout=60)
+            work.close()
+            self.sender.join(timeout=60)
         return self.handled
 
     _db_down_since: float | None = None
     _db_next_try: float | None = None
     _db_tries = 0
+    _next_claim = 0.0
+
+    def _claim_wanted(self, now: float) -> bool:
+        """Claim the next chunk when the queue runs low, at most 2 x SEND_CHUNK claimed and not written."""
+        return (
+            self._db_down_since is None
+            and now >= self._next_claim
+            and len(self.work.queue) < self.work.low_water
+            and self.unwritten < 2 * self.chunk
+        )
 
     def _db_failed(self, error) -> None:
         """The database is away: outcomes stay in memory, claims wait, tries back off (up to 5 s)."""

@@ -1,10 +1,10 @@
-"""Email channel: a message skeleton built once per delivery, and two transports.
+"""Email channel: a message skeleton built once per delivery, and the Django backends' transport.
 
-The fast path renders each recipient's parts with templates compiled once, assembles the MIME
-bytes by hand around headers and boundaries fixed per delivery, and pushes them over one reused
-SMTP connection per batch (Django's EmailMessage serialization is ~10x slower: DESIGN.md). Django
-mail backends (console, django-anymail for providers' APIs) stay available behind the same
-interface.
+The fast path renders each recipient's parts with templates compiled once (each expression once
+for every part), assembles the MIME bytes by hand around headers and boundaries fixed per delivery,
+and the engine pushes them over many relay connections (deliveries/channels/smtp.py; Django's
+EmailMessage serialization is ~10x slower: DESIGN.md). Django mail backends (console, locmem,
+django-anymail for providers' APIs) stay available behind the same interface.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from ..links import RecipientTracking, compile_tracked_html, list_unsubscribe_he
 from ..personalization import compile_content, profile_context, render_with_missing
 from ..rendering import flat_renderer
 from .base import Outcome, Transport
-from .smtp import RelayConfig, RelayUnavailable, refused, relay_close, relay_open, unknown_outcome
+from .smtp import refused
 
 
 def _header(value: str) -> str:
@@ -165,43 +165,6 @@ class _OnceTracking(RecipientTracking):
         return cache[url_id]
 
 
-class SmtpTransport(Transport):
-    """One relay connection (a connection thread of the engine holds one). `open()` raises
-    RelayUnavailable when the relay cannot take a connection now; `send()` returns the message's
-    outcome, or raises RelayUnavailable when the message must go on another connection (nothing of
-    it reached the relay, or the relay answered 421)."""
-
-    def __init__(self, skeleton: MessageSkeleton, relay: RelayConfig | None = None):
-        self.skeleton = skeleton
-        self.relay = relay or RelayConfig.from_settings()
-        self.conn = None
-
-    def open(self) -> None:
-        self.conn = relay_open(self.relay)
-
-    def close(self) -> None:
-        if self.conn is not None:
-            relay_close(self.conn)
-            self.conn = None
-
-    def send(self, message: BuiltMessage) -> Outcome:
-        if self.conn is None:
-            self.open()
-        data = message.data or message.as_bytes(self.skeleton)
-        try:
-            return self.conn.transaction(message.mail_from, message.address, data)
-        except RelayUnavailable:
-            self.conn = None
-            raise
-        except (OSError, smtplib.SMTPException) as e:
-            content_sent = self.conn.content_sent
-            self.conn.close()
-            self.conn = None
-            if content_sent:
-                return unknown_outcome(e)
-            raise RelayUnavailable(f"connection lost before the message went out: {e}") from e
-
-
 class DjangoBackendTransport(Transport):
     """Any Django mail backend (console, locmem, django-anymail providers) behind the same interface.
 
@@ -248,7 +211,12 @@ class DjangoBackendTransport(Transport):
         return Outcome(ok=True)
 
 
+def uses_smtp_relay() -> bool:
+    """The fast path (our asyncio SMTP client, deliveries/channels/smtp.py) serves Django's SMTP
+    backend settings; any other backend (console, locmem, django-anymail) goes through Django."""
+    return settings.EMAIL_BACKEND == "django.core.mail.backends.smtp.EmailBackend"
+
+
 def transport_for(skeleton: MessageSkeleton) -> Transport:
-    if settings.EMAIL_BACKEND == "django.core.mail.backends.smtp.EmailBackend":
-        return SmtpTransport(skeleton)
+    """A Django mail backend connection (the path for every backend but SMTP)."""
     return DjangoBackendTransport(skeleton)

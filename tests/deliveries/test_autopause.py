@@ -200,24 +200,28 @@ def test_a_connection_cut_after_the_message_went_out_leaves_it_unknown_never_res
 
 
 def test_an_idle_connection_the_relay_closed_hands_the_message_to_another_connection(smtp_server):
-    """The relay closes an idle connection (before anything of the message went out): the transport
-    says so (RelayUnavailable: nothing was sent), and the message goes once on a new connection."""
-    import socket
+    """The connection goes away while idle (before anything of the message went out): the client
+    says nothing reached the relay (content_sent is False), and a fresh connection sends it once."""
+    import asyncio
 
-    from deliveries.channels.email import SmtpTransport
-    from deliveries.channels.smtp import RelayUnavailable
+    from deliveries.channels.smtp import AsyncRelayClient, RelayConfig
 
-    class Message:
-        mail_from, address, data = "news@shop.example.com", "ann@example.com", b"Subject: hi\r\n\r\nHello\r\n"
+    relay = RelayConfig(host=smtp_server.host, port=smtp_server.port)
+    data = b"Subject: hi\r\n\r\nHello\r\n"
 
-    transport = SmtpTransport(skeleton=None)
-    transport.open()
-    transport.conn.sock.shutdown(socket.SHUT_RDWR)  # the connection went away while it sat idle
-    with pytest.raises(RelayUnavailable):
-        transport.send(Message())
-    assert smtp_server.received_by("ann@example.com") == []
-    outcome = transport.send(Message())  # the engine gives it to a connection again: a fresh one
-    transport.close()
+    async def scenario():
+        client = await AsyncRelayClient.open(relay)
+        client.writer.transport.abort()  # the connection went away while it sat idle
+        await asyncio.sleep(0)
+        with pytest.raises((ConnectionError, OSError)):
+            await client.transaction("news@shop.example.com", "ann@example.com", data)
+        assert client.content_sent is False  # so the engine puts the message back, never "unknown"
+        fresh = await AsyncRelayClient.open(relay)
+        outcome = await fresh.transaction("news@shop.example.com", "ann@example.com", data)
+        await fresh.quit()
+        return outcome
+
+    outcome = asyncio.run(scenario())
     assert outcome.ok and not outcome.unknown
     assert len(smtp_server.received_by("ann@example.com")) == 1
 

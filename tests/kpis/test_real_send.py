@@ -17,7 +17,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
 
 def test_progress_rate_and_eta_follow_a_real_send(celery_worker, smtp_server, marketer, ops, settings):
-    settings.SEND_CHUNK = 5
+    settings.SEND_CHUNK, settings.SEND_CONNECTIONS = 5, 1  # one connection to a slow relay: a send of seconds
     emails = [f"reader{i:03d}@example.com" for i in range(120)]
     for address in emails[:6]:
         smtp_server.set_reply(address, "550 5.1.1 User unknown")
