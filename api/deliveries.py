@@ -32,13 +32,13 @@ class DeliverySerializer(serializers.ModelSerializer):
             "id", "human_id", "label", "channel", "sender_name", "sender_address", "reply_to", "subject", "html", "text",
             "audience", "schedule", "scheduled_at", "schedule_tz", "validity_hours", "requires_approval",
             "rate_limit_per_hour", "state", "logical_status", "progress", "revision", "targeted_count",
-            "to_deliver_count", "warnings_count", "sent_count", "failed_count", "processed_count",
+            "to_deliver_count", "skipped_count", "warnings_count", "sent_count", "failed_count", "processed_count",
             "content_approved_by", "content_approved_at", "target_approved_by", "target_approved_at",
             "created_by", "created_at", "updated_at", "confirmed_by", "confirmed_at", "started_at", "finished_at",
         ]  # fmt: skip
         read_only_fields = [
-            "state", "progress", "revision", "targeted_count", "to_deliver_count", "warnings_count", "sent_count",
-            "failed_count", "processed_count", "content_approved_by", "content_approved_at", "target_approved_by",
+            "state", "progress", "revision", "targeted_count", "to_deliver_count", "skipped_count", "warnings_count",
+            "sent_count", "failed_count", "processed_count", "content_approved_by", "content_approved_at", "target_approved_by",
             "target_approved_at", "created_by", "created_at", "updated_at", "confirmed_by", "confirmed_at",
             "started_at", "finished_at",
         ]  # fmt: skip
@@ -76,7 +76,7 @@ class JournalSerializer(serializers.ModelSerializer):
 class ExclusionLogSerializer(serializers.ModelSerializer):
     class Meta:
         model = ExclusionLog
-        fields = ["id", "profile", "address", "cause"]
+        fields = ["id", "profile", "address", "cause", "found_at"]
 
 
 class ExclusionCauseSerializer(serializers.Serializer):
@@ -88,7 +88,7 @@ class ExclusionCauseSerializer(serializers.Serializer):
 class SendingLogSerializer(serializers.ModelSerializer):
     class Meta:
         model = SendingLog
-        fields = ["id", "profile", "address", "status", "failure_type", "failure_reason", "failure_text", "attempts",
+        fields = ["id", "profile", "address", "status", "failure_type", "failure_reason", "failure_text", "exclusion_cause", "attempts",
                   "next_attempt_at", "event_at", "message_id"]  # fmt: skip
 
 
@@ -186,7 +186,7 @@ class SendingLogList(generics.ListAPIView):
     serializer_class = SendingLogSerializer
     pagination_class = Paginated
 
-    @extend_schema(parameters=[OpenApiParameter("status", str, description="pending, sending, sent, failed, unknown, cancelled"),
+    @extend_schema(parameters=[OpenApiParameter("status", str, description="pending, sending, sent, failed, unknown, cancelled, skipped"),
                                OpenApiParameter("reason", str, description="Failure reason")])  # fmt: skip
     def get(self, request, *args, **kwargs):
         return super().get(request, *args, **kwargs)

@@ -51,7 +51,12 @@ class RatesSerializer(serializers.Serializer):
 
 class KpiSerializer(serializers.Serializer):
     delivery = serializers.IntegerField(source="delivery_id")
-    to_deliver = serializers.IntegerField(help_text="Sending logs created by preparation (targeted − excluded).")
+    to_deliver = serializers.IntegerField(
+        help_text="Sending logs created by preparation (targeted − excluded), less the recipients who left since."
+    )
+    skipped = serializers.IntegerField(
+        help_text="Recipients who left since preparation (unsubscribed, denylisted, quarantined, deleted): not sent."
+    )
     sent = serializers.IntegerField(help_text="Delivered + bounces and errors.")
     delivered = serializers.IntegerField(help_text="count(status = sent)")
     bounces = serializers.IntegerField(help_text="Bounces + errors: count(status = failed)")

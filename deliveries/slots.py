@@ -34,7 +34,7 @@ class _AdvisorySlots:
         self._lock = threading.Lock()
         self._conn = None
         self._pid = None
-        self._held = 0  # the connection closes when no slot is held (no idle session between sends)
+        self._mine: set[tuple[int, int]] = set()  # (relay key, slot) held by this process (the lock is re-entrant)
 
     def _cursor(self):
         if self._conn is None or self._pid != os.getpid():
@@ -50,17 +50,20 @@ class _AdvisorySlots:
         except Exception:  # noqa: S110 - a broken connection: dropping it is all we want
             pass
         self._conn = None
+        self._mine.clear()  # the session's locks ended with it
 
     def acquire(self, relay: str, cap: int) -> int | None:
         key = _relay_key(relay)
         start = random.randrange(cap)  # spread processes over the slots: fewer failed tries
         with self._lock:
+            mine = [slot for k, slot in self._mine if k == key]
             try:
                 with self._cursor() as cursor:
+                    # A session's advisory locks are re-entrant: skip the slots this process holds.
                     cursor.execute(
                         "SELECT s FROM (SELECT (g + %s) %% %s AS s FROM generate_series(0, %s - 1) g) x"
-                        " WHERE pg_try_advisory_lock(%s, s) LIMIT 1",
-                        [start, cap, cap, key],
+                        " WHERE NOT (s = ANY(%s)) AND pg_try_advisory_lock(%s, s) LIMIT 1",
+                        [start, cap, cap, mine, key],
                     )
                     row = cursor.fetchone()
             except Exception as e:  # the database is away: go on without a slot (the cap is best effort then)
@@ -68,25 +71,27 @@ class _AdvisorySlots:
                 self._reset()
                 return -1
             if row is None:
-                if not self._held:
+                if not self._mine:
                     self._reset()
                 return None
-            self._held += 1
+            self._mine.add((key, int(row[0])))
             return int(row[0])
 
     def release(self, relay: str, slot: int) -> None:
         if slot < 0:
             return
+        key = _relay_key(relay)
         with self._lock:
-            self._held = max(0, self._held - 1)
+            self._mine.discard((key, slot))
             try:
-                if self._held == 0:
-                    self._reset()  # ending the session releases the lock
+                if not self._mine:
+                    self._reset()  # ending the session releases the lock (no idle session between sends)
                     return
                 with self._cursor() as cursor:
-                    cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [_relay_key(relay), slot])
+                    cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [key, slot])
             except Exception:  # the session ended with the database: its locks went with it
                 self._reset()
+                self._mine.clear()
 
 
 class _FileSlots:

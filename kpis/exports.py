@@ -95,11 +95,14 @@ def _sending(delivery: Delivery, filters: dict):
 
 def _exclusions(delivery: Delivery, filters: dict):
     causes = _labels(ExclusionCause)
-    header = [_("Address"), _("Profile"), _("Cause")]
+    header = [_("Address"), _("Profile"), _("Cause"), _("Found at send time")]
     qs = selectors.exclusion_log_list(delivery=delivery, cause=filters.get("cause", "")).values_list(
-        "address", "profile_id", "cause"
+        "address", "profile_id", "cause", "found_at"
     )
-    rows = ([_text(addr), profile or "", causes.get(cause, cause)] for addr, profile, cause in qs.iterator(CHUNK))
+    rows = (
+        [_text(addr), profile or "", causes.get(cause, cause), found.isoformat() if found else ""]
+        for addr, profile, cause, found in qs.iterator(CHUNK)
+    )
     return header, rows
 
 

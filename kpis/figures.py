@@ -94,7 +94,9 @@ RATES = (
         _("Mirror page rate = messages with a mirror-page view / delivered"),
     ),
 )
-TO_DELIVER_FORMULA = _("To deliver = sending logs created by preparation (targeted − excluded)")
+TO_DELIVER_FORMULA = _(
+    "To deliver = sending logs created by preparation (targeted − excluded), less the recipients who left since preparation"
+)
 
 
 def _value(snapshot, name: str) -> int:

@@ -15,6 +15,7 @@ class KpiSnapshot(models.Model):
     soft_bounces = models.PositiveIntegerField(default=0)
     unknown = models.PositiveIntegerField(default=0)
     cancelled = models.PositiveIntegerField(default=0)
+    skipped = models.PositiveIntegerField(default=0)  # left since preparation: not sent, apart from to_deliver
     pending = models.PositiveIntegerField(default=0)
     unique_opens = models.PositiveIntegerField(default=0)
     unique_clicks = models.PositiveIntegerField(default=0)

@@ -65,6 +65,7 @@ def tiles_snapshot(delivery: Delivery, snapshot: KpiSnapshot | None) -> KpiSnaps
     live = KpiSnapshot(
         delivery_id=delivery.pk,
         to_deliver=delivery.to_deliver_count,
+        skipped=delivery.skipped_count,
         delivered=delivery.sent_count,
         bounces=delivery.failed_count,
         computed_at=snapshot.computed_at if snapshot else None,

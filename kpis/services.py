@@ -49,7 +49,9 @@ def _sending_counts(delivery_id: int) -> dict:
     """One conditional aggregate over the delivery's sending logs (one pass, parallel on PostgreSQL)."""
     sent, failed = Q(status=SendingStatus.SENT), Q(status=SendingStatus.FAILED)
     return SendingLog.objects.filter(delivery_id=delivery_id).aggregate(
-        to_deliver=Count("*"),
+        # Recipients who left since preparation are counted apart (DOMAIN.md §5), not to deliver.
+        to_deliver=Count("id", filter=~Q(status=SendingStatus.SKIPPED)),
+        skipped=Count("id", filter=Q(status=SendingStatus.SKIPPED)),
         delivered=Count("id", filter=sent),
         bounces=Count("id", filter=failed),
         hard_bounces=Count("id", filter=failed & Q(failure_type=FailureType.HARD)),

@@ -22,6 +22,8 @@ class Received:
     rcpt_tos: list[str]
     data: bytes
     at: float = field(default_factory=time.time)
+    tls: bool = False  # came over an encrypted session (STARTTLS)
+    login: str = ""  # the user name the client authenticated with
 
     @property
     def message(self):
@@ -43,6 +45,11 @@ class RecordingHandler:
 
     def __init__(self, mailbox_dir: Path | None = None, keep_in_memory: bool = True):
         self.messages: list[Received] = []
+        self.max_connections: int | None = None  # beyond this many at once: "421 Too many connections"
+        self.refuse_connections = False  # every new connection: "421 Service not available"
+        self.sessions = 0  # open now
+        self.peak_sessions = 0  # the most open at once
+        self.refused_connections = 0
         self.rules: dict[str, _Rule] = {}
         self.drops: dict[str, _Rule] = {}
         self.mailbox_dir = Path(mailbox_dir) if mailbox_dir else None
@@ -73,6 +80,14 @@ class RecordingHandler:
         address = address.lower()
         return [m for m in self.messages if address in (r.lower() for r in m.rcpt_tos)]
 
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        """aiosmtpd's EHLO hook: advertise PIPELINING (RFC 2920) unless the server was started
+        without it; aiosmtpd answers pipelined commands in order."""
+        session.host_name = hostname
+        if getattr(server, "advertise_pipelining", True) and responses and responses[-1].startswith("250 "):
+            responses.insert(-1, "250-PIPELINING")
+        return responses
+
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         with self._lock:
             rule = self.rules.get(address.lower())
@@ -88,7 +103,9 @@ class RecordingHandler:
         data = envelope.original_content or envelope.content
         if isinstance(data, str):
             data = data.encode()
-        item = Received(envelope.mail_from, list(envelope.rcpt_tos), data)
+        auth = getattr(session, "auth_data", None)
+        login = auth.login.decode() if isinstance(getattr(auth, "login", None), bytes) else ""
+        item = Received(envelope.mail_from, list(envelope.rcpt_tos), data, tls=session.ssl is not None, login=login)
         if self.keep_in_memory:
             with self._lock:
                 self.messages.append(item)
@@ -129,12 +146,63 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
+class _Authenticator:
+    """AUTH PLAIN / LOGIN against one user name and password (aiosmtpd's authenticator protocol)."""
+
+    def __init__(self, user: str, password: str):
+        self.user, self.password = user.encode(), password.encode()
+
+    def __call__(self, server, session, envelope, mechanism, auth_data):
+        from aiosmtpd.smtp import AuthResult, LoginPassword
+
+        ok = isinstance(auth_data, LoginPassword) and auth_data.login == self.user and auth_data.password == self.password
+        return AuthResult(success=ok, handled=False, auth_data=auth_data if ok else None)
+
+
+class _SinkSMTP(SMTP):
+    """aiosmtpd's server, which can refuse a connection as a loaded or failing relay does."""
+
+    def connection_made(self, transport):
+        handler = self.event_handler
+        if handler.refuse_connections or (handler.max_connections is not None and handler.sessions >= handler.max_connections):
+            handler.refused_connections += 1
+            reason = "Service not available" if handler.refuse_connections else "Too many connections from your host"
+            transport.write(f"421 4.7.0 {reason}\r\n".encode())
+            transport.close()
+            self._refused = True
+            return
+        handler.sessions += 1
+        handler.peak_sessions = max(handler.peak_sessions, handler.sessions)
+        super().connection_made(transport)
+
+    def connection_lost(self, exc):
+        if getattr(self, "_refused", False):
+            return
+        self.event_handler.sessions -= 1
+        super().connection_lost(exc)
+
+
 class SinkController(Controller):
+    """The sink's server: advertises PIPELINING (RFC 2920: it answers pipelined commands in order),
+    and, when given, offers STARTTLS (`tls_context`) and requires AUTH (`auth=(user, password)`)."""
+
+    def __init__(self, handler, *, pipelining: bool = True, tls_context=None, auth: tuple[str, str] | None = None, **kwargs):
+        self.pipelining, self.tls_context, self.auth = pipelining, tls_context, auth
+        super().__init__(handler, **kwargs)
+
     def factory(self):
-        return SMTP(self.handler, data_size_limit=50 * 1024 * 1024, enable_SMTPUTF8=True, decode_data=False, hostname="dispatch-sink")
+        options = {}
+        if self.tls_context is not None:
+            options["tls_context"] = self.tls_context
+        if self.auth:
+            options.update(authenticator=_Authenticator(*self.auth), auth_required=True, auth_require_tls=self.tls_context is not None)
+        server = _SinkSMTP(self.handler, data_size_limit=50 * 1024 * 1024, enable_SMTPUTF8=True, decode_data=False,
+                           hostname="dispatch-sink", **options)  # fmt: skip
+        server.advertise_pipelining = self.pipelining
+        return server
 
 
-def start_sink(handler: RecordingHandler, host: str = "127.0.0.1", port: int | None = None) -> SinkController:
-    controller = SinkController(handler, hostname=host, port=port or free_port(host), ready_timeout=10)
+def start_sink(handler: RecordingHandler, host: str = "127.0.0.1", port: int | None = None, **options) -> SinkController:
+    controller = SinkController(handler, hostname=host, port=port or free_port(host), ready_timeout=10, **options)
     controller.start()
     return controller

@@ -133,22 +133,59 @@ def celery_worker(transactional_db, _celery_test_config):
 
 
 # --- SMTP --------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def tls_certificate(tmp_path_factory):
+    """A self-signed certificate for 127.0.0.1, made at test time: (certificate path, key path)."""
+    import subprocess
+
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "2",
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],  # fmt: skip
+        check=True, capture_output=True,
+    )
+    return cert, key
+
+
 @pytest.fixture
-def smtp_server(settings):
-    """A real SMTP server on loopback that records messages (`.messages`) and can refuse chosen
-    recipients (`.set_reply(address, "550 5.1.1 User unknown", times=None)`)."""
+def smtp_server_with(settings, tls_certificate):
+    """Start a real SMTP server on loopback with options, and point the app's email settings at it:
+    `smtp_server_with(pipelining=True, starttls=False, auth=None)`; `auth=("user", "password")`
+    requires a login (over STARTTLS when `starttls`). Returns the handler (see `smtp_server`)."""
+    import ssl
+
     from system.smtp import RecordingHandler, start_sink
 
-    handler = RecordingHandler()
-    controller = start_sink(handler)
-    handler.host, handler.port = controller.hostname, controller.port
-    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
-    settings.EMAIL_HOST, settings.EMAIL_PORT = controller.hostname, controller.port
-    settings.EMAIL_HOST_USER = settings.EMAIL_HOST_PASSWORD = ""
-    settings.EMAIL_USE_TLS = settings.EMAIL_USE_SSL = False
-    settings.EMAIL_URL = f"smtp://{controller.hostname}:{controller.port}"
-    yield handler
-    controller.stop()
+    controllers = []
+
+    def start(*, pipelining: bool = True, starttls: bool = False, auth: tuple[str, str] | None = None):
+        handler = RecordingHandler()
+        context = None
+        if starttls:
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(*tls_certificate)
+        controller = start_sink(handler, pipelining=pipelining, tls_context=context, auth=auth)
+        controllers.append(controller)
+        handler.host, handler.port = controller.hostname, controller.port
+        settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+        settings.EMAIL_HOST, settings.EMAIL_PORT = controller.hostname, controller.port
+        settings.EMAIL_HOST_USER, settings.EMAIL_HOST_PASSWORD = auth or ("", "")
+        settings.EMAIL_USE_TLS, settings.EMAIL_USE_SSL = starttls, False
+        settings.EMAIL_SSL_VERIFY, settings.EMAIL_SSL_CAFILE = True, str(tls_certificate[0])
+        settings.EMAIL_URL = f"smtp://{controller.hostname}:{controller.port}"
+        return handler
+
+    yield start
+    for controller in controllers:
+        controller.stop()
+
+
+@pytest.fixture
+def smtp_server(smtp_server_with):
+    """A real SMTP server on loopback (it advertises PIPELINING) that records messages (`.messages`)
+    and can refuse chosen recipients (`.set_reply(address, "550 5.1.1 User unknown", times=None)`)."""
+    return smtp_server_with()
 
 
 # --- browser -----------------------------------------------------------------------------
