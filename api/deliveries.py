@@ -207,6 +207,9 @@ urlpatterns = [
     path("deliveries/<int:pk>/pause/", _action("pause", services.delivery_pause), name="api-delivery-pause"),
     path("deliveries/<int:pk>/resume/", _action("resume", services.delivery_resume), name="api-delivery-resume"),
     path("deliveries/<int:pk>/stop/", _action("stop", services.delivery_stop), name="api-delivery-stop"),
+    path("deliveries/<int:pk>/resend-unknown/", _action("resend-unknown", services.delivery_resend_unknown,
+         doc="Resend the messages in an unknown state (Start deliveries): recipients who got the first copy get a second."),
+         name="api-delivery-resend-unknown"),  # fmt: skip
     path("deliveries/<int:pk>/journal/", JournalList.as_view(), name="api-delivery-journal"),
     path("deliveries/<int:pk>/exclusion-logs/", ExclusionLogList.as_view(), name="api-delivery-exclusion-logs"),
     path("deliveries/<int:pk>/exclusion-causes/", ExclusionCauseList.as_view(), name="api-delivery-exclusion-causes"),

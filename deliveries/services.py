@@ -598,6 +598,58 @@ def delivery_stop(*, delivery, user) -> Delivery:
     return d
 
 
+RESENDABLE_STATES = (State.IN_PROGRESS, State.RETRY_PENDING, State.RETRY_IN_PROGRESS, State.PAUSED, State.FINISHED, State.FAILED)
+
+
+def delivery_resend_unknown(*, delivery, user) -> Delivery:
+    """Send once more the messages in an unknown state (their worker died, or the connection was
+    lost after their content went out: the relay may or may not have them). An operator's choice,
+    never automatic: a recipient who got the first copy gets a second. Within the validity period
+    only; a finished send goes back in progress (journaled with the count)."""
+    require_role(user=user, role=START_DELIVERY)
+    from .tasks import dispatch_delivery
+
+    with transaction.atomic():
+        d = _locked(delivery)
+        if d.state not in RESENDABLE_STATES:
+            raise illegal(_("resend the messages in an unknown state of"), d)
+        now = timezone.now()
+        ends = (d.started_at or now) + d.validity
+        if ends <= now:
+            raise DispatchError(
+                _("The validity period of this send ended on %(when)s: its messages cannot go any more. Duplicate the message to send it again.")
+                % {"when": f"{ends:%Y-%m-%d %H:%M} UTC"},
+                code="validity_ended",
+            )
+        n = SendingLog.objects.filter(delivery=d, status=SendingStatus.UNKNOWN).update(
+            status=SendingStatus.PENDING, event_at=None, next_attempt_at=None, claimed_at=None, claim_token=None,
+            failure_type="", failure_reason="", failure_text="",
+        )  # fmt: skip
+        if not n:
+            raise DispatchError(_("No message of this send is in an unknown state: there is nothing to resend."), code="nothing_to_resend")
+        d.processed_count = F("processed_count") - n
+        fields = ["processed_count", "updated_at"]
+        if d.state in (State.FINISHED, State.FAILED, State.RETRY_PENDING):
+            d.state, d.finished_at = State.IN_PROGRESS, None
+            fields += ["state", "finished_at"]
+        d.save(update_fields=fields)
+        journal_add(
+            delivery=d,
+            user=user,
+            level=JournalEntry.Level.WARNING,
+            text=ngettext(
+                "Resend of %(n)s message in an unknown state requested by %(who)s: if its recipient received the first copy, they get it twice.",
+                "Resend of %(n)s messages in an unknown state requested by %(who)s: recipients who received the first copy get it twice.",
+                n,
+            )
+            % {"n": f"{n:,}", "who": who(user)},
+        )
+        if d.state != State.PAUSED:
+            dispatch_delivery.delay_on_commit(d.pk)
+    d.refresh_from_db()
+    return d
+
+
 # --- sending policy (auto-pause) --------------------------------------------------------------
 def sending_policy_get():
     """The site's sending guards: the stored row, or the defaults from settings."""

@@ -109,6 +109,8 @@ def _dashboard_context(request, d: Delivery) -> dict:
     }
     if d.state == State.STOPPED:
         ctx.update(_stopped_context(d))
+    if can_start and d.state in services.RESENDABLE_STATES:
+        ctx["unknown_count"] = selectors.sending_log_counts(delivery=d).get(SendingStatus.UNKNOWN, 0)
     return ctx
 
 
@@ -202,6 +204,8 @@ def delivery_action(request, pk, action):
         return _act(request, pk, services.delivery_resume, _("Sending resumed."))
     if action == "stop":
         return _act(request, pk, services.delivery_stop, _("Sending stopped."))
+    if action == "resend-unknown":
+        return _act(request, pk, services.delivery_resend_unknown, _("The messages in an unknown state are sent again."))
     if action == "approve":
         part = request.POST.get("part", "")
         return _act(request, pk, services.delivery_approve, _("Approved."), part=part)

@@ -77,3 +77,36 @@ def test_200_recipients_with_hard_soft_and_transient_refusals(celery_worker, smt
     assert all(statuses[a] == "erroneous" for a in always_soft)
     assert d.journal.filter(text="Delivery finished (all messages have been processed).").count() == 1
     assert d.journal.filter(text__startswith="Pass done:").exists()
+
+
+def test_one_percent_soft_bounces_never_stall_the_first_pass(celery_worker, smtp_server, marketer, settings):
+    """Issue: with the default backoff and 1% of recipients answering 452, a 5,000-recipient send
+    stopped after 994 sent ("Pass done: 4006 messages will be retried" while 6 had failed), and the
+    journal wrote dozens of pass lines. Now every row never tried is sent in the first pass, and the
+    pass ends once, with the true count."""
+    from deliveries.services import delivery_create
+
+    assert settings.RETRY_BACKOFF_SECONDS[0] == 900  # the default: 15 minutes before a retry
+    settings.SEND_CHUNK, settings.SEND_BATCH = 50, 300  # several batches, as a big send has
+    emails = [f"r{i:04d}@example.com" for i in range(2000)]
+    soft = emails[7::100]  # 1%, spread over every batch
+    for a in soft:
+        smtp_server.set_reply(a, "452 4.2.2 Mailbox full")
+    d = delivery_create(
+        user=marketer,
+        data={"label": "No stall", "sender_name": "Shop", "sender_address": "news@shop.example.com", "subject": "Hi",
+              "html": HTML, "audience": make_audience(make_profiles(emails))},  # fmt: skip
+    )
+    delivery_prepare(delivery=d, user=marketer)
+    d = wait_for_state(d.pk, {State.READY})
+    delivery_confirm(delivery=d, user=marketer)
+    d = wait_for_state(d.pk, {State.RETRY_PENDING, State.FINISHED, State.FAILED}, timeout=120)
+    assert d.state == State.RETRY_PENDING
+    assert SendingLog.objects.filter(delivery=d, attempts=0).count() == 0  # no row left untried
+    assert (d.sent_count, d.failed_count) == (1980, 0)
+    waiting = SendingLog.objects.filter(delivery=d, status="pending")
+    assert sorted(waiting.values_list("address", flat=True)) == soft
+    lines = list(d.journal.filter(text__startswith="Pass done").values_list("text", flat=True))
+    assert len(lines) == 1 and lines[0].startswith("Pass done: 20 messages will be retried from ")
+    assert not d.journal.filter(text__startswith="Retry pass").exists()
+    assert sum(len(smtp_server.received_by(a)) for a in emails) == 1980  # each accepted message once
