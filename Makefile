@@ -9,12 +9,12 @@ export PORT
 # The address `make run` serves, as a URL host (an IPv6 address goes in brackets).
 URL_HOST = $(if $(and $(findstring :,$(HOST)),$(if $(findstring [,$(HOST)),,x)),[$(HOST)],$(HOST))
 
-.PHONY: run test test-fast test-integration test-browser install lint bench bench-postoffice clean help
+.PHONY: run test test-fast test-integration test-browser test-faults install lint bench bench-postoffice clean help
 
 help:
 	@echo "make run    install, migrate, seed demo data, start web + worker + beat + SMTP sink"
 	@echo "make test   install and run the whole test suite (pytest)"
-	@echo "make test-fast | test-integration | test-browser   one suite alone"
+	@echo "make test-fast | test-integration | test-browser | test-faults   one suite alone"
 	@echo "make lint   ruff"
 
 $(BIN)/python:
@@ -48,13 +48,16 @@ test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-fast: install
-	$(BIN)/python -m pytest -m "not integration and not browser" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not integration and not browser and not faults" $(PYTEST_ARGS)
 
 test-integration: install
 	$(BIN)/python -m pytest -m integration $(PYTEST_ARGS)
 
 test-browser: install
 	$(BIN)/python -m pytest -m browser $(PYTEST_ARGS)
+
+test-faults: install
+	$(BIN)/python -m pytest -m faults $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check .

@@ -67,6 +67,15 @@ def _setting(name: str, default):
     return getattr(settings, name, default)
 
 
+def _enqueue(what: str, send) -> None:
+    """Enqueue a task; a broker that is away is logged, not raised: the beat's reconciler finds a
+    send with work left and no live batch (PostgreSQL, not the broker, says what is left)."""
+    try:
+        send()
+    except Exception as e:  # kombu's errors differ per transport
+        log.warning("could not enqueue %s (the reconciler will): %s", what, e)
+
+
 def backoff(attempts: int) -> timedelta:
     """Wait before attempt n+1 (DOMAIN.md §4: 15 min, 30 min, 1 h, 2 h, then every 4 h)."""
     steps = _setting("RETRY_BACKOFF_SECONDS", [900, 1800, 3600, 7200, 14400])
@@ -617,7 +626,7 @@ RATE_RETRY_SECONDS = 10
 def dispatch_later(*, delivery_id: int, seconds: float) -> None:
     from .tasks import dispatch_delivery
 
-    dispatch_delivery.apply_async((delivery_id,), countdown=seconds)
+    _enqueue(f"the dispatch of delivery {delivery_id}", lambda: dispatch_delivery.apply_async((delivery_id,), countdown=seconds))
 
 
 def rate_room(*, delivery: Delivery, now, chunk_size: int) -> int:
@@ -674,7 +683,7 @@ def dispatch(*, delivery_id: int) -> int:
     ranges = [(lo, min(lo + width - 1, hi)) for lo in range(span["lo"], hi + 1, width)]
     Delivery.objects.filter(pk=delivery_id).update(batches_open=F("batches_open") + len(ranges))
     for lo, top in ranges:
-        send_batch_task.delay(delivery_id, lo, top)
+        _enqueue(f"a batch of delivery {delivery_id}", lambda lo=lo, top=top: send_batch_task.delay(delivery_id, lo, top))
     return len(ranges)
 
 
@@ -703,7 +712,7 @@ def pass_end(*, delivery_id: int, now=None) -> str | None:
     if logs.filter(_due_q(now)).exists():
         if d["batches_open"] == 0:  # due rows and no batch left for them (a retry became due meanwhile, released rows)
             # a second later: a row locked by a transaction in flight must not make batches spin
-            dispatch_delivery.apply_async((delivery_id,), countdown=1)
+            _enqueue(f"the dispatch of delivery {delivery_id}", lambda: dispatch_delivery.apply_async((delivery_id,), countdown=1))
         return None
     waiting = logs.filter(status=SendingStatus.PENDING).aggregate(n=Count("id"), next_due=Min("next_attempt_at"))
     if waiting["n"]:
@@ -720,7 +729,8 @@ def pass_end(*, delivery_id: int, now=None) -> str | None:
                     % {"n": _n(waiting["n"]), "when": f"{next_due:%Y-%m-%d %H:%M:%S} UTC"},
                 )
                 countdown = max(0.0, (next_due - now).total_seconds())
-                transaction.on_commit(lambda: dispatch_delivery.apply_async((delivery_id,), countdown=countdown))
+                transaction.on_commit(lambda: _enqueue(f"the retry pass of delivery {delivery_id}",
+                                                       lambda: dispatch_delivery.apply_async((delivery_id,), countdown=countdown)))  # fmt: skip
                 return State.RETRY_PENDING
         return None
     all_failed = d["sent_count"] == 0 and d["failed_count"] > 0 and not logs.exclude(status__in=(SendingStatus.FAILED, SendingStatus.SKIPPED)).exists()
@@ -841,7 +851,7 @@ def deliveries_reconcile(*, now=None) -> int:
                 Delivery.objects.filter(pk=d.pk).update(batches_open=0)
                 journal_add(delivery=d.pk, level=JournalEntry.Level.WARNING,
                             text=_("The send had stalled (its tasks were lost): it was enqueued again."))  # fmt: skip
-            dispatch_delivery.delay(d.pk)  # committed: the beat runs outside any transaction
+            _enqueue(f"the dispatch of delivery {d.pk}", lambda pk=d.pk: dispatch_delivery.delay(pk))  # committed already
             count += 1
     return count
 
@@ -855,7 +865,7 @@ def deliveries_tick(*, now=None) -> dict:
     report = {"retries": 0, "expired": deliveries_expire(now=now)}
     for pk in Delivery.objects.filter(state=State.RETRY_PENDING).values_list("pk", flat=True):
         if SendingLog.objects.filter(delivery_id=pk, status=SendingStatus.PENDING, next_attempt_at__lte=now).exists():
-            dispatch_delivery.delay(pk)
+            _enqueue(f"the retry pass of delivery {pk}", lambda pk=pk: dispatch_delivery.delay(pk))
             report["retries"] += 1
     report["reaped"] = deliveries_reap(now=now)
     report["redispatched"] = deliveries_reconcile(now=now)

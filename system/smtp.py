@@ -50,6 +50,8 @@ class RecordingHandler:
         self.sessions = 0  # open now
         self.peak_sessions = 0  # the most open at once
         self.refused_connections = 0
+        self.delay_seconds = 0.0  # wait this long before accepting each message (a slow relay)
+        self._transports: set = set()
         self.rules: dict[str, _Rule] = {}
         self.drops: dict[str, _Rule] = {}
         self.mailbox_dir = Path(mailbox_dir) if mailbox_dir else None
@@ -99,7 +101,20 @@ class RecordingHandler:
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
+    def cut_connections(self) -> int:
+        """Cut every open connection at once (a relay restarted): returns how many were cut."""
+        transports = list(self._transports)
+        for transport in transports:
+            loop = getattr(transport, "_loop", None)
+            if loop is not None:
+                loop.call_soon_threadsafe(transport.abort)
+        return len(transports)
+
     async def handle_DATA(self, server, session, envelope):
+        if self.delay_seconds:
+            import asyncio
+
+            await asyncio.sleep(self.delay_seconds)
         data = envelope.original_content or envelope.content
         if isinstance(data, str):
             data = data.encode()
@@ -173,12 +188,15 @@ class _SinkSMTP(SMTP):
             return
         handler.sessions += 1
         handler.peak_sessions = max(handler.peak_sessions, handler.sessions)
+        handler._transports.add(transport)
+        self._counted_transport = transport
         super().connection_made(transport)
 
     def connection_lost(self, exc):
         if getattr(self, "_refused", False):
             return
         self.event_handler.sessions -= 1
+        self.event_handler._transports.discard(getattr(self, "_counted_transport", None))
         super().connection_lost(exc)
 
 
