@@ -285,6 +285,7 @@ SPECTACULAR_SETTINGS.setdefault("ENUM_NAME_OVERRIDES", {}).update(
         "QuarantineStatusEnum": "audiences.models.Quarantine.Status",
         "ImportStatusEnum": "audiences.models.ImportJob.Status",
         "SendingStatusEnum": "deliveries.models.SendingStatus",  # several "status" enums now coexist
+        "ExclusionCauseEnum": "deliveries.models.ExclusionCause",  # exclusion logs and skipped sending logs
     }
 )
 CELERY_BEAT_SCHEDULE["audiences-import-reap"] = {"task": "audiences.import_reap", "schedule": 3600.0}

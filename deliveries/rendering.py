@@ -28,6 +28,12 @@ class NotFlat(Exception):
     pass
 
 
+def _format(pieces: list) -> str:
+    """The part as a str.format() pattern: static text (braces doubled) and `{n}` per slot, so that a
+    recipient's part is one C call over the list of values."""
+    return "".join(p.replace("{", "{{").replace("}", "}}") if isinstance(p, str) else f"{{{p}}}" for p in pieces)
+
+
 def _pieces(env, source: str, slots: dict[str, int], exprs: list) -> list:
     """The part as a list of static strings and expression slot numbers (ints)."""
     ast = env.parse(source)
@@ -56,10 +62,12 @@ class FlatRenderer:
     def __init__(self, *, subject: str, html: str, text: str):
         slots: dict[str, int] = {}
         exprs: list = []
-        self.subject = _pieces(TEXT_ENV, subject, slots, exprs)
-        self.html = _pieces(HTML_ENV, html, slots, exprs) if html else None
+        subject_pieces = _pieces(TEXT_ENV, subject, slots, exprs)
+        html_pieces = _pieces(HTML_ENV, html, slots, exprs) if html else None
         text_source = text if (text or not html) else html_to_text(html)
-        self.text = _pieces(TEXT_ENV, text_source, slots, exprs)
+        text_pieces = _pieces(TEXT_ENV, text_source, slots, exprs)
+        self.subject, self.text = _format(subject_pieces), _format(text_pieces)
+        self.html = _format(html_pieces) if html_pieces is not None else None
         self.count = len(exprs)
         body: list = []
         for i, expr in enumerate(exprs):
@@ -82,10 +90,8 @@ class FlatRenderer:
         else:
             escaped = []
         plain = [html_lib.unescape(v) if "&" in v else v for v in escaped]
-        subject = "".join(p if isinstance(p, str) else plain[p] for p in self.subject)
-        html = "".join(p if isinstance(p, str) else escaped[p] for p in self.html) if self.html is not None else ""
-        text = "".join(p if isinstance(p, str) else plain[p] for p in self.text)
-        return subject, html, text, missing
+        html = self.html.format(*escaped) if self.html is not None else ""
+        return self.subject.format(*plain), html, self.text.format(*plain), missing
 
 
 def flat_renderer(*, subject: str, html: str, text: str) -> FlatRenderer | None:

@@ -584,22 +584,31 @@ class BatchRun:
     def _budget_spent(self) -> bool:
         return rate_room(delivery=self.delivery, now=timezone.now(), chunk_size=self.chunk) <= 0
 
+    relay_released = 0
+    relay_retry_at = None
+
     def _relay_down(self) -> None:
-        retry_at = timezone.now() + timedelta(seconds=self.relay_retry_seconds)
+        """Hand the queued rows back (a row a connection still holds comes back to the queue and is
+        handed back in turn); the journal says it once, when the batch ends."""
+        if self.relay_retry_at is None:
+            self.relay_retry_at = timezone.now() + timedelta(seconds=self.relay_retry_seconds)
         why = _("Relay unreachable: %(error)s") % {"error": self.work.last_error or _("no connection could be opened")}
-        released = self._release_queue(retry_at=retry_at, why=why)
-        if released:
-            journal_add(
-                delivery=self.delivery.pk,
-                level=JournalEntry.Level.WARNING,
-                text=ngettext(
-                    "The mail relay could not be reached for %(s)d s (%(error)s): %(n)s message will be tried again from %(when)s.",
-                    "The mail relay could not be reached for %(s)d s (%(error)s): %(n)s messages will be tried again from %(when)s.",
-                    released,
-                )
-                % {"s": self.relay_down_seconds, "error": self.work.last_error, "n": _n(released),
-                   "when": f"{retry_at:%Y-%m-%d %H:%M:%S} UTC"},  # fmt: skip
+        self.relay_released += self._release_queue(retry_at=self.relay_retry_at, why=why)
+
+    def journal_relay_down(self) -> None:
+        if not self.relay_released:
+            return
+        journal_add(
+            delivery=self.delivery.pk,
+            level=JournalEntry.Level.WARNING,
+            text=ngettext(
+                "The mail relay could not be reached for %(s)d s (%(error)s): %(n)s message will be tried again from %(when)s.",
+                "The mail relay could not be reached for %(s)d s (%(error)s): %(n)s messages will be tried again from %(when)s.",
+                self.relay_released,
             )
+            % {"s": self.relay_down_seconds, "error": self.work.last_error, "n": _n(self.relay_released),
+               "when": f"{self.relay_retry_at:%Y-%m-%d %H:%M:%S} UTC"},  # fmt: skip
+        )
 
 
 def send_batch(*, delivery_id: int, lo: int, hi: int) -> int:
@@ -613,6 +622,7 @@ def send_batch(*, delivery_id: int, lo: int, hi: int) -> int:
     run = BatchRun(delivery=delivery, lo=lo, hi=hi)
     try:
         handled = run.run()
+        run.journal_relay_down()
     finally:
         if run.rate_limited:  # the hour's budget is spent: come back when the window has moved
             dispatch_later(delivery_id=delivery_id, seconds=RATE_RETRY_SECONDS)
