@@ -9,7 +9,7 @@ export PORT
 # The address `make run` serves, as a URL host (an IPv6 address goes in brackets).
 URL_HOST = $(if $(and $(findstring :,$(HOST)),$(if $(findstring [,$(HOST)),,x)),[$(HOST)],$(HOST))
 
-.PHONY: run test test-fast test-integration test-browser test-faults install lint bench bench-postoffice clean help
+.PHONY: run test test-fast test-integration test-browser test-faults install lint bench bench-postoffice bench-smtp-sink clean help
 
 help:
 	@echo "make run    install, migrate, seed demo data, start web + worker + beat + SMTP sink"
@@ -71,6 +71,14 @@ bench/.venv-postoffice/bin/python:
 	bench/.venv-postoffice/bin/python -m pip install --quiet "Django==5.2.*" "django-post-office==3.12.*" "psycopg[binary]==3.*"
 
 bench-postoffice: bench/.venv-postoffice/bin/python
+
+# Postfix's smtp-sink (C), a loopback relay faster than any worker, from Debian's package without
+# installing a mail server: bench/.postfix/usr/sbin/smtp-sink (bench/README.md).
+bench/.postfix/usr/sbin/smtp-sink:
+	mkdir -p bench/.postfix
+	cd bench/.postfix && apt-get download postfix && dpkg -x postfix_*.deb . && rm -f postfix_*.deb
+
+bench-smtp-sink: bench/.postfix/usr/sbin/smtp-sink
 
 clean:
 	rm -rf var/broker var/mailbox var/test.sqlite3

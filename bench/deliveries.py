@@ -155,8 +155,10 @@ def built_messages(d, n: int | None = None):
     if n:
         rows = rows[:n]
     for i, address, first, last, attributes in rows.iterator():
-        yield skeleton.build(sending_log_id=i, address=address,
-                             profile={"email": address, "first_name": first, "last_name": last, "attributes": attributes})  # fmt: skip
+        message = skeleton.build(sending_log_id=i, address=address,
+                                 profile={"email": address, "first_name": first, "last_name": last, "attributes": attributes})  # fmt: skip
+        message.address = address
+        yield message
 
 
 # --- measuring processes -------------------------------------------------------------------------
@@ -322,12 +324,25 @@ def run_dispatch(n: int, worker: str, connections: int, relay_pid: int) -> dict:
             proc.kill()
 
 
-def send(args):
-    relay = subprocess.Popen(
+SMTP_SINK = ROOT / "bench" / ".postfix" / "usr" / "sbin" / "smtp-sink"
+
+
+def start_relay(args) -> subprocess.Popen:
+    if args.relay == "smtp-sink":  # Postfix's C sink: no latency, no cap (make bench-smtp-sink)
+        if not SMTP_SINK.exists():
+            raise SystemExit("Postfix's smtp-sink is not there: run `make bench-smtp-sink` first.")
+        env = {**os.environ, "LD_LIBRARY_PATH": str(SMTP_SINK.parents[2] / "usr" / "lib" / "postfix")}
+        return subprocess.Popen([str(SMTP_SINK), "-u", "root", f"127.0.0.1:{RELAY_PORT}", "1024"], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True)  # fmt: skip
+    return subprocess.Popen(
         [sys.executable, str(ROOT / "bench" / "relay.py"), "--port", str(RELAY_PORT), "--delay-ms", str(args.relay_delay_ms),
          "--max-conns", str(args.relay_max_conns)],  # fmt: skip
         stdout=subprocess.PIPE, text=True,
     )
+
+
+def send(args):
+    relay = start_relay(args)
     try:
         wait_port(RELAY_PORT)
         _user, sample = prepare(min(args.recipients, args.peer_messages), quiet=True)
@@ -337,9 +352,10 @@ def send(args):
         workers = {"solo": 1, "prefork": 2}
         total_connections = min(args.relay_max_conns, args.connections * max(workers[w] for w in args.worker))
         peers = [p for p in args.peers.split(",") if p]
-        print(f"relay: 127.0.0.1:{RELAY_PORT}, {args.relay_delay_ms:g} ms before each reply (a round trip), at most "
-              f"{args.relay_max_conns} connections; messages of {size / 1024:.1f} KB on the wire (personalized HTML + text); "
-              f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")  # fmt: skip
+        kind = ("Postfix smtp-sink (C, no latency)" if args.relay == "smtp-sink" else
+                f"bench/relay.py, {args.relay_delay_ms:g} ms before each reply (a round trip), at most {args.relay_max_conns} connections")  # fmt: skip
+        print(f"relay: 127.0.0.1:{RELAY_PORT}, {kind}; messages of {size / 1024:.1f} KB on the wire (personalized HTML + text); "
+              f"{os.cpu_count()} CPUs, load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")  # fmt: skip
         peer_connections = {"smtplib": total_connections, "smtplib1": 1}
         before = {p: smtplib_peer(prebuilt, peer_connections[p]) for p in peers if p in peer_connections}
         for p, rate in before.items():
@@ -378,7 +394,8 @@ def send(args):
         relay.send_signal(signal.SIGTERM)
         try:
             out, _err = relay.communicate(timeout=10)
-            print(out.strip().splitlines()[-1])
+            if out:
+                print(out.strip().splitlines()[-1])
         except subprocess.TimeoutExpired:
             relay.kill()
 
@@ -387,6 +404,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("what", choices=["prepare", "send"])
     parser.add_argument("--recipients", type=int)
+    parser.add_argument("--relay", choices=["latency", "smtp-sink"], default="latency",
+                        help="bench/relay.py (latency, connection cap) or Postfix's smtp-sink (make bench-smtp-sink)")
     parser.add_argument("--relay-delay-ms", type=float, default=10.0)
     parser.add_argument("--relay-max-conns", type=int, default=50)
     parser.add_argument("--connections", type=int, default=25, help="SEND_CONNECTIONS of the workers (per process)")
