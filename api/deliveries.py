@@ -61,6 +61,13 @@ class RevisionSerializer(serializers.Serializer):
     revision = serializers.IntegerField(required=False, help_text="The revision you reviewed; refused if the message changed since.")
 
 
+class ConfirmSerializer(RevisionSerializer):
+    send_now = serializers.BooleanField(
+        required=False, default=False,
+        help_text="Send now a message whose scheduled time has passed since it was saved (refused otherwise, code schedule_passed).",
+    )  # fmt: skip
+
+
 class ApproveSerializer(serializers.Serializer):
     part = serializers.ChoiceField(choices=["content", "target"])
 
@@ -203,7 +210,7 @@ urlpatterns = [
     path("deliveries/<int:pk>/prepare/", _action("prepare", services.delivery_prepare, doc="Start the preparation (asynchronous)."), name="api-delivery-prepare"),
     path("deliveries/<int:pk>/stop-preparation/", _action("stop-preparation", services.delivery_stop_preparation), name="api-delivery-stop-preparation"),
     path("deliveries/<int:pk>/approve/", _action("approve", services.delivery_approve, ApproveSerializer, doc="Approve the content or the target of someone else's message."), name="api-delivery-approve"),
-    path("deliveries/<int:pk>/confirm/", _action("confirm", services.delivery_confirm, RevisionSerializer, doc="Confirm send (Start deliveries)."), name="api-delivery-confirm"),
+    path("deliveries/<int:pk>/confirm/", _action("confirm", services.delivery_confirm, ConfirmSerializer, doc="Confirm send (Start deliveries)."), name="api-delivery-confirm"),
     path("deliveries/<int:pk>/pause/", _action("pause", services.delivery_pause), name="api-delivery-pause"),
     path("deliveries/<int:pk>/resume/", _action("resume", services.delivery_resume), name="api-delivery-resume"),
     path("deliveries/<int:pk>/stop/", _action("stop", services.delivery_stop), name="api-delivery-stop"),

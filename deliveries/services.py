@@ -126,10 +126,24 @@ def _clean(data: dict) -> dict:
     return data
 
 
+def _refuse_past_schedule(data: dict) -> None:
+    """A message is never saved to be sent at a time already gone (it would go out at once)."""
+    at = data.get("scheduled_at")
+    if data.get("schedule") == Delivery.Schedule.AT and at is not None and at <= timezone.now():
+        message = _("The send time is in the past: choose a later time or Send once confirmed.")
+        raise InvalidInput(message, code="schedule_in_the_past", fields={"scheduled_at": message})
+
+
+def schedule_passed(d: Delivery, now: datetime | None = None) -> bool:
+    """The message was scheduled for a time that has passed since it was saved."""
+    return d.schedule == Delivery.Schedule.AT and d.scheduled_at is not None and d.scheduled_at <= (now or timezone.now())
+
+
 # --- editing --------------------------------------------------------------------------------
 def delivery_create(*, user, data: dict) -> Delivery:
     require_role(user=user, role=PREPARE_DELIVERY)
     data = _clean(data)
+    _refuse_past_schedule(data)
     with transaction.atomic():
         delivery = Delivery.objects.create(**data, created_by=user, updated_by=user)
         journal_add(delivery=delivery, text=_("Message created by %(who)s.") % {"who": who(user)}, user=user)
@@ -150,6 +164,7 @@ def delivery_update(*, delivery, user, data: dict) -> Delivery:
         changed = [f for f in EDITABLE_FIELDS if getattr(d, f) != data[f]]
         if not changed:
             return d
+        _refuse_past_schedule(data)
         for f in changed:
             setattr(d, f, data[f])
         d.updated_by = user
@@ -488,10 +503,11 @@ def confirm_refusal(*, delivery, user, revision: int | None = None) -> str | Non
     return None
 
 
-def delivery_confirm(*, delivery, user, revision: int | None = None) -> Delivery:
+def delivery_confirm(*, delivery, user, revision: int | None = None, send_now: bool = False) -> Delivery:
     """Confirm send: in one transaction with the row locked, check role, state, approvals and that
     nothing changed since preparation; then start (or schedule) the send and enqueue it after commit.
-    A second confirmation is refused and enqueues nothing."""
+    A second confirmation is refused and enqueues nothing. A message whose send time has passed
+    since it was saved is refused unless `send_now` says to send it now."""
     if not user_has_role(user=user, role=START_DELIVERY):
         raise PermissionDenied(CONFIRM_DENIED)
     from .tasks import dispatch_delivery
@@ -503,8 +519,20 @@ def delivery_confirm(*, delivery, user, revision: int | None = None) -> Delivery
             code = {ALREADY_CONFIRMED: "already_confirmed", CHANGED_AFTER_PREPARATION: "changed_after_preparation", NOT_PREPARED: "not_prepared"}.get(reason, "invalid_state")
             raise DispatchError(reason, code=code)
         now = timezone.now()
+        passed = schedule_passed(d, now)
+        if passed and not send_now:
+            raise DispatchError(
+                _("The send time, %(when)s, has passed: send now, or edit the message to choose a later time.")
+                % {"when": scheduled_text(d)},
+                code="schedule_passed",
+            )
         d.confirmed_by, d.confirmed_at = user, now
         journal_add(delivery=d, user=user, text=f"Delivery started by user '{who(user)}'")
+        if passed:
+            journal_add(
+                delivery=d, user=user,
+                text=_("The send time, %(when)s, had passed: sent now at the request of %(who)s.") % {"when": scheduled_text(d), "who": who(user)},
+            )  # fmt: skip
         if d.schedule == Delivery.Schedule.AT and d.scheduled_at and d.scheduled_at > now:
             d.state = State.START_PENDING
             journal_add(delivery=d, user=user, text=_("Waiting for the scheduled date: %(when)s.") % {"when": scheduled_text(d)})

@@ -102,6 +102,7 @@ def _dashboard_context(request, d: Delivery) -> dict:
         "show_approve": can_approve and d.requires_approval and d.state == State.READY and d.created_by_id != user.pk,
         "approved": services.is_approved(d),
         "scheduled_text": services.scheduled_text(d) if d.scheduled_at else "",
+        "schedule_passed": services.schedule_passed(d),
         "validity_text": _validity_text(d.validity.total_seconds()),
         "percent": int(d.processed_count * 100 / d.to_deliver_count) if d.to_deliver_count else 0,
         "STATE": State,
@@ -197,7 +198,8 @@ def delivery_action(request, pk, action):
     if action == "confirm":
         revision = request.POST.get("revision")
         revision = int(revision) if revision and revision.isdigit() else None
-        return _act(request, pk, services.delivery_confirm, _("Send confirmed."), revision=revision)
+        send_now = request.POST.get("send_now") == "1"
+        return _act(request, pk, services.delivery_confirm, _("Send confirmed."), revision=revision, send_now=send_now)
     if action == "pause":
         return _act(request, pk, services.delivery_pause, _("Sending paused."))
     if action == "resume":

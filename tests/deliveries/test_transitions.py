@@ -228,7 +228,7 @@ def test_illegal_transitions_are_refused_with_a_sentence_and_change_nothing(acti
 
 @pytest.mark.parametrize("state", [State.STOPPED, State.FAILED, State.FINISHED, State.IN_PROGRESS])
 def test_a_started_message_is_read_only_but_can_be_duplicated(state, new_delivery, marketer):
-    d = set_state(new_delivery(schedule="at", scheduled_at=timezone.now()), state)
+    d = set_state(new_delivery(schedule="at", scheduled_at=timezone.now() + timedelta(days=1)), state)
     with pytest.raises(DispatchError, match="read-only. Duplicate it"):
         delivery_update(delivery=d, user=marketer, data={"subject": "x"})
     copy = services.delivery_duplicate(delivery=d, user=marketer)
