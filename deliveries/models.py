@@ -178,6 +178,17 @@ class Delivery(models.Model):
     def is_read_only(self) -> bool:
         return self.state in STARTED_STATES
 
+    @property
+    def shows_to_deliver(self) -> bool:
+        """Its "To deliver" is that of the current preparation (not of one an edit or a new
+        preparation made obsolete, nor of a failed one, which delivers nothing)."""
+        return self.state == State.READY or self.state in STARTED_STATES
+
+    @property
+    def shows_targeted(self) -> bool:
+        """Its "Targeted" count and exclusions are those of the current preparation (a failed one included)."""
+        return self.shows_to_deliver or self.state == State.PREPARATION_FAILED
+
 
 class JournalEntry(models.Model):
     class Level(models.TextChoices):

@@ -174,6 +174,7 @@ def delivery_update(*, delivery, user, data: dict) -> Delivery:
             d.content_approved_at = d.target_approved_at = None
             if d.state in (State.READY, State.PREPARATION_FAILED):
                 d.state = State.EDITING
+                d.targeted_count = d.to_deliver_count = d.warnings_count = 0  # the figures of a preparation now obsolete
                 journal_add(
                     delivery=d,
                     level=JournalEntry.Level.WARNING,
@@ -224,7 +225,8 @@ def delivery_prepare(*, delivery, user) -> Delivery:
                 _("Set %(what)s before preparing the message.") % {"what": _(" and ").join(missing)}, code="incomplete"
             )
         d.state, d.progress, d.stop_requested = State.PREPARING, 0, False
-        d.save(update_fields=["state", "progress", "stop_requested", "updated_at"])
+        d.targeted_count = d.to_deliver_count = d.warnings_count = 0  # this preparation replaces the last one's figures
+        d.save(update_fields=["state", "progress", "stop_requested", "targeted_count", "to_deliver_count", "warnings_count", "updated_at"])
         journal_add(delivery=d, user=user, text=_("Preparation started by %(who)s.") % {"who": who(user)})
         prepare_delivery.delay_on_commit(d.pk)
     return d

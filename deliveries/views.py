@@ -161,7 +161,8 @@ def delivery_detail(request, pk):
             preview_error = str(e)
     ctx.update(
         samples=samples, profile=profile, preview=preview, preview_error=preview_error,
-        journal=selectors.journal_list(delivery=d, limit=50), causes=selectors.exclusion_causes(delivery=d),
+        journal=selectors.journal_list(delivery=d, limit=50),
+        causes=selectors.exclusion_causes(delivery=d) if d.shows_targeted else [],
     )  # fmt: skip
     return render(request, "deliveries/detail.html", ctx)
 
