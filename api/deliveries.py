@@ -24,6 +24,7 @@ ERRORS = {400: ErrorSerializer, 401: ErrorSerializer, 403: ErrorSerializer, 404:
 class DeliverySerializer(serializers.ModelSerializer):
     human_id = serializers.CharField(read_only=True)
     logical_status = serializers.CharField(read_only=True)
+    state_label = serializers.CharField(read_only=True, help_text="The state as people read it (e.g. “Waiting for approval: content, target”).")
     validity_hours = serializers.FloatField(required=False, min_value=0.01, max_value=84, help_text="At most 84 (3.5 days).")
 
     class Meta:
@@ -31,7 +32,7 @@ class DeliverySerializer(serializers.ModelSerializer):
         fields = [
             "id", "human_id", "label", "channel", "sender_name", "sender_address", "reply_to", "subject", "html", "text",
             "audience", "schedule", "scheduled_at", "schedule_tz", "validity_hours", "requires_approval",
-            "rate_limit_per_hour", "state", "logical_status", "progress", "revision", "targeted_count",
+            "rate_limit_per_hour", "state", "state_label", "logical_status", "progress", "revision", "targeted_count",
             "to_deliver_count", "skipped_count", "warnings_count", "sent_count", "failed_count", "processed_count",
             "content_approved_by", "content_approved_at", "target_approved_by", "target_approved_at",
             "created_by", "created_at", "updated_at", "confirmed_by", "confirmed_at", "started_at", "finished_at",

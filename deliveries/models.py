@@ -179,6 +179,21 @@ class Delivery(models.Model):
         return self.state in STARTED_STATES
 
     @property
+    def approvals_waiting(self) -> list[str]:
+        """What still needs an approval before this prepared message can be confirmed ("content", "target")."""
+        if self.state != State.READY or not self.requires_approval:
+            return []
+        return [part for part, at in ((_("content"), self.content_approved_at), (_("target"), self.target_approved_at)) if not at]
+
+    @property
+    def state_label(self) -> str:
+        """The state as people read it: a prepared message still waiting for approvals says so."""
+        waiting = self.approvals_waiting
+        if waiting:
+            return _("Waiting for approval: %(parts)s") % {"parts": ", ".join(str(p) for p in waiting)}
+        return State(self.state).label
+
+    @property
     def shows_to_deliver(self) -> bool:
         """Its "To deliver" is that of the current preparation (not of one an edit or a new
         preparation made obsolete, nor of a failed one, which delivers nothing)."""

@@ -501,7 +501,12 @@ def confirm_refusal(*, delivery, user, revision: int | None = None) -> str | Non
     if d.prepared_revision != d.revision or (revision is not None and int(revision) != d.revision):
         return CHANGED_AFTER_PREPARATION
     if not is_approved(d):
-        return _("This message needs its content and target approved by an approver before it can be sent.")
+        parts = [p for p, at in (("content", d.content_approved_at), ("target", d.target_approved_at)) if not at]
+        if len(parts) == 2:
+            return _("This message needs its content and target approved by an approver before it can be sent.")
+        if parts == ["content"]:
+            return _("This message needs its content approved by an approver before it can be sent.")
+        return _("This message needs its target approved by an approver before it can be sent.")
     return None
 
 

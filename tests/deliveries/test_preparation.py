@@ -138,7 +138,7 @@ def test_approval_rules(ready_delivery, marketer, approver, make_user, django_ca
     with pytest.raises(Exception, match="Approve deliveries"):
         delivery_approve(delivery=d, user=marketer, part="content")
     delivery_approve(delivery=d, user=approver, part="content")
-    with pytest.raises(DispatchError, match="needs its content and target approved"):
+    with pytest.raises(DispatchError, match="needs its target approved by an approver"):
         delivery_confirm(delivery=d, user=marketer)
     d = delivery_approve(delivery=d, user=approver, part="target")
     assert d.content_approved_by == approver and d.target_approved_by == approver
