@@ -18,7 +18,7 @@ from django.db import connection, transaction
 from django.db.models import F, OuterRef, Subquery
 from django.utils import timezone
 from django.utils.translation import gettext as _
-from django.utils.translation import ngettext
+from django.utils.translation import gettext_noop, ngettext
 
 from accounts.errors import DispatchError, InvalidInput
 from accounts.roles import APPROVE_DELIVERY, PREPARE_DELIVERY, START_DELIVERY
@@ -43,7 +43,7 @@ from .personalization import check_template, compile_content, profile_context, r
 
 log = logging.getLogger(__name__)
 
-CONFIRM_DENIED = "Your permissions do not allow you to confirm a delivery."
+CONFIRM_DENIED = gettext_noop("Confirming a send needs the “Start deliveries” role. Ask an administrator.")
 ALREADY_CONFIRMED = "This message has already been confirmed."
 CHANGED_AFTER_PREPARATION = (
     "The sending cannot be confirmed because the message changed after preparation. "
@@ -485,10 +485,12 @@ def is_approved(d: Delivery) -> bool:
 
 
 # --- Confirm send ---------------------------------------------------------------------------
-def confirm_refusal(*, delivery, user, revision: int | None = None) -> str | None:
-    """Why `user` cannot confirm `delivery` now (None when they can). Used by the page and the service."""
-    if not user_has_role(user=user, role=START_DELIVERY):
-        return CONFIRM_DENIED
+def confirm_refusal(*, delivery, user, revision: int | None = None, check_role: bool = True) -> str | None:
+    """Why `user` cannot confirm `delivery` now (None when they can). Used by the page and the
+    service. Without `check_role`: why nobody could confirm it now (None: Confirm send is offered
+    to whoever holds Start deliveries)."""
+    if check_role and not user_has_role(user=user, role=START_DELIVERY):
+        return _(CONFIRM_DENIED)
     d = delivery
     if d.state in STARTED_STATES:
         return ALREADY_CONFIRMED
@@ -516,7 +518,7 @@ def delivery_confirm(*, delivery, user, revision: int | None = None, send_now: b
     A second confirmation is refused and enqueues nothing. A message whose send time has passed
     since it was saved is refused unless `send_now` says to send it now."""
     if not user_has_role(user=user, role=START_DELIVERY):
-        raise PermissionDenied(CONFIRM_DENIED)
+        raise PermissionDenied(_(CONFIRM_DENIED))
     from .tasks import dispatch_delivery
 
     with transaction.atomic():

@@ -98,7 +98,9 @@ def _dashboard_context(request, d: Delivery) -> dict:
         "can_prepare": can_prepare,
         "show_confirm": can_start and d.state == State.READY and refusal is None,
         "confirm_blocked": refusal if can_start and d.state == State.READY else None,
-        "show_permission_banner": not can_start and not d.is_read_only,
+        # only where Confirm send would be offered to someone with the role (not on drafts, not while approvals wait)
+        "show_permission_banner": not can_start and services.confirm_refusal(delivery=d, user=user, check_role=False) is None,
+        "confirm_denied": _(services.CONFIRM_DENIED),
         "show_approve": can_approve and d.requires_approval and d.state == State.READY and d.created_by_id != user.pk,
         "approved": services.is_approved(d),
         "scheduled_text": services.scheduled_text(d) if d.scheduled_at else "",

@@ -56,5 +56,5 @@ def test_preparer_sees_the_banner_and_no_confirm_button(page, sign_in, preparer,
     delivery_prepare_run(delivery_id=d.pk)
     sign_in(page, "preparer")
     page.goto(f"/deliveries/{d.pk}/")
-    expect(page.get_by_test_id("permission-banner")).to_have_text("Your permissions do not allow you to confirm a delivery.")
+    expect(page.get_by_test_id("permission-banner")).to_have_text("Confirming a send needs the “Start deliveries” role. Ask an administrator.")
     expect(page.get_by_role("button", name="Confirm send")).to_have_count(0)
