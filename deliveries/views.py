@@ -21,6 +21,8 @@ from .personalization import render_message
 
 ANY_ROLE = tuple(ROLES)
 LIVE_STATES = (State.PREPARING, State.START_PENDING, *SENDING_STATES)
+PAUSABLE_STATES = (State.IN_PROGRESS, State.RETRY_PENDING, State.RETRY_IN_PROGRESS)
+STOPPABLE_STATES = (State.START_PENDING, *SENDING_STATES)
 
 
 def _delivery(pk) -> Delivery:
@@ -103,6 +105,9 @@ def _dashboard_context(request, d: Delivery) -> dict:
         "confirm_denied": _(services.CONFIRM_DENIED),
         "show_approve": can_approve and d.requires_approval and d.state == State.READY and d.created_by_id != user.pk,
         "approved": services.is_approved(d),
+        "show_pause": can_start and d.state in PAUSABLE_STATES,
+        "show_resume": can_start and d.state == State.PAUSED,
+        "show_stop": can_start and d.state in STOPPABLE_STATES,
         "scheduled_text": services.scheduled_text(d) if d.scheduled_at else "",
         "schedule_passed": services.schedule_passed(d),
         "validity_text": _validity_text(d.validity.total_seconds()),
