@@ -50,3 +50,19 @@ class RoleAuditLog(models.Model):
     @property
     def removed(self) -> list[str]:
         return sorted(set(self.before) - set(self.after))
+
+    @property
+    def summary(self) -> str:
+        """One sentence: "Groups changed: added Approvers; removed Preparers." """
+        if self.action == self.Action.USER_CREATED:
+            if self.after:
+                return _("User created in %(groups)s.") % {"groups": ", ".join(self.after)}
+            return _("User created without a group.")
+        parts = []
+        if self.added:
+            parts.append(_("added %(groups)s") % {"groups": ", ".join(self.added)})
+        if self.removed:
+            parts.append(_("removed %(groups)s") % {"groups": ", ".join(self.removed)})
+        if not parts:
+            return f"{self.get_action_display()}."
+        return f"{self.get_action_display()}: {'; '.join(str(p) for p in parts)}."

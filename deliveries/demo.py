@@ -16,7 +16,7 @@ from audiences.demo import DEMO_AUDIENCES
 from audiences.models import Audience
 
 from .models import Delivery, JournalEntry, SendingLog, SendingStatus, State
-from .services import FINISHED_TEXT, delivery_create, delivery_prepare_run, journal_add
+from .services import FINISHED_TEXT, delivery_create, delivery_prepare_run, journal_add, started_text
 
 HTML = """<html><body style="font-family: sans-serif">
 <h1>Hello {{ first_name|default("friend") }},</h1>
@@ -88,7 +88,7 @@ def seed(command) -> None:
         start = now - timedelta(days=3) if target == State.FINISHED else None
         if target == State.START_PENDING:
             Delivery.objects.filter(pk=d.pk).update(state=State.START_PENDING, confirmed_by=marketer, confirmed_at=now)
-            journal_add(delivery=d, user=marketer, text=f"Delivery started by user '{marketer.get_full_name()} ({marketer.username})'")
+            journal_add(delivery=d, user=marketer, text=started_text(marketer))
             continue
         # A past send, recorded as the sender would have: most accepted, a few refused.
         logs = SendingLog.objects.filter(delivery=d)
@@ -106,7 +106,7 @@ def seed(command) -> None:
         _backdate(d, start=start, finished=start + timedelta(minutes=6))
         ended = JournalEntry.objects.bulk_create(
             [
-                JournalEntry(delivery=d, user=marketer, text=f"Delivery started by user '{marketer.get_full_name()} ({marketer.username})'"),
+                JournalEntry(delivery=d, user=marketer, text=started_text(marketer)),
                 JournalEntry(delivery=d, text=FINISHED_TEXT),
             ]
         )

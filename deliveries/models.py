@@ -171,6 +171,15 @@ class Delivery(models.Model):
         return logical
 
     @property
+    def status_class(self) -> str:
+        """The colour of its status dot: the logical status, except that a paused send has its own
+        (it is not moving, unlike In progress); a warning still shows as a warning."""
+        logical = self.logical_status
+        if self.state == State.PAUSED and logical == LogicalStatus.IN_PROGRESS:
+            return "paused"
+        return logical
+
+    @property
     def state_number(self) -> int:
         return STATE_NUMBER[State(self.state)]
 

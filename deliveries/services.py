@@ -66,6 +66,17 @@ def who(user) -> str:
     return f"{user.get_full_name() or user.username} ({user.username})" if user else "system"
 
 
+def sentence(text: str) -> str:
+    """`text` ending with one full stop (or its own ?, ! or …): never none, never two."""
+    text = str(text).rstrip()
+    return text if text.endswith((".", "!", "?", "…")) else f"{text}."
+
+
+def started_text(user) -> str:
+    """The journal line of Confirm send (DOMAIN §1.4), as a sentence with curly quotes."""
+    return _("Delivery started by user “%(who)s”.") % {"who": who(user)}
+
+
 def journal_add(*, delivery, text: str, level: str = JournalEntry.Level.INFO, user=None) -> JournalEntry:
     return JournalEntry.objects.create(delivery_id=getattr(delivery, "pk", delivery), text=text, level=level, user=user)
 
@@ -396,8 +407,10 @@ def delivery_prepare_run(*, delivery_id: int) -> None:
 
     for error, count in render_errors.items():
         critical.append(
-            ngettext("Personalization failed for %(n)d profile: %(error)s", "Personalization failed for %(n)d profiles: %(error)s", count)
-            % {"n": count, "error": error}
+            sentence(
+                ngettext("Personalization failed for %(n)d profile: %(error)s", "Personalization failed for %(n)d profiles: %(error)s", count)
+                % {"n": count, "error": error}
+            )
         )
     for name, count in sorted(missing_vars.items()):
         warnings.append(
@@ -453,7 +466,7 @@ def delivery_prepare_run(*, delivery_id: int) -> None:
             current.prepared_revision = revision
             journal_add(
                 delivery=d,
-                text=ngettext("Analysis completed in %(s).1f s (%(k)d warning)", "Analysis completed in %(s).1f s (%(k)d warnings)", len(warnings))
+                text=ngettext("Analysis completed in %(s).1f s (%(k)d warning).", "Analysis completed in %(s).1f s (%(k)d warnings).", len(warnings))
                 % {"s": elapsed, "k": len(warnings)},
             )
         current.save()
@@ -536,7 +549,7 @@ def delivery_confirm(*, delivery, user, revision: int | None = None, send_now: b
                 code="schedule_passed",
             )
         d.confirmed_by, d.confirmed_at = user, now
-        journal_add(delivery=d, user=user, text=f"Delivery started by user '{who(user)}'")
+        journal_add(delivery=d, user=user, text=started_text(user))
         if passed:
             journal_add(
                 delivery=d, user=user,
@@ -571,7 +584,7 @@ def deliveries_start_due(*, now: datetime | None = None) -> list[int]:
     for pk in Delivery.objects.filter(state=State.START_PENDING, scheduled_at__lte=now).values_list("pk", flat=True):
         with transaction.atomic():
             if Delivery.objects.filter(pk=pk, state=State.START_PENDING).update(state=State.IN_PROGRESS, started_at=now):
-                journal_add(delivery=pk, text=_("Starting scheduled delivery…"))
+                journal_add(delivery=pk, text=_("The scheduled time has come: sending started."))
                 dispatch_delivery.delay_on_commit(pk)
                 started.append(pk)
     return started

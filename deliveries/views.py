@@ -1,3 +1,5 @@
+from urllib.parse import quote, urlencode
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
@@ -37,13 +39,16 @@ def delivery_list(request):
     status, channel, search = request.GET.get("status", ""), request.GET.get("channel", ""), request.GET.get("q", "")
     qs = selectors.delivery_list(status=status, channel=channel, search=search)
     page = Paginator(qs, 25).get_page(request.GET.get("page"))
-    counts = selectors.delivery_status_counts()
-    query = "&".join(f"{k}={v}" for k, v in (("status", status), ("channel", channel), ("q", search)) if v)
+    counts = selectors.delivery_status_counts(channel=channel, search=search)
+    query = urlencode([(k, v) for k, v in (("status", status), ("channel", channel), ("q", search)) if v])
+    # each status chip keeps the channel and search filters, so its count is the rows it lists
+    keep = "".join(f"&{k}={quote(v)}" for k, v in (("channel", channel), ("q", search)) if v)
     return render(
         request,
         "deliveries/list.html",
         {"page": page, "query": query, "status": status, "channel": channel, "search": search,
-         "status_counts": [(v, label, counts[v]) for v, label in LogicalStatus.choices], "statuses": LogicalStatus.choices},  # fmt: skip
+         "status_counts": [(v, label, counts[v]) for v, label in LogicalStatus.choices], "statuses": LogicalStatus.choices,
+         "total": counts["all"], "keep": keep},  # fmt: skip
     )
 
 

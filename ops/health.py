@@ -17,9 +17,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from django.conf import settings
+from django.contrib.humanize.templatetags.humanize import intcomma
 from django.db import connections
 from django.utils import timezone, translation
 from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +103,10 @@ def check_broker_and_queue(app=None) -> tuple[dict, dict, object]:
     broker = {"status": OK, "detail": _("Reachable.")}
     try:
         length = _queue_length(conn, queue_name)
-        queue = {"status": OK, "length": length, "detail": _("%(n)d task(s) waiting.") % {"n": length}}
+        queue = {
+            "status": OK, "length": length,
+            "detail": ngettext("%(n)s task waiting.", "%(n)s tasks waiting.", length) % {"n": intcomma(length)},
+        }  # fmt: skip
     except Exception as e:
         log.warning("health: queue length unreadable: %s", type(e).__name__)
         queue = {"status": DOWN, "length": None, "detail": _("The queue length could not be read from the broker.")}
@@ -135,7 +140,7 @@ def check_workers(app=None, conn=None, timeout: float | None = None) -> dict:
             "count": 0,
             "detail": _("No worker answered: sends, preparations and alerts are not running. Start a Celery worker."),
         }
-    return {"status": OK, "count": count, "detail": _("%(n)d worker(s) online.") % {"n": count}}
+    return {"status": OK, "count": count, "detail": ngettext("%(n)d worker online.", "%(n)d workers online.", count) % {"n": count}}
 
 
 def check_beat(now: datetime | None = None) -> dict:

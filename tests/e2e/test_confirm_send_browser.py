@@ -44,7 +44,7 @@ def test_marketer_prepares_cancels_then_confirms_and_watches_the_send_finish(pag
     expect(block).to_contain_text("Finished sending", timeout=60_000)
     expect(block).to_contain_text("All messages have been processed.")
     expect(page.get_by_test_id("processed")).to_contain_text("40 of 40 processed")
-    expect(page.locator("#journal")).to_contain_text("Delivery started by user 'Mia Marketer (marketer)'")
+    expect(page.locator("#journal")).to_contain_text("Delivery started by user “Mia Marketer (marketer)”.")
     assert len(smtp_server.messages) == 40
 
 
