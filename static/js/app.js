@@ -9,6 +9,17 @@ document.addEventListener("click", (event) => {
   if (closer) { event.preventDefault(); closer.closest("dialog").close(); }
 });
 
+// The Deployment window's charts follow the KPI tiles: when the block shows figures computed at
+// another time (Compute stats ended, the send's own recompute landed), the charts load again.
+document.addEventListener("htmx:afterSettle", () => {
+  const tiles = document.querySelector(".deployment-kpis[data-computed]");
+  const charts = document.getElementById("deployment-charts");
+  if (tiles && charts && window.htmx && tiles.dataset.computed !== charts.dataset.computed) {
+    charts.dataset.computed = tiles.dataset.computed;
+    window.htmx.trigger(charts, "refresh");
+  }
+});
+
 // When a live block (the Deployment block) reports a new state, reload the page so the action bar,
 // the journal and the dialog match it.
 document.addEventListener("htmx:afterSettle", (event) => {
