@@ -74,6 +74,8 @@ def logical_status_q(status: str) -> Q:
 
 
 SENDING_STATES = (State.IN_PROGRESS, State.RETRY_PENDING, State.RETRY_IN_PROGRESS, State.PAUSED)
+PAUSABLE_STATES = (State.IN_PROGRESS, State.RETRY_PENDING, State.RETRY_IN_PROGRESS)
+STOPPABLE_STATES = (State.START_PENDING, *SENDING_STATES)
 STARTED_STATES = (State.START_PENDING, *SENDING_STATES, State.STOPPED, State.FAILED, State.FINISHED)
 FINAL_STATES = (State.STOPPED, State.FAILED, State.FINISHED)
 
@@ -201,6 +203,14 @@ class Delivery(models.Model):
         if waiting:
             return _("Waiting for approval: %(parts)s") % {"parts": ", ".join(str(p) for p in waiting)}
         return State(self.state).label
+
+    @property
+    def can_be_paused(self) -> bool:
+        return self.state in PAUSABLE_STATES
+
+    @property
+    def can_be_stopped(self) -> bool:
+        return self.state in STOPPABLE_STATES
 
     @property
     def shows_to_deliver(self) -> bool:

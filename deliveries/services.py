@@ -21,8 +21,8 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_noop, ngettext
 
 from accounts.errors import DispatchError, InvalidInput
-from accounts.roles import APPROVE_DELIVERY, PREPARE_DELIVERY, START_DELIVERY
-from accounts.selectors import user_has_role
+from accounts.roles import APPROVE_DELIVERY, MONITOR_DELIVERY, PREPARE_DELIVERY, START_DELIVERY
+from accounts.selectors import user_has_any_role, user_has_role
 from accounts.services import require_role
 from audiences.emails import is_valid_email
 from audiences.models import Quarantine
@@ -591,8 +591,21 @@ def deliveries_start_due(*, now: datetime | None = None) -> list[int]:
 
 
 # --- pause, resume, stop --------------------------------------------------------------------
+# Delivery supervisors watching an alert may pause or stop a send themselves (DOMAIN §3); resuming
+# it, like confirming, stays with Start deliveries.
+PAUSE_STOP_ROLES = (START_DELIVERY, MONITOR_DELIVERY)
+PAUSE_DENIED = gettext_noop("Pausing a send needs the “Start deliveries” or “Monitor deliveries” role. Ask an administrator.")
+STOP_DENIED = gettext_noop("Stopping a send needs the “Start deliveries” or “Monitor deliveries” role. Ask an administrator.")
+RESUME_DENIED = gettext_noop("Resuming a send needs the “Start deliveries” role. Ask an administrator.")
+
+
+def user_can_pause_stop(*, user) -> bool:
+    return user_has_any_role(user=user, roles=PAUSE_STOP_ROLES)
+
+
 def delivery_pause(*, delivery, user) -> Delivery:
-    require_role(user=user, role=START_DELIVERY)
+    if not user_can_pause_stop(user=user):
+        raise PermissionDenied(_(PAUSE_DENIED))
     with transaction.atomic():
         d = _locked(delivery)
         if d.state not in (State.IN_PROGRESS, State.RETRY_PENDING, State.RETRY_IN_PROGRESS):
@@ -604,7 +617,8 @@ def delivery_pause(*, delivery, user) -> Delivery:
 
 
 def delivery_resume(*, delivery, user) -> Delivery:
-    require_role(user=user, role=START_DELIVERY)
+    if not user_has_role(user=user, role=START_DELIVERY):
+        raise PermissionDenied(_(RESUME_DENIED))
     from .tasks import dispatch_delivery
 
     with transaction.atomic():
@@ -620,7 +634,8 @@ def delivery_resume(*, delivery, user) -> Delivery:
 
 def delivery_stop(*, delivery, user) -> Delivery:
     """Stop sending: unsent logs become cancelled (final); messages already handed over stay sent."""
-    require_role(user=user, role=START_DELIVERY)
+    if not user_can_pause_stop(user=user):
+        raise PermissionDenied(_(STOP_DENIED))
     with transaction.atomic():
         d = _locked(delivery)
         if d.state not in (State.START_PENDING, State.IN_PROGRESS, State.RETRY_PENDING, State.RETRY_IN_PROGRESS, State.PAUSED):

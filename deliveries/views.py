@@ -6,25 +6,25 @@ from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.utils.formats import number_format
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST
 
 from accounts.decorators import role_required
 from accounts.errors import DispatchError
+from accounts.http import safe_next
 from accounts.roles import APPROVE_DELIVERY, PREPARE_DELIVERY, ROLES, START_DELIVERY
 from accounts.selectors import user_has_any_role, user_has_role
 from audiences.models import Profile
 
 from . import selectors, services
 from .forms import DeliveryForm
-from .models import SENDING_STATES, Delivery, LogicalStatus, SendingStatus, State
+from .models import PAUSABLE_STATES, SENDING_STATES, STOPPABLE_STATES, Delivery, LogicalStatus, SendingStatus, State
 from .personalization import render_message
 
 ANY_ROLE = tuple(ROLES)
 LIVE_STATES = (State.PREPARING, State.START_PENDING, *SENDING_STATES)
-PAUSABLE_STATES = (State.IN_PROGRESS, State.RETRY_PENDING, State.RETRY_IN_PROGRESS)
-STOPPABLE_STATES = (State.START_PENDING, *SENDING_STATES)
 
 
 def _delivery(pk) -> Delivery:
@@ -97,6 +97,7 @@ def _dashboard_context(request, d: Delivery) -> dict:
     can_start = user_has_role(user=user, role=START_DELIVERY)
     can_prepare = user_has_role(user=user, role=PREPARE_DELIVERY)
     can_approve = user_has_role(user=user, role=APPROVE_DELIVERY)
+    can_pause_stop = services.user_can_pause_stop(user=user)
     refusal = services.confirm_refusal(delivery=d, user=user)
     ctx = {
         "d": d,
@@ -110,9 +111,9 @@ def _dashboard_context(request, d: Delivery) -> dict:
         "confirm_denied": _(services.CONFIRM_DENIED),
         "show_approve": can_approve and d.requires_approval and d.state == State.READY and d.created_by_id != user.pk,
         "approved": services.is_approved(d),
-        "show_pause": can_start and d.state in PAUSABLE_STATES,
+        "show_pause": can_pause_stop and d.state in PAUSABLE_STATES,
         "show_resume": can_start and d.state == State.PAUSED,
-        "show_stop": can_start and d.state in STOPPABLE_STATES,
+        "show_stop": can_pause_stop and d.state in STOPPABLE_STATES,
         "scheduled_text": services.scheduled_text(d) if d.scheduled_at else "",
         "schedule_passed": services.schedule_passed(d),
         "validity_text": _validity_text(d.validity.total_seconds()),
@@ -195,7 +196,8 @@ def _act(request, pk, action, success: str, **kwargs):
         raise PermissionDenied(str(e)) from e
     else:
         messages.success(request, success)
-    return redirect("deliveries:detail", pk=pk)
+    # Pause and Stop sending are also on the deployment dashboard and the alerts: back to where they were
+    return redirect(safe_next(request, reverse("deliveries:detail", args=[pk])))
 
 
 @login_required

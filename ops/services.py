@@ -336,7 +336,8 @@ def _alert_lines(alert: Alert, site: str) -> list[str]:
         "",
         _("State: %(state)s. Owner: %(owner)s.")
         % {"state": State(d.state).label, "owner": who(d.created_by) if d.created_by_id else "—"},
-        _("Open the message: %(url)s") % {"url": site + reverse("deliveries:detail", args=[d.pk])},
+        (_("Pause or stop the send from the message: %(url)s") if d.can_be_stopped else _("Open the message: %(url)s"))
+        % {"url": site + reverse("deliveries:detail", args=[d.pk])},
     ]
 
 

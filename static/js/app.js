@@ -3,7 +3,15 @@ document.addEventListener("click", (event) => {
   const opener = event.target.closest("[data-open-dialog]");
   if (opener) {
     const dialog = document.getElementById(opener.dataset.openDialog);
-    if (dialog) { event.preventDefault(); dialog.showModal(); }
+    if (dialog) {
+      event.preventDefault();
+      // one dialog shared by several rows: the button names the action and the sentence
+      const form = dialog.querySelector("[data-dialog-form]");
+      if (form && opener.dataset.dialogAction) form.action = opener.dataset.dialogAction;
+      const text = dialog.querySelector("[data-dialog-text]");
+      if (text && opener.dataset.dialogText) text.textContent = opener.dataset.dialogText;
+      dialog.showModal();
+    }
   }
   const closer = event.target.closest("[data-close-dialog]");
   if (closer) { event.preventDefault(); closer.closest("dialog").close(); }
