@@ -12,7 +12,7 @@ from rest_framework.views import APIView
 
 from accounts.roles import ROLES
 from deliveries import selectors, services
-from deliveries.models import Delivery, ExclusionLog, JournalEntry, SendingLog
+from deliveries.models import FINAL_STATES, Delivery, ExclusionLog, JournalEntry, SendingLog
 
 from .permissions import HasRole
 from .serializers import ErrorSerializer
@@ -36,8 +36,10 @@ class DeliverySerializer(serializers.ModelSerializer):
             "to_deliver_count", "skipped_count", "warnings_count", "sent_count", "failed_count", "processed_count",
             "content_approved_by", "content_approved_at", "target_approved_by", "target_approved_at",
             "created_by", "created_at", "updated_at", "confirmed_by", "confirmed_at", "started_at", "finished_at",
+            "archived_at", "archived_by",
         ]  # fmt: skip
         read_only_fields = [
+            "archived_at", "archived_by",
             "state", "progress", "revision", "targeted_count", "to_deliver_count", "skipped_count", "warnings_count",
             "sent_count", "failed_count", "processed_count", "content_approved_by", "content_approved_at", "target_approved_by",
             "target_approved_at", "created_by", "created_at", "updated_at", "confirmed_by", "confirmed_at",
@@ -108,27 +110,44 @@ def _get(pk) -> Delivery:
 
 
 class DeliveryList(generics.ListCreateAPIView):
-    """Messages, newest first (filter with ?status=<logical status>&channel=email&q=<label or DM id>)."""
+    """Messages, newest first (filter with ?status=<logical status>&channel=email&q=<label or DM id>;
+    archived messages are left out, ?archived=1 lists them alone)."""
 
     permission_classes = [ANY_ROLE]
     serializer_class = DeliverySerializer
 
     def get_queryset(self):
         p = self.request.query_params
-        return selectors.delivery_list(status=p.get("status", ""), channel=p.get("channel", ""), search=p.get("q", ""))
+        return selectors.delivery_list(
+            status=p.get("status", ""), channel=p.get("channel", ""), search=p.get("q", ""), archived=p.get("archived") == "1"
+        )
 
     def perform_create(self, serializer):
         serializer.instance = services.delivery_create(user=self.request.user, data=serializer.service_data())
 
 
-class DeliveryDetail(generics.RetrieveUpdateAPIView):
-    """A message. Updating content, audience or schedule after preparation sends it back to editing."""
+class DeliveryDetail(generics.RetrieveUpdateDestroyAPIView):
+    """A message. Updating content, audience or schedule after preparation sends it back to editing.
+    DELETE removes a message never sent (204, Prepare deliveries) and archives one whose send ended
+    (200 with the archived message: hidden from lists, history and KPIs kept; Prepare and Start
+    deliveries); a send in progress is refused (409)."""
 
     permission_classes = [ANY_ROLE]
     serializer_class = DeliverySerializer
 
     def get_object(self):
         return _get(self.kwargs["pk"])
+
+    @extend_schema(responses={200: DeliverySerializer, 204: None, **ERRORS})
+    def delete(self, request, *args, **kwargs):
+        d = self.get_object()
+        if d.can_be_deleted:
+            services.delivery_delete(delivery=d, user=request.user, source="api")
+            return Response(status=status.HTTP_204_NO_CONTENT)
+        if d.state in FINAL_STATES:
+            d = services.delivery_archive(delivery=d, user=request.user, source="api")
+            return Response(DeliverySerializer(selectors.delivery_get(pk=d.pk)).data)
+        services.delivery_delete(delivery=d, user=request.user, source="api")  # refused with the sentence saying why
 
     def perform_update(self, serializer):
         serializer.instance = services.delivery_update(delivery=serializer.instance, user=self.request.user, data=serializer.service_data())

@@ -139,6 +139,10 @@ class Delivery(models.Model):
     processed_count = models.PositiveIntegerField(default=0)
     autopaused_at = models.DateTimeField(null=True, blank=True)  # the send paused itself (bounce limit)
     has_open_alert = models.BooleanField(default=False)  # an alert not yet acknowledged (kept by the ops app)
+    # An ended message is archived, never deleted: hidden from the lists, kept for the profiles'
+    # history, fatigue counts and KPIs.
+    archived_at = models.DateTimeField(null=True, blank=True)
+    archived_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
 
     class Meta:
         ordering = ["-id"]
@@ -203,6 +207,16 @@ class Delivery(models.Model):
         if waiting:
             return _("Waiting for approval: %(parts)s") % {"parts": ", ".join(str(p) for p in waiting)}
         return State(self.state).label
+
+    @property
+    def can_be_deleted(self) -> bool:
+        """Never sent (Editing, prepared or failed preparation): deleted with everything it has."""
+        return self.state in (State.EDITING, State.READY, State.PREPARATION_FAILED)
+
+    @property
+    def can_be_archived(self) -> bool:
+        """Its send ended: archived (hidden from lists), not deleted."""
+        return self.state in FINAL_STATES and self.archived_at is None
 
     @property
     def can_be_paused(self) -> bool:

@@ -29,6 +29,7 @@ from audiences.models import Quarantine
 from audiences.selectors import audience_profiles
 
 from .models import (
+    FINAL_STATES,
     MAX_VALIDITY,
     STARTED_STATES,
     Delivery,
@@ -208,13 +209,58 @@ def delivery_duplicate(*, delivery, user) -> Delivery:
     return copy
 
 
-def delivery_delete(*, delivery, user) -> None:
+ARCHIVE_DENIED = gettext_noop(
+    "Archiving a sent message needs the “Prepare deliveries” and “Start deliveries” roles. Ask an administrator."
+)
+
+
+def delivery_delete(*, delivery, user, source: str = "page") -> None:
+    """Delete a message never sent (Editing, prepared, or whose preparation failed) with its
+    journal, logs and KPIs; the audit trail keeps a line saying who and what. A message whose send
+    started cannot be deleted: once ended it is archived (delivery_archive)."""
+    from accounts.models import RoleAuditLog
+    from accounts.services import audit_record
+
     require_role(user=user, role=PREPARE_DELIVERY)
     with transaction.atomic():
         d = _locked(delivery)
         if d.state not in EDITABLE_STATES:
-            raise illegal(_("delete"), d)
+            if d.state in FINAL_STATES:
+                raise DispatchError(
+                    _("A message that was sent is not deleted: archive it to hide it from the lists (its history and KPIs are kept)."),
+                    code="sent_message",
+                )
+            raise DispatchError(
+                _("You cannot delete this message while it is “%(state)s”: stop its send first, then archive it.")
+                % {"state": State(d.state).label},
+                code="invalid_state",
+            )
+        audit_record(actor=user, action=RoleAuditLog.Action.MESSAGE_DELETED, target=str(d), source=source)
         d.delete()
+
+
+def delivery_archive(*, delivery, user, source: str = "page") -> Delivery:
+    """Archive a message whose send ended: hidden from the lists, kept for the profiles' history,
+    fatigue counts and KPIs. Journaled, and in the audit trail."""
+    from accounts.models import RoleAuditLog
+    from accounts.services import audit_record
+
+    if not (user_has_role(user=user, role=PREPARE_DELIVERY) and user_has_role(user=user, role=START_DELIVERY)):
+        raise PermissionDenied(_(ARCHIVE_DENIED))
+    with transaction.atomic():
+        d = _locked(delivery)
+        if d.archived_at is not None:
+            raise DispatchError(_("This message is already archived."), code="already_archived")
+        if d.state not in FINAL_STATES:
+            raise DispatchError(
+                _("Only a message whose send ended can be archived (it is “%(state)s”).") % {"state": State(d.state).label},
+                code="invalid_state",
+            )
+        d.archived_at, d.archived_by = timezone.now(), user
+        d.save(update_fields=["archived_at", "archived_by", "updated_at"])
+        journal_add(delivery=d, user=user, text=_("Message archived by %(who)s.") % {"who": who(user)})
+        audit_record(actor=user, action=RoleAuditLog.Action.MESSAGE_ARCHIVED, target=str(d), source=source)
+    return d
 
 
 # --- preparation ----------------------------------------------------------------------------

@@ -37,10 +37,11 @@ def _delivery(pk) -> Delivery:
 @role_required(*ANY_ROLE)
 def delivery_list(request):
     status, channel, search = request.GET.get("status", ""), request.GET.get("channel", ""), request.GET.get("q", "")
-    qs = selectors.delivery_list(status=status, channel=channel, search=search)
+    archived = request.GET.get("archived") == "1"
+    qs = selectors.delivery_list(status=status, channel=channel, search=search, archived=archived)
     page = Paginator(qs, 25).get_page(request.GET.get("page"))
     counts = selectors.delivery_status_counts(channel=channel, search=search)
-    query = urlencode([(k, v) for k, v in (("status", status), ("channel", channel), ("q", search)) if v])
+    query = urlencode([(k, v) for k, v in (("status", status), ("channel", channel), ("q", search), ("archived", "1" if archived else "")) if v])
     # each status chip keeps the channel and search filters, so its count is the rows it lists
     keep = "".join(f"&{k}={quote(v)}" for k, v in (("channel", channel), ("q", search)) if v)
     return render(
@@ -48,7 +49,7 @@ def delivery_list(request):
         "deliveries/list.html",
         {"page": page, "query": query, "status": status, "channel": channel, "search": search,
          "status_counts": [(v, label, counts[v]) for v, label in LogicalStatus.choices], "statuses": LogicalStatus.choices,
-         "total": counts["all"], "keep": keep},  # fmt: skip
+         "total": counts["all"], "archived_count": counts["archived"], "archived": archived, "keep": keep},  # fmt: skip
     )
 
 
@@ -109,6 +110,8 @@ def _dashboard_context(request, d: Delivery) -> dict:
         # only where Confirm send would be offered to someone with the role (not on drafts, not while approvals wait)
         "show_permission_banner": not can_start and services.confirm_refusal(delivery=d, user=user, check_role=False) is None,
         "confirm_denied": _(services.CONFIRM_DENIED),
+        "show_delete": can_prepare and d.can_be_deleted,
+        "show_archive": can_prepare and can_start and d.can_be_archived,
         "show_approve": can_approve and d.requires_approval and d.state == State.READY and d.created_by_id != user.pk,
         "approved": services.is_approved(d),
         "show_pause": can_pause_stop and d.state in PAUSABLE_STATES,
@@ -234,14 +237,19 @@ def delivery_action(request, pk, action):
             raise PermissionDenied(str(e)) from e
         messages.success(request, _("Duplicated as %(id)s.") % {"id": copy.human_id})
         return redirect("deliveries:edit", pk=copy.pk)
+    if action == "archive":
+        return _act(request, pk, services.delivery_archive, _("Message archived: it no longer shows in the lists; its history and KPIs are kept."))
     if action == "delete":
         d = get_object_or_404(Delivery, pk=pk)
+        label = str(d)
         try:
             services.delivery_delete(delivery=d, user=request.user)
         except DispatchError as e:
             messages.error(request, e.message)
             return redirect("deliveries:detail", pk=pk)
-        messages.success(request, _("Message deleted."))
+        except PermissionDenied as e:
+            raise PermissionDenied(str(e)) from e
+        messages.success(request, _("Message %(message)s deleted.") % {"message": label})
         return redirect("deliveries:list")
     raise Http404(_("Unknown action."))
 
