@@ -302,8 +302,8 @@ ALERT_START_PENDING_MINUTES = int(os.environ.get("ALERT_START_PENDING_MINUTES", 
 ALERT_MIN_THROUGHPUT_PER_MINUTE = int(os.environ.get("ALERT_MIN_THROUGHPUT_PER_MINUTE", "10"))
 ALERT_THROUGHPUT_WINDOW_MINUTES = int(os.environ.get("ALERT_THROUGHPUT_WINDOW_MINUTES", "10"))
 ALERT_LOOKBACK_HOURS = 24  # messages sent or sending this recently are checked
-# Seconds to wait for the workers' replies (the filesystem broker polls once a second: give it longer).
-HEALTH_PING_TIMEOUT = float(os.environ.get("HEALTH_PING_TIMEOUT", "3" if CELERY_BROKER_URL.startswith("filesystem://") else "1"))
+# A worker records its heartbeat every third of this; health counts workers heard from within it (no ping).
+HEALTH_WORKER_MAX_AGE = float(os.environ.get("HEALTH_WORKER_MAX_AGE", "30"))
 HEALTH_BEAT_MAX_AGE = int(os.environ.get("HEALTH_BEAT_MAX_AGE", "180"))  # seconds since the last beat heartbeat
 HEALTH_CACHE_SECONDS = int(os.environ.get("HEALTH_CACHE_SECONDS", "5"))  # /api/health/ answers from a cache this long
 HEALTH_RELAY_TIMEOUT = float(os.environ.get("HEALTH_RELAY_TIMEOUT", "2"))  # seconds to connect to the SMTP relay and get its NOOP reply
