@@ -45,26 +45,26 @@ class WorkerHeartbeat(bootsteps.StartStopStep):
     def __init__(self, worker, **kwargs):
         super().__init__(worker, **kwargs)
         self.tref = None
-        self.name = ""
+        self.beat_name = ""
 
     def start(self, worker):
-        self.name = f"{WORKER_PREFIX}{worker.hostname}"
-        _record(self.name)
-        self.tref = worker.timer.call_repeatedly(_interval(), _record, (self.name,), priority=10)
+        self.beat_name = f"{WORKER_PREFIX}{worker.hostname}"
+        _record(self.beat_name)
+        self.tref = worker.timer.call_repeatedly(_interval(), _record, (self.beat_name,), priority=10)
 
     def stop(self, worker):
         if self.tref is not None:
             self.tref.cancel()
             self.tref = None
-        if self.name:
+        if self.beat_name:
             from django.db import connection
 
             from .services import heartbeat_delete
 
             try:
-                heartbeat_delete(name=self.name)
+                heartbeat_delete(name=self.beat_name)
             except Exception as e:
-                log.warning("heartbeat %s not removed: %s", self.name, type(e).__name__)
+                log.warning("heartbeat %s not removed: %s", self.beat_name, type(e).__name__)
             finally:
                 connection.close()
 
