@@ -163,6 +163,8 @@ def _stopped_context(d: Delivery) -> dict:
 def delivery_detail(request, pk):
     d = _delivery(pk)
     ctx = _dashboard_context(request, d)
+    if ctx["show_confirm"]:  # the Confirm send dialog says who will be skipped (one query)
+        ctx["left_since_preparation"] = selectors.delivery_left_since_preparation(delivery=d)
     samples = selectors.sample_profiles_for_preview(delivery=d)
     chosen = request.GET.get("profile")
     profile = None

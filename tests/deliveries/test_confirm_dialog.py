@@ -50,6 +50,19 @@ def test_a_scheduled_send_says_when_in_the_message_time_zone_and_big_counts_are_
     assert recap["Recipients"] == "3,994 messages to deliver."
 
 
+def test_the_recap_says_how_many_recipients_left_since_preparation_will_be_skipped(client, marketer, ready_delivery):
+    from audiences.models import Profile
+
+    d = ready_delivery()
+    client.force_login(marketer)
+    assert "recap-skipped" not in _dialog(client.get(reverse("deliveries:detail", args=[d.pk])).content.decode(), "confirm-dialog")
+    Profile.objects.filter(email="person0@example.com").update(email_denylisted=True)  # unsubscribed since
+    Profile.objects.filter(email="person1@example.com").delete()
+    recap = _recap(_dialog(client.get(reverse("deliveries:detail", args=[d.pk])).content.decode(), "confirm-dialog"))
+    assert recap["Skipped"] == "2 recipients who left since preparation will be skipped."
+    assert recap["Recipients"] == "5 messages to deliver."
+
+
 def test_stop_sending_opens_a_styled_dialog(client, marketer, ready_delivery):
     d = ready_delivery(label="Spring sale")
     Delivery.objects.filter(pk=d.pk).update(state=State.IN_PROGRESS)

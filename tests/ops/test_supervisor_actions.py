@@ -69,7 +69,6 @@ def test_the_message_page_offers_pause_and_stop_to_a_supervisor(client, ops, rea
 
 
 def test_the_dashboard_and_an_alert_offer_pause_and_stop_and_come_back(client, ops, ready_delivery, settings):
-    settings.HEALTH_PING_TIMEOUT = 0.2
     d = sending(ready_delivery)
     Alert.objects.create(delivery=d, criterion=Criterion.BOUNCES, day=d.created_at.date(), raised_at=d.created_at, summary="Bounces at 30%.")
     client.force_login(ops)
