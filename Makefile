@@ -42,7 +42,7 @@ run: install
 	@echo "  Dispatch is starting on http://$(URL_HOST):$(PORT)/  (Ctrl-C stops every process)"
 	@echo "  Mailbox of the local SMTP sink (port $(SMTP_SINK_PORT)): http://$(URL_HOST):$(PORT)/dev/mailbox/ (as admin)"
 	@echo ""
-	$(BIN)/honcho start
+	$(BIN)/python -m system.procfile
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

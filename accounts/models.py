@@ -19,11 +19,14 @@ class User(AbstractUser):
 
 
 class RoleAuditLog(models.Model):
-    """Who changed whose groups or account, when, and what."""
+    """The audit trail: who changed whose groups or account, who deleted or archived a message;
+    when, and what. Kept when what it names is gone (`target` says what it was)."""
 
     class Action(models.TextChoices):
         USER_CREATED = "user_created", _("User created")
         GROUPS_CHANGED = "groups_changed", _("Groups changed")
+        MESSAGE_DELETED = "message_deleted", _("Message deleted")
+        MESSAGE_ARCHIVED = "message_archived", _("Message archived")
 
     at = models.DateTimeField(auto_now_add=True, db_index=True)
     actor = models.ForeignKey(
@@ -36,6 +39,7 @@ class RoleAuditLog(models.Model):
     before = models.JSONField(default=list)
     after = models.JSONField(default=list)
     source = models.CharField(max_length=16, default="page")  # page, api, admin
+    target = models.CharField(max_length=300, blank=True, default="")  # what a message action was about: "Spring sale (DM12)"
 
     class Meta:
         ordering = ["-at", "-id"]
@@ -50,3 +54,21 @@ class RoleAuditLog(models.Model):
     @property
     def removed(self) -> list[str]:
         return sorted(set(self.before) - set(self.after))
+
+    @property
+    def summary(self) -> str:
+        """One sentence: "Groups changed: added Approvers; removed Preparers." """
+        if self.target:
+            return f"{self.get_action_display()}: {self.target}."
+        if self.action == self.Action.USER_CREATED:
+            if self.after:
+                return _("User created in %(groups)s.") % {"groups": ", ".join(self.after)}
+            return _("User created without a group.")
+        parts = []
+        if self.added:
+            parts.append(_("added %(groups)s") % {"groups": ", ".join(self.added)})
+        if self.removed:
+            parts.append(_("removed %(groups)s") % {"groups": ", ".join(self.removed)})
+        if not parts:
+            return f"{self.get_action_display()}."
+        return f"{self.get_action_display()}: {'; '.join(str(p) for p in parts)}."

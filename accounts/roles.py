@@ -35,7 +35,7 @@ ROLES: dict[str, Role] = {
         Role(START_DELIVERY, "Start deliveries", "Confirm send, Pause, Resume, Stop sending, Compute stats."),
         Role(GENERIC_IMPORT, "Generic import", "Import profiles from CSV files."),
         Role(APPROVE_DELIVERY, "Approve deliveries", "Approve the content and target of other people's messages."),
-        Role(MONITOR_DELIVERY, "Monitor deliveries", "Deployment dashboard, alerts, quarantine, Compute stats, every Deployment window."),
+        Role(MONITOR_DELIVERY, "Monitor deliveries", "Deployment dashboard, alerts, quarantine, Pause and Stop sending, Compute stats, every Deployment window."),
     )
 }
 

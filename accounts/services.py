@@ -89,6 +89,11 @@ def user_groups_set(*, actor, user, groups: Iterable, source: str = "page") -> R
         )
 
 
+def audit_record(*, actor, action: str, target: str = "", source: str = "page") -> RoleAuditLog:
+    """Write one line of the audit trail (call it inside the transaction that makes the change)."""
+    return RoleAuditLog.objects.create(actor=actor, action=action, target=target[:300], source=source)
+
+
 def user_create(
     *,
     actor,

@@ -12,7 +12,7 @@ from rest_framework.views import APIView
 
 from accounts.roles import ROLES
 from deliveries import selectors, services
-from deliveries.models import Delivery, ExclusionLog, JournalEntry, SendingLog
+from deliveries.models import FINAL_STATES, Delivery, ExclusionLog, JournalEntry, SendingLog
 
 from .permissions import HasRole
 from .serializers import ErrorSerializer
@@ -24,6 +24,7 @@ ERRORS = {400: ErrorSerializer, 401: ErrorSerializer, 403: ErrorSerializer, 404:
 class DeliverySerializer(serializers.ModelSerializer):
     human_id = serializers.CharField(read_only=True)
     logical_status = serializers.CharField(read_only=True)
+    state_label = serializers.CharField(read_only=True, help_text="The state as people read it (e.g. “Waiting for approval: content, target”).")
     validity_hours = serializers.FloatField(required=False, min_value=0.01, max_value=84, help_text="At most 84 (3.5 days).")
 
     class Meta:
@@ -31,12 +32,14 @@ class DeliverySerializer(serializers.ModelSerializer):
         fields = [
             "id", "human_id", "label", "channel", "sender_name", "sender_address", "reply_to", "subject", "html", "text",
             "audience", "schedule", "scheduled_at", "schedule_tz", "validity_hours", "requires_approval",
-            "rate_limit_per_hour", "state", "logical_status", "progress", "revision", "targeted_count",
+            "rate_limit_per_hour", "state", "state_label", "logical_status", "progress", "revision", "targeted_count",
             "to_deliver_count", "skipped_count", "warnings_count", "sent_count", "failed_count", "processed_count",
             "content_approved_by", "content_approved_at", "target_approved_by", "target_approved_at",
             "created_by", "created_at", "updated_at", "confirmed_by", "confirmed_at", "started_at", "finished_at",
+            "archived_at", "archived_by",
         ]  # fmt: skip
         read_only_fields = [
+            "archived_at", "archived_by",
             "state", "progress", "revision", "targeted_count", "to_deliver_count", "skipped_count", "warnings_count",
             "sent_count", "failed_count", "processed_count", "content_approved_by", "content_approved_at", "target_approved_by",
             "target_approved_at", "created_by", "created_at", "updated_at", "confirmed_by", "confirmed_at",
@@ -59,6 +62,13 @@ class DeliverySerializer(serializers.ModelSerializer):
 
 class RevisionSerializer(serializers.Serializer):
     revision = serializers.IntegerField(required=False, help_text="The revision you reviewed; refused if the message changed since.")
+
+
+class ConfirmSerializer(RevisionSerializer):
+    send_now = serializers.BooleanField(
+        required=False, default=False,
+        help_text="Send now a message whose scheduled time has passed since it was saved (refused otherwise, code schedule_passed).",
+    )  # fmt: skip
 
 
 class ApproveSerializer(serializers.Serializer):
@@ -100,27 +110,44 @@ def _get(pk) -> Delivery:
 
 
 class DeliveryList(generics.ListCreateAPIView):
-    """Messages, newest first (filter with ?status=<logical status>&channel=email&q=<label or DM id>)."""
+    """Messages, newest first (filter with ?status=<logical status>&channel=email&q=<label or DM id>;
+    archived messages are left out, ?archived=1 lists them alone)."""
 
     permission_classes = [ANY_ROLE]
     serializer_class = DeliverySerializer
 
     def get_queryset(self):
         p = self.request.query_params
-        return selectors.delivery_list(status=p.get("status", ""), channel=p.get("channel", ""), search=p.get("q", ""))
+        return selectors.delivery_list(
+            status=p.get("status", ""), channel=p.get("channel", ""), search=p.get("q", ""), archived=p.get("archived") == "1"
+        )
 
     def perform_create(self, serializer):
         serializer.instance = services.delivery_create(user=self.request.user, data=serializer.service_data())
 
 
-class DeliveryDetail(generics.RetrieveUpdateAPIView):
-    """A message. Updating content, audience or schedule after preparation sends it back to editing."""
+class DeliveryDetail(generics.RetrieveUpdateDestroyAPIView):
+    """A message. Updating content, audience or schedule after preparation sends it back to editing.
+    DELETE removes a message never sent (204, Prepare deliveries) and archives one whose send ended
+    (200 with the archived message: hidden from lists, history and KPIs kept; Prepare and Start
+    deliveries); a send in progress is refused (409)."""
 
     permission_classes = [ANY_ROLE]
     serializer_class = DeliverySerializer
 
     def get_object(self):
         return _get(self.kwargs["pk"])
+
+    @extend_schema(responses={200: DeliverySerializer, 204: None, **ERRORS})
+    def delete(self, request, *args, **kwargs):
+        d = self.get_object()
+        if d.can_be_deleted:
+            services.delivery_delete(delivery=d, user=request.user, source="api")
+            return Response(status=status.HTTP_204_NO_CONTENT)
+        if d.state in FINAL_STATES:
+            d = services.delivery_archive(delivery=d, user=request.user, source="api")
+            return Response(DeliverySerializer(selectors.delivery_get(pk=d.pk)).data)
+        services.delivery_delete(delivery=d, user=request.user, source="api")  # refused with the sentence saying why
 
     def perform_update(self, serializer):
         serializer.instance = services.delivery_update(delivery=serializer.instance, user=self.request.user, data=serializer.service_data())
@@ -203,7 +230,7 @@ urlpatterns = [
     path("deliveries/<int:pk>/prepare/", _action("prepare", services.delivery_prepare, doc="Start the preparation (asynchronous)."), name="api-delivery-prepare"),
     path("deliveries/<int:pk>/stop-preparation/", _action("stop-preparation", services.delivery_stop_preparation), name="api-delivery-stop-preparation"),
     path("deliveries/<int:pk>/approve/", _action("approve", services.delivery_approve, ApproveSerializer, doc="Approve the content or the target of someone else's message."), name="api-delivery-approve"),
-    path("deliveries/<int:pk>/confirm/", _action("confirm", services.delivery_confirm, RevisionSerializer, doc="Confirm send (Start deliveries)."), name="api-delivery-confirm"),
+    path("deliveries/<int:pk>/confirm/", _action("confirm", services.delivery_confirm, ConfirmSerializer, doc="Confirm send (Start deliveries)."), name="api-delivery-confirm"),
     path("deliveries/<int:pk>/pause/", _action("pause", services.delivery_pause), name="api-delivery-pause"),
     path("deliveries/<int:pk>/resume/", _action("resume", services.delivery_resume), name="api-delivery-resume"),
     path("deliveries/<int:pk>/stop/", _action("stop", services.delivery_stop), name="api-delivery-stop"),

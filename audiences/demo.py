@@ -56,6 +56,9 @@ QUARANTINED = {  # index of a demo profile -> (status, error count, reason, text
     321: ("valid", 0, "", ""),
 }
 DENYLISTED = (11, 222, 333)
+# The demo's audiences, by name: the other apps' demo data uses these, never a user's audiences.
+NEWSLETTER, VIP, FRENCH_FILTER = "Newsletter subscribers", "VIP customers", "French speakers, gold or silver"
+DEMO_AUDIENCES = (NEWSLETTER, VIP, FRENCH_FILTER)
 
 
 def _ascii(text: str) -> str:
@@ -102,6 +105,8 @@ def _profiles(rnd: random.Random, now):
 
 @transaction.atomic
 def seed(command=None) -> None:
+    if Audience.objects.filter(name=NEWSLETTER).exists():  # seeded before: a second run changes nothing
+        return
     rnd = random.Random(20260301)
     now = timezone.now()
     profiles = _profiles(rnd, now)
@@ -131,13 +136,13 @@ def seed(command=None) -> None:
     keys = [p.email_key for p in profiles]
     ids = dict(Profile.objects.filter(email_key__in=keys).values_list("email_key", "id"))
     newsletter, _c = Audience.objects.get_or_create(
-        name="Newsletter subscribers", defaults={"kind": Audience.Kind.LIST, "description": "Everyone who asked for the monthly newsletter (demo)."}
+        name=NEWSLETTER, defaults={"kind": Audience.Kind.LIST, "description": "Everyone who asked for the monthly newsletter (demo)."}
     )
     vip, _c = Audience.objects.get_or_create(
-        name="VIP customers", defaults={"kind": Audience.Kind.LIST, "description": "Hand-picked best customers (demo)."}
+        name=VIP, defaults={"kind": Audience.Kind.LIST, "description": "Hand-picked best customers (demo)."}
     )
     Audience.objects.get_or_create(
-        name="French speakers, gold or silver",
+        name=FRENCH_FILTER,
         defaults={
             "kind": Audience.Kind.FILTER,
             "description": "Profiles in French whose loyalty tier is gold or silver (demo filter).",

@@ -42,6 +42,25 @@ def audience_list() -> QuerySet[Audience]:
     return Audience.objects.select_related("created_by").annotate(member_count=Count("memberships"))
 
 
+def filter_audience_counts(*, audiences: Iterable[Audience]) -> dict[int, int]:
+    """{audience id: profiles matching} for the filter audiences among `audiences`, in one query
+    (one conditional COUNT per filter). A filter whose stored conditions no longer read is left out."""
+    aliases, counts = {}, {}
+    for a in audiences:
+        if a.kind != Audience.Kind.FILTER:
+            continue
+        try:
+            q, more = conditions_to_q(a.conditions)
+        except Exception:  # a condition tree saved before a rule changed: counted on its page
+            continue
+        aliases.update(more)  # an attribute's alias is the same expression in every filter
+        counts[f"a{a.pk}"] = Count("id", filter=q)
+    if not counts:
+        return {}
+    row = Profile.objects.alias(**aliases).aggregate(**counts)
+    return {int(key[1:]): n for key, n in row.items()}
+
+
 def audience_get(*, pk) -> Audience:
     return Audience.objects.select_related("created_by").get(pk=pk)
 

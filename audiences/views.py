@@ -93,8 +93,11 @@ def profile_edit(request, pk: int):
 @login_required
 def audience_list(request):
     audiences = list(selectors.audience_list())
+    filter_counts = selectors.filter_audience_counts(audiences=audiences)
     for a in audiences:
         a.summary = conditions_describe(a.conditions) if a.kind == Audience.Kind.FILTER else ""
+        if a.kind == Audience.Kind.FILTER:
+            a.member_count = filter_counts.get(a.pk)
     return render(request, "audiences/audience_list.html", {"audiences": audiences})
 
 

@@ -1,6 +1,9 @@
 """Demo messages in several states, so every part of the dashboard can be seen at once.
 
-Idempotent: a message whose label exists is left alone. Runs after the audiences' demo data.
+Idempotent: a message whose label exists is left alone. Runs after the audiences' demo data and
+uses only its audiences. The ids of the messages made by this run go to `command.demo_deliveries`:
+the demo data of the apps above (tracking, KPIs, alerts) is made for those messages only, never
+for a user's own. Every date of the past send (its journal included) is in the past.
 """
 
 from datetime import timedelta
@@ -9,10 +12,11 @@ from django.contrib.auth import get_user_model
 from django.db.models import Count
 from django.utils import timezone
 
+from audiences.demo import DEMO_AUDIENCES
 from audiences.models import Audience
 
 from .models import Delivery, JournalEntry, SendingLog, SendingStatus, State
-from .services import delivery_create, delivery_prepare_run, journal_add
+from .services import FINISHED_TEXT, delivery_create, delivery_prepare_run, journal_add, started_text
 
 HTML = """<html><body style="font-family: sans-serif">
 <h1>Hello {{ first_name|default("friend") }},</h1>
@@ -36,10 +40,25 @@ def _prepare(d: Delivery) -> None:
     delivery_prepare_run(delivery_id=d.pk)
 
 
+def _backdate(d: Delivery, *, start, finished) -> None:
+    """A past send was written and prepared before it started: its creation, preparation and their
+    journal lines are dated in the hour before `start` (not now, days after the send)."""
+    written = start - timedelta(hours=1)
+    entries = list(JournalEntry.objects.filter(delivery=d).order_by("id"))
+    for n, entry in enumerate(entries):
+        entry.at = written + timedelta(minutes=30 if n else 0, seconds=n)
+    JournalEntry.objects.bulk_update(entries, ["at"])
+    Delivery.objects.filter(pk=d.pk).update(created_at=written, prepared_at=written + timedelta(minutes=31), updated_at=finished)
+
+
 def seed(command) -> None:
     User = get_user_model()
     marketer = User.objects.filter(username="marketer").first()
-    audiences = list(Audience.objects.annotate(n=Count("memberships")).order_by("-n", "pk")[:3])
+    by_name = {a.name: a for a in Audience.objects.filter(name__in=DEMO_AUDIENCES).annotate(n=Count("memberships"))}
+    audiences = sorted((by_name[n] for n in DEMO_AUDIENCES if n in by_name), key=lambda a: (-a.n, a.pk))
+    created = getattr(command, "demo_deliveries", None)
+    if created is None:
+        created = command.demo_deliveries = []
     if marketer is None or not audiences:
         command.stdout.write("deliveries demo: no marketer or no audience yet, skipped")
         return
@@ -59,6 +78,7 @@ def seed(command) -> None:
         if target == State.START_PENDING:
             data.update(schedule=Delivery.Schedule.AT, scheduled_at=now + timedelta(days=2), schedule_tz="Europe/Paris")
         d = delivery_create(user=marketer, data=data)
+        created.append(d.pk)
         if target == State.EDITING:
             continue
         _prepare(d)
@@ -68,7 +88,7 @@ def seed(command) -> None:
         start = now - timedelta(days=3) if target == State.FINISHED else None
         if target == State.START_PENDING:
             Delivery.objects.filter(pk=d.pk).update(state=State.START_PENDING, confirmed_by=marketer, confirmed_at=now)
-            journal_add(delivery=d, user=marketer, text=f"Delivery started by user '{marketer.get_full_name()} ({marketer.username})'")
+            journal_add(delivery=d, user=marketer, text=started_text(marketer))
             continue
         # A past send, recorded as the sender would have: most accepted, a few refused.
         logs = SendingLog.objects.filter(delivery=d)
@@ -83,10 +103,13 @@ def seed(command) -> None:
             state=State.FINISHED, confirmed_by=marketer, confirmed_at=start, started_at=start,
             finished_at=start + timedelta(minutes=6), sent_count=sent, failed_count=failed, processed_count=sent + failed,
         )  # fmt: skip
-        JournalEntry.objects.bulk_create(
+        _backdate(d, start=start, finished=start + timedelta(minutes=6))
+        ended = JournalEntry.objects.bulk_create(
             [
-                JournalEntry(delivery=d, user=marketer, text=f"Delivery started by user '{marketer.get_full_name()} ({marketer.username})'"),
-                JournalEntry(delivery=d, text="Delivery finished (all messages have been processed)."),
+                JournalEntry(delivery=d, user=marketer, text=started_text(marketer)),
+                JournalEntry(delivery=d, text=FINISHED_TEXT),
             ]
         )
+        ended[0].at, ended[1].at = start, start + timedelta(minutes=6)  # auto_now_add set them to now
+        JournalEntry.objects.bulk_update(ended, ["at"])
     command.stdout.write(f"deliveries demo: {Delivery.objects.count()} messages")

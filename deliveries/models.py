@@ -74,6 +74,8 @@ def logical_status_q(status: str) -> Q:
 
 
 SENDING_STATES = (State.IN_PROGRESS, State.RETRY_PENDING, State.RETRY_IN_PROGRESS, State.PAUSED)
+PAUSABLE_STATES = (State.IN_PROGRESS, State.RETRY_PENDING, State.RETRY_IN_PROGRESS)
+STOPPABLE_STATES = (State.START_PENDING, *SENDING_STATES)
 STARTED_STATES = (State.START_PENDING, *SENDING_STATES, State.STOPPED, State.FAILED, State.FINISHED)
 FINAL_STATES = (State.STOPPED, State.FAILED, State.FINISHED)
 
@@ -137,6 +139,10 @@ class Delivery(models.Model):
     processed_count = models.PositiveIntegerField(default=0)
     autopaused_at = models.DateTimeField(null=True, blank=True)  # the send paused itself (bounce limit)
     has_open_alert = models.BooleanField(default=False)  # an alert not yet acknowledged (kept by the ops app)
+    # An ended message is archived, never deleted: hidden from the lists, kept for the profiles'
+    # history, fatigue counts and KPIs.
+    archived_at = models.DateTimeField(null=True, blank=True)
+    archived_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
 
     class Meta:
         ordering = ["-id"]
@@ -171,12 +177,65 @@ class Delivery(models.Model):
         return logical
 
     @property
+    def status_class(self) -> str:
+        """The colour of its status dot: the logical status, except that a paused send has its own
+        (it is not moving, unlike In progress); a warning still shows as a warning."""
+        logical = self.logical_status
+        if self.state == State.PAUSED and logical == LogicalStatus.IN_PROGRESS:
+            return "paused"
+        return logical
+
+    @property
     def state_number(self) -> int:
         return STATE_NUMBER[State(self.state)]
 
     @property
     def is_read_only(self) -> bool:
         return self.state in STARTED_STATES
+
+    @property
+    def approvals_waiting(self) -> list[str]:
+        """What still needs an approval before this prepared message can be confirmed ("content", "target")."""
+        if self.state != State.READY or not self.requires_approval:
+            return []
+        return [part for part, at in ((_("content"), self.content_approved_at), (_("target"), self.target_approved_at)) if not at]
+
+    @property
+    def state_label(self) -> str:
+        """The state as people read it: a prepared message still waiting for approvals says so."""
+        waiting = self.approvals_waiting
+        if waiting:
+            return _("Waiting for approval: %(parts)s") % {"parts": ", ".join(str(p) for p in waiting)}
+        return State(self.state).label
+
+    @property
+    def can_be_deleted(self) -> bool:
+        """Never sent (Editing, prepared or failed preparation): deleted with everything it has."""
+        return self.state in (State.EDITING, State.READY, State.PREPARATION_FAILED)
+
+    @property
+    def can_be_archived(self) -> bool:
+        """Its send ended: archived (hidden from lists), not deleted."""
+        return self.state in FINAL_STATES and self.archived_at is None
+
+    @property
+    def can_be_paused(self) -> bool:
+        return self.state in PAUSABLE_STATES
+
+    @property
+    def can_be_stopped(self) -> bool:
+        return self.state in STOPPABLE_STATES
+
+    @property
+    def shows_to_deliver(self) -> bool:
+        """Its "To deliver" is that of the current preparation (not of one an edit or a new
+        preparation made obsolete, nor of a failed one, which delivers nothing)."""
+        return self.state == State.READY or self.state in STARTED_STATES
+
+    @property
+    def shows_targeted(self) -> bool:
+        """Its "Targeted" count and exclusions are those of the current preparation (a failed one included)."""
+        return self.shows_to_deliver or self.state == State.PREPARATION_FAILED
 
 
 class JournalEntry(models.Model):

@@ -98,7 +98,10 @@ def _compile(env, source: str, part: str, problems: list[TemplateProblem]):
         return env.from_string(source)
     except TemplateSyntaxError as e:
         problems.append(
-            TemplateProblem("critical", f"Personalization error in the {part}, line {e.lineno}: {e.message}. Correct the template and prepare again.")
+            TemplateProblem(
+                "critical",
+                f"Personalization error in the {part}, line {e.lineno}: {(e.message or '').rstrip('.')}. Correct the template and prepare again.",
+            )
         )
         return None
 

@@ -3,12 +3,7 @@ from django.db.models import Count, F, Q, QuerySet
 from .models import Delivery, JournalEntry, LogicalStatus, SendingLog, State, logical_status_q
 
 
-def delivery_list(*, status: str = "", channel: str = "", search: str = "") -> QuerySet[Delivery]:
-    """Messages, newest first, filtered by logical status, channel and label/ID."""
-    # "kpis" is the snapshot the kpis app keeps (reverse one-to-one): the list's mini KPIs read it.
-    qs = Delivery.objects.select_related("audience", "created_by", "kpis")
-    if status in LogicalStatus.values:
-        qs = qs.filter(logical_status_q(status))
+def _filtered(qs: QuerySet[Delivery], *, channel: str = "", search: str = "") -> QuerySet[Delivery]:
     if channel:
         qs = qs.filter(channel=channel)
     if search:
@@ -17,17 +12,32 @@ def delivery_list(*, status: str = "", channel: str = "", search: str = "") -> Q
             qs = qs.filter(pk=int(s[2:]))
         else:
             qs = qs.filter(label__icontains=s)
-    return qs.order_by("-id")
+    return qs
 
 
-def delivery_status_counts() -> dict[str, int]:
-    """How many messages per logical status (one GROUP BY)."""
-    return Delivery.objects.aggregate(**{s.value: Count("id", filter=logical_status_q(s.value)) for s in LogicalStatus})
+def delivery_list(*, status: str = "", channel: str = "", search: str = "", archived: bool = False) -> QuerySet[Delivery]:
+    """Messages, newest first, filtered by logical status, channel and label/ID. Archived messages
+    are left out (or listed alone with `archived`)."""
+    # "kpis" is the snapshot the kpis app keeps (reverse one-to-one): the list's mini KPIs read it.
+    qs = Delivery.objects.select_related("audience", "created_by", "kpis").filter(archived_at__isnull=not archived)
+    if status in LogicalStatus.values:
+        qs = qs.filter(logical_status_q(status))
+    return _filtered(qs, channel=channel, search=search).order_by("-id")
+
+
+def delivery_status_counts(*, channel: str = "", search: str = "") -> dict[str, int]:
+    """How many messages per logical status, with the same channel and search filters as the list
+    (one query); "all" is their total; "archived" those hidden from it."""
+    listed = Q(archived_at__isnull=True)
+    counts = {s.value: Count("id", filter=logical_status_q(s.value) & listed) for s in LogicalStatus}
+    return _filtered(Delivery.objects.all(), channel=channel, search=search).aggregate(
+        all=Count("id", filter=listed), archived=Count("id", filter=~listed), **counts
+    )
 
 
 def delivery_get(*, pk) -> Delivery:
     return Delivery.objects.select_related(
-        "audience", "created_by", "updated_by", "confirmed_by", "content_approved_by", "target_approved_by"
+        "audience", "created_by", "updated_by", "confirmed_by", "content_approved_by", "target_approved_by", "archived_by"
     ).get(pk=pk)
 
 

@@ -18,17 +18,18 @@ from django.db import connection, transaction
 from django.db.models import F, OuterRef, Subquery
 from django.utils import timezone
 from django.utils.translation import gettext as _
-from django.utils.translation import ngettext
+from django.utils.translation import gettext_noop, ngettext
 
 from accounts.errors import DispatchError, InvalidInput
-from accounts.roles import APPROVE_DELIVERY, PREPARE_DELIVERY, START_DELIVERY
-from accounts.selectors import user_has_role
+from accounts.roles import APPROVE_DELIVERY, MONITOR_DELIVERY, PREPARE_DELIVERY, START_DELIVERY
+from accounts.selectors import user_has_any_role, user_has_role
 from accounts.services import require_role
 from audiences.emails import is_valid_email
 from audiences.models import Quarantine
 from audiences.selectors import audience_profiles
 
 from .models import (
+    FINAL_STATES,
     MAX_VALIDITY,
     STARTED_STATES,
     Delivery,
@@ -43,7 +44,7 @@ from .personalization import check_template, compile_content, profile_context, r
 
 log = logging.getLogger(__name__)
 
-CONFIRM_DENIED = "Your permissions do not allow you to confirm a delivery."
+CONFIRM_DENIED = gettext_noop("Confirming a send needs the “Start deliveries” role. Ask an administrator.")
 ALREADY_CONFIRMED = "This message has already been confirmed."
 CHANGED_AFTER_PREPARATION = (
     "The sending cannot be confirmed because the message changed after preparation. "
@@ -64,6 +65,17 @@ EDITABLE_STATES = (State.EDITING, State.READY, State.PREPARATION_FAILED)
 # --- helpers --------------------------------------------------------------------------------
 def who(user) -> str:
     return f"{user.get_full_name() or user.username} ({user.username})" if user else "system"
+
+
+def sentence(text: str) -> str:
+    """`text` ending with one full stop (or its own ?, ! or …): never none, never two."""
+    text = str(text).rstrip()
+    return text if text.endswith((".", "!", "?", "…")) else f"{text}."
+
+
+def started_text(user) -> str:
+    """The journal line of Confirm send (DOMAIN §1.4), as a sentence with curly quotes."""
+    return _("Delivery started by user “%(who)s”.") % {"who": who(user)}
 
 
 def journal_add(*, delivery, text: str, level: str = JournalEntry.Level.INFO, user=None) -> JournalEntry:
@@ -126,10 +138,24 @@ def _clean(data: dict) -> dict:
     return data
 
 
+def _refuse_past_schedule(data: dict) -> None:
+    """A message is never saved to be sent at a time already gone (it would go out at once)."""
+    at = data.get("scheduled_at")
+    if data.get("schedule") == Delivery.Schedule.AT and at is not None and at <= timezone.now():
+        message = _("The send time is in the past: choose a later time or Send once confirmed.")
+        raise InvalidInput(message, code="schedule_in_the_past", fields={"scheduled_at": message})
+
+
+def schedule_passed(d: Delivery, now: datetime | None = None) -> bool:
+    """The message was scheduled for a time that has passed since it was saved."""
+    return d.schedule == Delivery.Schedule.AT and d.scheduled_at is not None and d.scheduled_at <= (now or timezone.now())
+
+
 # --- editing --------------------------------------------------------------------------------
 def delivery_create(*, user, data: dict) -> Delivery:
     require_role(user=user, role=PREPARE_DELIVERY)
     data = _clean(data)
+    _refuse_past_schedule(data)
     with transaction.atomic():
         delivery = Delivery.objects.create(**data, created_by=user, updated_by=user)
         journal_add(delivery=delivery, text=_("Message created by %(who)s.") % {"who": who(user)}, user=user)
@@ -150,6 +176,7 @@ def delivery_update(*, delivery, user, data: dict) -> Delivery:
         changed = [f for f in EDITABLE_FIELDS if getattr(d, f) != data[f]]
         if not changed:
             return d
+        _refuse_past_schedule(data)
         for f in changed:
             setattr(d, f, data[f])
         d.updated_by = user
@@ -159,6 +186,7 @@ def delivery_update(*, delivery, user, data: dict) -> Delivery:
             d.content_approved_at = d.target_approved_at = None
             if d.state in (State.READY, State.PREPARATION_FAILED):
                 d.state = State.EDITING
+                d.targeted_count = d.to_deliver_count = d.warnings_count = 0  # the figures of a preparation now obsolete
                 journal_add(
                     delivery=d,
                     level=JournalEntry.Level.WARNING,
@@ -181,13 +209,58 @@ def delivery_duplicate(*, delivery, user) -> Delivery:
     return copy
 
 
-def delivery_delete(*, delivery, user) -> None:
+ARCHIVE_DENIED = gettext_noop(
+    "Archiving a sent message needs the “Prepare deliveries” and “Start deliveries” roles. Ask an administrator."
+)
+
+
+def delivery_delete(*, delivery, user, source: str = "page") -> None:
+    """Delete a message never sent (Editing, prepared, or whose preparation failed) with its
+    journal, logs and KPIs; the audit trail keeps a line saying who and what. A message whose send
+    started cannot be deleted: once ended it is archived (delivery_archive)."""
+    from accounts.models import RoleAuditLog
+    from accounts.services import audit_record
+
     require_role(user=user, role=PREPARE_DELIVERY)
     with transaction.atomic():
         d = _locked(delivery)
         if d.state not in EDITABLE_STATES:
-            raise illegal(_("delete"), d)
+            if d.state in FINAL_STATES:
+                raise DispatchError(
+                    _("A message that was sent is not deleted: archive it to hide it from the lists (its history and KPIs are kept)."),
+                    code="sent_message",
+                )
+            raise DispatchError(
+                _("You cannot delete this message while it is “%(state)s”: stop its send first, then archive it.")
+                % {"state": State(d.state).label},
+                code="invalid_state",
+            )
+        audit_record(actor=user, action=RoleAuditLog.Action.MESSAGE_DELETED, target=str(d), source=source)
         d.delete()
+
+
+def delivery_archive(*, delivery, user, source: str = "page") -> Delivery:
+    """Archive a message whose send ended: hidden from the lists, kept for the profiles' history,
+    fatigue counts and KPIs. Journaled, and in the audit trail."""
+    from accounts.models import RoleAuditLog
+    from accounts.services import audit_record
+
+    if not (user_has_role(user=user, role=PREPARE_DELIVERY) and user_has_role(user=user, role=START_DELIVERY)):
+        raise PermissionDenied(_(ARCHIVE_DENIED))
+    with transaction.atomic():
+        d = _locked(delivery)
+        if d.archived_at is not None:
+            raise DispatchError(_("This message is already archived."), code="already_archived")
+        if d.state not in FINAL_STATES:
+            raise DispatchError(
+                _("Only a message whose send ended can be archived (it is “%(state)s”).") % {"state": State(d.state).label},
+                code="invalid_state",
+            )
+        d.archived_at, d.archived_by = timezone.now(), user
+        d.save(update_fields=["archived_at", "archived_by", "updated_at"])
+        journal_add(delivery=d, user=user, text=_("Message archived by %(who)s.") % {"who": who(user)})
+        audit_record(actor=user, action=RoleAuditLog.Action.MESSAGE_ARCHIVED, target=str(d), source=source)
+    return d
 
 
 # --- preparation ----------------------------------------------------------------------------
@@ -209,7 +282,8 @@ def delivery_prepare(*, delivery, user) -> Delivery:
                 _("Set %(what)s before preparing the message.") % {"what": _(" and ").join(missing)}, code="incomplete"
             )
         d.state, d.progress, d.stop_requested = State.PREPARING, 0, False
-        d.save(update_fields=["state", "progress", "stop_requested", "updated_at"])
+        d.targeted_count = d.to_deliver_count = d.warnings_count = 0  # this preparation replaces the last one's figures
+        d.save(update_fields=["state", "progress", "stop_requested", "targeted_count", "to_deliver_count", "warnings_count", "updated_at"])
         journal_add(delivery=d, user=user, text=_("Preparation started by %(who)s.") % {"who": who(user)})
         prepare_delivery.delay_on_commit(d.pk)
     return d
@@ -379,8 +453,10 @@ def delivery_prepare_run(*, delivery_id: int) -> None:
 
     for error, count in render_errors.items():
         critical.append(
-            ngettext("Personalization failed for %(n)d profile: %(error)s", "Personalization failed for %(n)d profiles: %(error)s", count)
-            % {"n": count, "error": error}
+            sentence(
+                ngettext("Personalization failed for %(n)d profile: %(error)s", "Personalization failed for %(n)d profiles: %(error)s", count)
+                % {"n": count, "error": error}
+            )
         )
     for name, count in sorted(missing_vars.items()):
         warnings.append(
@@ -436,7 +512,7 @@ def delivery_prepare_run(*, delivery_id: int) -> None:
             current.prepared_revision = revision
             journal_add(
                 delivery=d,
-                text=ngettext("Analysis completed in %(s).1f s (%(k)d warning)", "Analysis completed in %(s).1f s (%(k)d warnings)", len(warnings))
+                text=ngettext("Analysis completed in %(s).1f s (%(k)d warning).", "Analysis completed in %(s).1f s (%(k)d warnings).", len(warnings))
                 % {"s": elapsed, "k": len(warnings)},
             )
         current.save()
@@ -468,10 +544,12 @@ def is_approved(d: Delivery) -> bool:
 
 
 # --- Confirm send ---------------------------------------------------------------------------
-def confirm_refusal(*, delivery, user, revision: int | None = None) -> str | None:
-    """Why `user` cannot confirm `delivery` now (None when they can). Used by the page and the service."""
-    if not user_has_role(user=user, role=START_DELIVERY):
-        return CONFIRM_DENIED
+def confirm_refusal(*, delivery, user, revision: int | None = None, check_role: bool = True) -> str | None:
+    """Why `user` cannot confirm `delivery` now (None when they can). Used by the page and the
+    service. Without `check_role`: why nobody could confirm it now (None: Confirm send is offered
+    to whoever holds Start deliveries)."""
+    if check_role and not user_has_role(user=user, role=START_DELIVERY):
+        return _(CONFIRM_DENIED)
     d = delivery
     if d.state in STARTED_STATES:
         return ALREADY_CONFIRMED
@@ -484,16 +562,22 @@ def confirm_refusal(*, delivery, user, revision: int | None = None) -> str | Non
     if d.prepared_revision != d.revision or (revision is not None and int(revision) != d.revision):
         return CHANGED_AFTER_PREPARATION
     if not is_approved(d):
-        return _("This message needs its content and target approved by an approver before it can be sent.")
+        parts = [p for p, at in (("content", d.content_approved_at), ("target", d.target_approved_at)) if not at]
+        if len(parts) == 2:
+            return _("This message needs its content and target approved by an approver before it can be sent.")
+        if parts == ["content"]:
+            return _("This message needs its content approved by an approver before it can be sent.")
+        return _("This message needs its target approved by an approver before it can be sent.")
     return None
 
 
-def delivery_confirm(*, delivery, user, revision: int | None = None) -> Delivery:
+def delivery_confirm(*, delivery, user, revision: int | None = None, send_now: bool = False) -> Delivery:
     """Confirm send: in one transaction with the row locked, check role, state, approvals and that
     nothing changed since preparation; then start (or schedule) the send and enqueue it after commit.
-    A second confirmation is refused and enqueues nothing."""
+    A second confirmation is refused and enqueues nothing. A message whose send time has passed
+    since it was saved is refused unless `send_now` says to send it now."""
     if not user_has_role(user=user, role=START_DELIVERY):
-        raise PermissionDenied(CONFIRM_DENIED)
+        raise PermissionDenied(_(CONFIRM_DENIED))
     from .tasks import dispatch_delivery
 
     with transaction.atomic():
@@ -503,8 +587,20 @@ def delivery_confirm(*, delivery, user, revision: int | None = None) -> Delivery
             code = {ALREADY_CONFIRMED: "already_confirmed", CHANGED_AFTER_PREPARATION: "changed_after_preparation", NOT_PREPARED: "not_prepared"}.get(reason, "invalid_state")
             raise DispatchError(reason, code=code)
         now = timezone.now()
+        passed = schedule_passed(d, now)
+        if passed and not send_now:
+            raise DispatchError(
+                _("The send time, %(when)s, has passed: send now, or edit the message to choose a later time.")
+                % {"when": scheduled_text(d)},
+                code="schedule_passed",
+            )
         d.confirmed_by, d.confirmed_at = user, now
-        journal_add(delivery=d, user=user, text=f"Delivery started by user '{who(user)}'")
+        journal_add(delivery=d, user=user, text=started_text(user))
+        if passed:
+            journal_add(
+                delivery=d, user=user,
+                text=_("The send time, %(when)s, had passed: sent now at the request of %(who)s.") % {"when": scheduled_text(d), "who": who(user)},
+            )  # fmt: skip
         if d.schedule == Delivery.Schedule.AT and d.scheduled_at and d.scheduled_at > now:
             d.state = State.START_PENDING
             journal_add(delivery=d, user=user, text=_("Waiting for the scheduled date: %(when)s.") % {"when": scheduled_text(d)})
@@ -534,15 +630,28 @@ def deliveries_start_due(*, now: datetime | None = None) -> list[int]:
     for pk in Delivery.objects.filter(state=State.START_PENDING, scheduled_at__lte=now).values_list("pk", flat=True):
         with transaction.atomic():
             if Delivery.objects.filter(pk=pk, state=State.START_PENDING).update(state=State.IN_PROGRESS, started_at=now):
-                journal_add(delivery=pk, text=_("Starting scheduled delivery…"))
+                journal_add(delivery=pk, text=_("The scheduled time has come: sending started."))
                 dispatch_delivery.delay_on_commit(pk)
                 started.append(pk)
     return started
 
 
 # --- pause, resume, stop --------------------------------------------------------------------
+# Delivery supervisors watching an alert may pause or stop a send themselves (DOMAIN §3); resuming
+# it, like confirming, stays with Start deliveries.
+PAUSE_STOP_ROLES = (START_DELIVERY, MONITOR_DELIVERY)
+PAUSE_DENIED = gettext_noop("Pausing a send needs the “Start deliveries” or “Monitor deliveries” role. Ask an administrator.")
+STOP_DENIED = gettext_noop("Stopping a send needs the “Start deliveries” or “Monitor deliveries” role. Ask an administrator.")
+RESUME_DENIED = gettext_noop("Resuming a send needs the “Start deliveries” role. Ask an administrator.")
+
+
+def user_can_pause_stop(*, user) -> bool:
+    return user_has_any_role(user=user, roles=PAUSE_STOP_ROLES)
+
+
 def delivery_pause(*, delivery, user) -> Delivery:
-    require_role(user=user, role=START_DELIVERY)
+    if not user_can_pause_stop(user=user):
+        raise PermissionDenied(_(PAUSE_DENIED))
     with transaction.atomic():
         d = _locked(delivery)
         if d.state not in (State.IN_PROGRESS, State.RETRY_PENDING, State.RETRY_IN_PROGRESS):
@@ -554,7 +663,8 @@ def delivery_pause(*, delivery, user) -> Delivery:
 
 
 def delivery_resume(*, delivery, user) -> Delivery:
-    require_role(user=user, role=START_DELIVERY)
+    if not user_has_role(user=user, role=START_DELIVERY):
+        raise PermissionDenied(_(RESUME_DENIED))
     from .tasks import dispatch_delivery
 
     with transaction.atomic():
@@ -570,7 +680,8 @@ def delivery_resume(*, delivery, user) -> Delivery:
 
 def delivery_stop(*, delivery, user) -> Delivery:
     """Stop sending: unsent logs become cancelled (final); messages already handed over stay sent."""
-    require_role(user=user, role=START_DELIVERY)
+    if not user_can_pause_stop(user=user):
+        raise PermissionDenied(_(STOP_DENIED))
     with transaction.atomic():
         d = _locked(delivery)
         if d.state not in (State.START_PENDING, State.IN_PROGRESS, State.RETRY_PENDING, State.RETRY_IN_PROGRESS, State.PAUSED):

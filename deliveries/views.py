@@ -1,22 +1,26 @@
+from urllib.parse import quote, urlencode
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.utils.formats import number_format
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST
 
 from accounts.decorators import role_required
 from accounts.errors import DispatchError
+from accounts.http import safe_next
 from accounts.roles import APPROVE_DELIVERY, PREPARE_DELIVERY, ROLES, START_DELIVERY
 from accounts.selectors import user_has_any_role, user_has_role
 from audiences.models import Profile
 
 from . import selectors, services
 from .forms import DeliveryForm
-from .models import SENDING_STATES, Delivery, LogicalStatus, SendingStatus, State
+from .models import PAUSABLE_STATES, SENDING_STATES, STOPPABLE_STATES, Delivery, LogicalStatus, SendingStatus, State
 from .personalization import render_message
 
 ANY_ROLE = tuple(ROLES)
@@ -33,15 +37,19 @@ def _delivery(pk) -> Delivery:
 @role_required(*ANY_ROLE)
 def delivery_list(request):
     status, channel, search = request.GET.get("status", ""), request.GET.get("channel", ""), request.GET.get("q", "")
-    qs = selectors.delivery_list(status=status, channel=channel, search=search)
+    archived = request.GET.get("archived") == "1"
+    qs = selectors.delivery_list(status=status, channel=channel, search=search, archived=archived)
     page = Paginator(qs, 25).get_page(request.GET.get("page"))
-    counts = selectors.delivery_status_counts()
-    query = "&".join(f"{k}={v}" for k, v in (("status", status), ("channel", channel), ("q", search)) if v)
+    counts = selectors.delivery_status_counts(channel=channel, search=search)
+    query = urlencode([(k, v) for k, v in (("status", status), ("channel", channel), ("q", search), ("archived", "1" if archived else "")) if v])
+    # each status chip keeps the channel and search filters, so its count is the rows it lists
+    keep = "".join(f"&{k}={quote(v)}" for k, v in (("channel", channel), ("q", search)) if v)
     return render(
         request,
         "deliveries/list.html",
         {"page": page, "query": query, "status": status, "channel": channel, "search": search,
-         "status_counts": [(v, label, counts[v]) for v, label in LogicalStatus.choices], "statuses": LogicalStatus.choices},  # fmt: skip
+         "status_counts": [(v, label, counts[v]) for v, label in LogicalStatus.choices], "statuses": LogicalStatus.choices,
+         "total": counts["all"], "archived_count": counts["archived"], "archived": archived, "keep": keep},  # fmt: skip
     )
 
 
@@ -90,6 +98,7 @@ def _dashboard_context(request, d: Delivery) -> dict:
     can_start = user_has_role(user=user, role=START_DELIVERY)
     can_prepare = user_has_role(user=user, role=PREPARE_DELIVERY)
     can_approve = user_has_role(user=user, role=APPROVE_DELIVERY)
+    can_pause_stop = services.user_can_pause_stop(user=user)
     refusal = services.confirm_refusal(delivery=d, user=user)
     ctx = {
         "d": d,
@@ -98,10 +107,18 @@ def _dashboard_context(request, d: Delivery) -> dict:
         "can_prepare": can_prepare,
         "show_confirm": can_start and d.state == State.READY and refusal is None,
         "confirm_blocked": refusal if can_start and d.state == State.READY else None,
-        "show_permission_banner": not can_start and not d.is_read_only,
+        # only where Confirm send would be offered to someone with the role (not on drafts, not while approvals wait)
+        "show_permission_banner": not can_start and services.confirm_refusal(delivery=d, user=user, check_role=False) is None,
+        "confirm_denied": _(services.CONFIRM_DENIED),
+        "show_delete": can_prepare and d.can_be_deleted,
+        "show_archive": can_prepare and can_start and d.can_be_archived,
         "show_approve": can_approve and d.requires_approval and d.state == State.READY and d.created_by_id != user.pk,
         "approved": services.is_approved(d),
+        "show_pause": can_pause_stop and d.state in PAUSABLE_STATES,
+        "show_resume": can_start and d.state == State.PAUSED,
+        "show_stop": can_pause_stop and d.state in STOPPABLE_STATES,
         "scheduled_text": services.scheduled_text(d) if d.scheduled_at else "",
+        "schedule_passed": services.schedule_passed(d),
         "validity_text": _validity_text(d.validity.total_seconds()),
         "percent": int(d.processed_count * 100 / d.to_deliver_count) if d.to_deliver_count else 0,
         "STATE": State,
@@ -146,6 +163,8 @@ def _stopped_context(d: Delivery) -> dict:
 def delivery_detail(request, pk):
     d = _delivery(pk)
     ctx = _dashboard_context(request, d)
+    if ctx["show_confirm"]:  # the Confirm send dialog says who will be skipped (one query)
+        ctx["left_since_preparation"] = selectors.delivery_left_since_preparation(delivery=d)
     samples = selectors.sample_profiles_for_preview(delivery=d)
     chosen = request.GET.get("profile")
     profile = None
@@ -160,7 +179,8 @@ def delivery_detail(request, pk):
             preview_error = str(e)
     ctx.update(
         samples=samples, profile=profile, preview=preview, preview_error=preview_error,
-        journal=selectors.journal_list(delivery=d, limit=50), causes=selectors.exclusion_causes(delivery=d),
+        journal=selectors.journal_list(delivery=d, limit=50),
+        causes=selectors.exclusion_causes(delivery=d) if d.shows_targeted else [],
     )  # fmt: skip
     return render(request, "deliveries/detail.html", ctx)
 
@@ -181,7 +201,8 @@ def _act(request, pk, action, success: str, **kwargs):
         raise PermissionDenied(str(e)) from e
     else:
         messages.success(request, success)
-    return redirect("deliveries:detail", pk=pk)
+    # Pause and Stop sending are also on the deployment dashboard and the alerts: back to where they were
+    return redirect(safe_next(request, reverse("deliveries:detail", args=[pk])))
 
 
 @login_required
@@ -197,7 +218,8 @@ def delivery_action(request, pk, action):
     if action == "confirm":
         revision = request.POST.get("revision")
         revision = int(revision) if revision and revision.isdigit() else None
-        return _act(request, pk, services.delivery_confirm, _("Send confirmed."), revision=revision)
+        send_now = request.POST.get("send_now") == "1"
+        return _act(request, pk, services.delivery_confirm, _("Send confirmed."), revision=revision, send_now=send_now)
     if action == "pause":
         return _act(request, pk, services.delivery_pause, _("Sending paused."))
     if action == "resume":
@@ -217,14 +239,19 @@ def delivery_action(request, pk, action):
             raise PermissionDenied(str(e)) from e
         messages.success(request, _("Duplicated as %(id)s.") % {"id": copy.human_id})
         return redirect("deliveries:edit", pk=copy.pk)
+    if action == "archive":
+        return _act(request, pk, services.delivery_archive, _("Message archived: it no longer shows in the lists; its history and KPIs are kept."))
     if action == "delete":
         d = get_object_or_404(Delivery, pk=pk)
+        label = str(d)
         try:
             services.delivery_delete(delivery=d, user=request.user)
         except DispatchError as e:
             messages.error(request, e.message)
             return redirect("deliveries:detail", pk=pk)
-        messages.success(request, _("Message deleted."))
+        except PermissionDenied as e:
+            raise PermissionDenied(str(e)) from e
+        messages.success(request, _("Message %(message)s deleted.") % {"message": label})
         return redirect("deliveries:list")
     raise Http404(_("Unknown action."))
 

@@ -6,6 +6,7 @@ from datetime import datetime, timedelta
 from django.utils import timezone
 from django.utils.formats import date_format, number_format
 from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 
 WIDTH, HEIGHT = 640, 200
 LEFT, RIGHT, TOP, BOTTOM = 52, 12, 10, 28  # margins for the axes' labels
@@ -68,9 +69,31 @@ def _x(fraction: float) -> float:
     return round(LEFT + (WIDTH - LEFT - RIGHT) * fraction, 1)
 
 
-def _label(moment: datetime, unit: str) -> str:
+STEPS = {"second": timedelta(seconds=1), "minute": timedelta(minutes=1), "hour": timedelta(hours=1), "day": timedelta(days=1)}
+
+
+def _label(moment: datetime, unit: str, *, days: bool = False) -> str:
+    """A tick label: the day for daily buckets; the time (with seconds for a short send); the day
+    and the time when the range covers several days (else the same hour repeats on each day)."""
     local = timezone.localtime(moment)
-    return date_format(local, "M j" if unit == "day" else "H:i")
+    if unit == "day":
+        return date_format(local, "M j")
+    time_format = "H:i:s" if unit == "second" else "H:i"
+    return date_format(local, f"M j {time_format}" if days else time_format)
+
+
+def _several_days(t0: datetime, t1: datetime) -> bool:
+    return timezone.localtime(t0).date() != timezone.localtime(t1).date()
+
+
+def _distinct(ticks: list[tuple[float, str, str]]) -> list[tuple[float, str, str]]:
+    """Drop a tick whose label repeats an earlier one (a short range has fewer distinct times than ticks)."""
+    seen, kept = set(), []
+    for tick in ticks:
+        if tick[1] not in seen:
+            seen.add(tick[1])
+            kept.append(tick)
+    return kept
 
 
 def processed_chart(unit: str, rows: list[tuple[datetime, int]], *, started_at: datetime | None) -> Chart:
@@ -82,11 +105,18 @@ def processed_chart(unit: str, rows: list[tuple[datetime, int]], *, started_at: 
     )
     if not rows:
         return chart
-    step = timedelta(minutes=1) if unit == "minute" else timedelta(hours=1)
+    step = STEPS.get(unit, timedelta(hours=1))
+    total = sum(n for _b, n in rows)
+    if len(rows) == 1:  # everything within one bucket: a line across the chart would invent a duration
+        chart.empty_text = ngettext(
+            "%(n)s message processed within one %(unit)s, at %(when)s.",
+            "%(n)s messages processed within one %(unit)s, at %(when)s.",
+            total,
+        ) % {"n": number_format(total, force_grouping=True), "unit": unit, "when": _label(rows[0][0], unit)}
+        return chart
     t0 = min(rows[0][0], started_at) if started_at else rows[0][0]
     t1 = max(rows[-1][0] + step, t0 + step)
     span = (t1 - t0).total_seconds()
-    total = sum(n for _b, n in rows)
     top = nice_max(total)
     points, running = [(_x(0), _y(0, top))], 0
     for bucket, n in rows:
@@ -94,9 +124,8 @@ def processed_chart(unit: str, rows: list[tuple[datetime, int]], *, started_at: 
         points.append((_x(((bucket + step) - t0).total_seconds() / span), _y(running, top)))
     chart.lines.append({"label": _("Processed"), "css": "processed", "points": " ".join(f"{x},{y}" for x, y in points)})
     chart.y_ticks = _y_ticks(top)
-    for i in range(5):
-        moment = t0 + (t1 - t0) * i / 4
-        chart.x_ticks.append((_x(i / 4), _label(moment, unit), _anchor(i, 5)))
+    days = _several_days(t0, t1)
+    chart.x_ticks = _distinct([(_x(i / 4), _label(t0 + (t1 - t0) * i / 4, unit, days=days), _anchor(i, 5)) for i in range(5)])
     chart.legend = [("processed", _("Processed (cumulative)"))]
     return chart
 
@@ -110,8 +139,9 @@ def engagement_chart(unit: str, rows: list[tuple[datetime, str, int]]) -> Chart:
     )
     if not rows:
         return chart
-    step = timedelta(hours=1) if unit == "hour" else timedelta(days=1)
+    step = STEPS.get(unit, timedelta(days=1))
     first = rows[0][0]
+    days = unit != "day" and _several_days(first, rows[-1][0])
     by_bucket: dict[int, dict[str, int]] = {}
     for bucket, kind, n in rows:
         index = round((bucket - first) / step)
@@ -123,7 +153,7 @@ def engagement_chart(unit: str, rows: list[tuple[datetime, str, int]]) -> Chart:
     slot = (WIDTH - LEFT - RIGHT) / count
     bar_w = max(1.0, round(slot * 0.4, 1))
     for index, kinds in sorted(by_bucket.items()):
-        moment = _label(first + step * index, unit)
+        moment = _label(first + step * index, unit, days=days)
         for offset, (kind, css, label) in enumerate((("open", "opens", _("Opens")), ("click", "clicks", _("Clicks")))):
             n = kinds.get(kind, 0)
             if not n:
@@ -140,10 +170,10 @@ def engagement_chart(unit: str, rows: list[tuple[datetime, str, int]]) -> Chart:
                 }
             )
     chart.y_ticks = _y_ticks(top)
-    ticks = min(count, 6)
-    for i in range(ticks):
-        index = round(i * (count - 1) / max(ticks - 1, 1))
-        x = round(LEFT + slot * index + slot / 2, 1)
-        chart.x_ticks.append((x, _label(first + step * index, unit), "middle"))
+    ticks = min(count, 4 if days else 6)  # longer labels: fewer of them
+    indexes = sorted({round(i * (count - 1) / max(ticks - 1, 1)) for i in range(ticks)})
+    chart.x_ticks = _distinct(
+        [(round(LEFT + slot * index + slot / 2, 1), _label(first + step * index, unit, days=days), "middle") for index in indexes]
+    )
     chart.legend = [("opens", _("Opens")), ("clicks", _("Clicks"))]
     return chart

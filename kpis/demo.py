@@ -1,4 +1,5 @@
-"""Demo data: KPI snapshots for every demo message already sent (idempotent, a few queries each)."""
+"""Demo data: KPI snapshots for the demo messages already sent by this run (`command.demo_deliveries`;
+never a user's own messages; idempotent, a few queries each)."""
 
 from deliveries.models import STARTED_STATES, Delivery
 
@@ -6,9 +7,7 @@ from .services import kpis_compute
 
 
 def seed(command) -> None:
-    ids = list(
-        Delivery.objects.filter(state__in=STARTED_STATES, kpis__computed_at__isnull=True).values_list("pk", flat=True)
-    )
-    ids += list(Delivery.objects.filter(state__in=STARTED_STATES, kpis__isnull=True).values_list("pk", flat=True))
-    for delivery_id in sorted(set(ids)):
+    demo = getattr(command, "demo_deliveries", None) or []
+    ids = Delivery.objects.filter(pk__in=demo, state__in=STARTED_STATES).values_list("pk", flat=True)
+    for delivery_id in sorted(ids):
         kpis_compute(delivery_id=delivery_id)

@@ -209,13 +209,17 @@ def tracked_url_list(*, delivery: Delivery) -> QuerySet:
 
 # --- charts ------------------------------------------------------------------------------
 def processed_over_time(*, delivery: Delivery) -> tuple[str, list[tuple[datetime, int]]]:
-    """Messages reaching a final status per minute (or per hour for a long send), oldest first.
+    """Messages reaching a final status per second (a send of up to 10 minutes), per minute (up to
+    6 hours) or per hour, oldest first.
 
     The sender sets `event_at` only when a log becomes final (sent, failed, unknown, cancelled; a
     soft failure waiting for its retry keeps none), so this reads the (delivery, event_at) index alone."""
     logs = SendingLog.objects.filter(delivery=delivery, event_at__isnull=False)
     start, end = delivery.started_at, delivery.finished_at or timezone.now()
-    unit = "minute" if start is None or end - start <= timedelta(hours=6) else "hour"
+    if start is not None and end - start <= timedelta(minutes=10):
+        unit = "second"  # a short send: per minute it would be one or two points joined by a made-up line
+    else:
+        unit = "minute" if start is None or end - start <= timedelta(hours=6) else "hour"
     rows = (
         logs.annotate(bucket=Trunc("event_at", unit)).values_list("bucket").annotate(n=Count("id")).order_by("bucket")
     )

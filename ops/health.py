@@ -17,9 +17,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from django.conf import settings
+from django.contrib.humanize.templatetags.humanize import intcomma
 from django.db import connections
 from django.utils import timezone, translation
 from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +103,10 @@ def check_broker_and_queue(app=None) -> tuple[dict, dict, object]:
     broker = {"status": OK, "detail": _("Reachable.")}
     try:
         length = _queue_length(conn, queue_name)
-        queue = {"status": OK, "length": length, "detail": _("%(n)d task(s) waiting.") % {"n": length}}
+        queue = {
+            "status": OK, "length": length,
+            "detail": ngettext("%(n)s task waiting.", "%(n)s tasks waiting.", length) % {"n": intcomma(length)},
+        }  # fmt: skip
     except Exception as e:
         log.warning("health: queue length unreadable: %s", type(e).__name__)
         queue = {"status": DOWN, "length": None, "detail": _("The queue length could not be read from the broker.")}
@@ -118,24 +123,25 @@ def _queue_length(conn, name: str) -> int:
         return 0
 
 
-def check_workers(app=None, conn=None, timeout: float | None = None) -> dict:
-    app = app or _app()
-    timeout = settings.HEALTH_PING_TIMEOUT if timeout is None else timeout
-    if conn is None:
+def check_workers(*, broker_ok: bool = True, now: datetime | None = None) -> dict:
+    """Workers heard from within HEALTH_WORKER_MAX_AGE (their heartbeats, system/worker.py): one
+    query, where a ping would wait seconds for replies."""
+    from system.selectors import workers_alive
+
+    if not broker_ok:
         return {"status": DOWN, "count": 0, "detail": _("Unknown: the broker is unreachable.")}
     try:
-        replies = app.control.ping(timeout=timeout, connection=conn) or []
+        count = workers_alive(max_age=settings.HEALTH_WORKER_MAX_AGE, now=now)
     except Exception as e:
-        log.warning("health: worker ping failed: %s", type(e).__name__)
-        replies = []
-    count = len(replies)
+        log.warning("health: worker heartbeats unreadable: %s", type(e).__name__)
+        return {"status": DOWN, "count": 0, "detail": _("Unknown: the database is unreachable.")}
     if not count:
         return {
             "status": DOWN,
             "count": 0,
-            "detail": _("No worker answered: sends, preparations and alerts are not running. Start a Celery worker."),
+            "detail": _("No worker is running: sends, preparations and alerts are not running. Start a Celery worker."),
         }
-    return {"status": OK, "count": count, "detail": _("%(n)d worker(s) online.") % {"n": count}}
+    return {"status": OK, "count": count, "detail": ngettext("%(n)d worker online.", "%(n)d workers online.", count) % {"n": count}}
 
 
 def check_beat(now: datetime | None = None) -> dict:
@@ -242,8 +248,8 @@ def relay_part(probe: tuple[str, float] | None) -> dict:
 
 
 def system_health() -> Health:
-    """Check every part (the worker ping waits HEALTH_PING_TIMEOUT seconds for replies; the mail
-    relay, at most HEALTH_RELAY_TIMEOUT, is probed meanwhile)."""
+    """Check every part: each is a quick read (the workers' heartbeats, not a ping), except the mail
+    relay, probed meanwhile for at most HEALTH_RELAY_TIMEOUT."""
     health = Health()
     smtp = settings.EMAIL_BACKEND == SMTP_BACKEND
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="health-relay") as pool:
@@ -252,7 +258,7 @@ def system_health() -> Health:
         broker, queue, conn = check_broker_and_queue()
         try:
             health.parts["broker"] = broker
-            health.parts["workers"] = check_workers(conn=conn)
+            health.parts["workers"] = check_workers(broker_ok=conn is not None)
             health.parts["queue"] = queue
         finally:
             if conn is not None:

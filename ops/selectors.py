@@ -220,9 +220,9 @@ def coming_up(*, limit: int = 50) -> list[Row]:
 
 
 def recent_queryset(filters: Filters) -> QuerySet[Delivery]:
-    """Messages whose send started or ended in the period (not start pending), filtered and sorted."""
+    """Messages whose send started or ended in the period (not start pending, not archived), filtered and sorted."""
     since = filters.since
-    qs = _base().filter(state__in=RECENT_STATES).filter(Q(started_at__gte=since) | Q(finished_at__gte=since))
+    qs = _base().filter(state__in=RECENT_STATES, archived_at__isnull=True).filter(Q(started_at__gte=since) | Q(finished_at__gte=since))
     if filters.channel:
         qs = qs.filter(channel=filters.channel)
     if filters.owner:

@@ -276,13 +276,18 @@ def _not_alerted_yet(findings: list[Finding]) -> list[Finding]:
     ]
 
 
-def alerts_check(*, now: datetime | None = None, criteria: list[str] | None = None, notify: bool = True) -> list[Alert]:
-    """Check the messages sent or sending in the last 24 hours against the criteria; store each new
-    alert (once per message, criterion and day), flag its message, and email the supervisors.
-    Returns the alerts created by this call."""
+def alerts_check(
+    *, now: datetime | None = None, criteria: list[str] | None = None, notify: bool = True, delivery_ids=None
+) -> list[Alert]:
+    """Check the messages sent or sending in the last 24 hours (or only `delivery_ids`) against the
+    criteria; store each new alert (once per message, criterion and day), flag its message, and
+    email the supervisors. Returns the alerts created by this call."""
     now = now or timezone.now()
     wanted = set(criteria or Criterion.values)
     findings = _findings(now=now, criteria=wanted, t=thresholds_get())
+    if delivery_ids is not None:
+        only = set(delivery_ids)
+        findings = [f for f in findings if f.delivery_id in only]
     day = timezone.localdate(now)
     created: list[Alert] = []
     findings = _not_alerted_yet(findings)
@@ -331,7 +336,8 @@ def _alert_lines(alert: Alert, site: str) -> list[str]:
         "",
         _("State: %(state)s. Owner: %(owner)s.")
         % {"state": State(d.state).label, "owner": who(d.created_by) if d.created_by_id else "—"},
-        _("Open the message: %(url)s") % {"url": site + reverse("deliveries:detail", args=[d.pk])},
+        (_("Pause or stop the send from the message: %(url)s") if d.can_be_stopped else _("Open the message: %(url)s"))
+        % {"url": site + reverse("deliveries:detail", args=[d.pk])},
     ]
 
 

@@ -19,7 +19,7 @@ from accounts.http import safe_next
 from accounts.roles import ADMINISTRATION, ROLES
 from accounts.selectors import user_has_any_role
 from deliveries.models import SENDING_STATES, Channel, Delivery, LogicalStatus
-from deliveries.services import sending_policy_get
+from deliveries.services import sending_policy_get, user_can_pause_stop
 
 from . import charts, selectors
 from .forms import ThresholdsForm
@@ -41,6 +41,8 @@ def _live_context(request) -> dict:
         "open_alert_count": selectors.open_alert_count(),
         "poll_seconds": settings.OPS_DASHBOARD_POLL_SECONDS,
         "can_acknowledge": user_has_any_role(user=request.user, roles=MONITOR_ROLES),
+        "can_pause_stop": user_can_pause_stop(user=request.user),
+        "back": reverse("ops:dashboard"),
     }
 
 
@@ -125,10 +127,10 @@ def alerts(request):
             "statuses": list(ALERT_STATUSES.items()),
             "criteria": Criterion.choices,
             "can_acknowledge": user_has_any_role(user=request.user, roles=MONITOR_ROLES),
+            "can_pause_stop": user_can_pause_stop(user=request.user),
+            "back": request.get_full_path(),
         },
     )
-
-
 
 
 @role_required(*MONITOR_ROLES)

@@ -3,11 +3,17 @@ from datetime import UTC, datetime
 from email import message_from_bytes, policy
 
 from django.conf import settings
-from django.contrib.admin.views.decorators import staff_member_required
 from django.core.paginator import Paginator
 from django.http import Http404, HttpResponse
 from django.shortcuts import render
 from django.views.decorators.clickjacking import xframe_options_sameorigin
+
+from accounts.decorators import role_required
+from accounts.roles import ADMINISTRATION
+
+# The local mailbox holds every message the app sent (personal data): administrators only. Anyone
+# else gets the app's 403 page naming the role (not the Django admin's login).
+mailbox_required = role_required(ADMINISTRATION)
 
 
 def _index() -> list[dict]:
@@ -32,13 +38,13 @@ def _load(name: str) -> bytes:
     return path.read_bytes()
 
 
-@staff_member_required
+@mailbox_required
 def mailbox(request):
     page = Paginator(_index(), 50).get_page(request.GET.get("page"))
     return render(request, "system/mailbox.html", {"page": page, "mailbox_dir": settings.MAILBOX_DIR})
 
 
-@staff_member_required
+@mailbox_required
 def mailbox_message(request, name: str):
     raw = _load(name)
     msg = message_from_bytes(raw, policy=policy.default)
@@ -57,7 +63,7 @@ def mailbox_message(request, name: str):
     )
 
 
-@staff_member_required
+@mailbox_required
 @xframe_options_sameorigin
 def mailbox_html(request, name: str):
     msg = message_from_bytes(_load(name), policy=policy.default)

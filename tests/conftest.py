@@ -42,11 +42,21 @@ def broker_kind() -> str:
     return settings.CELERY_BROKER_URL.split("://", 1)[0]
 
 
+def database_used_by_tests() -> str:
+    """The database the tests really use: the one Django creates for the run (never the
+    development database DATABASE_URL names, which the tests leave alone)."""
+    from django.db import connections
+
+    return connections["default"].creation._get_test_db_name()
+
+
 def pytest_report_header(config):
     db = settings.DATABASES["default"]
-    where = db["NAME"] if db_vendor() == "sqlite3" else f"{db.get('HOST') or 'socket'}:{db.get('PORT') or ''}/{db['NAME']}"
+    name = database_used_by_tests()
+    where = name if db_vendor() == "sqlite3" else f"{db.get('HOST') or 'socket'}:{db.get('PORT') or ''}/{name}"
     lines = [
-        f"dispatch: database {db_vendor()} ({where}){'' if os.environ.get('DATABASE_URL') else ' [embedded default: set DATABASE_URL=postgres://… for PostgreSQL]'}",
+        f"dispatch: test database {db_vendor()} ({where}), created for this run and dropped after it"
+        f"{'' if os.environ.get('DATABASE_URL') else ' [embedded default: set DATABASE_URL=postgres://… for PostgreSQL]'}",
         f"dispatch: broker {broker_kind()}{'' if os.environ.get('CELERY_BROKER_URL') else ' [embedded default: set CELERY_BROKER_URL=redis://… for Redis]'}",
         f"dispatch: chromium {'found at ' + CHROMIUM if Path(CHROMIUM).exists() else 'missing (browser suite will be skipped)'}",
     ]

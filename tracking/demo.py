@@ -1,7 +1,8 @@
 """Demo tracking: opens, clicks, a few opt-outs and some scanner traffic on the demo's sent messages.
 
-Idempotent: a message that already has tracking logs is left alone. Deterministic (seeded by the
-message id) and bulk: one INSERT batch per message and one UPDATE per first-time column.
+Only the messages the demo made in this run (`command.demo_deliveries`), never a user's own; a
+message that already has tracking logs is left alone. No hit is dated after now. Deterministic
+(seeded by the message id) and bulk: one INSERT batch per message and one UPDATE per first-time column.
 """
 
 import random
@@ -9,6 +10,7 @@ from datetime import timedelta
 
 from django.db import transaction
 from django.db.models import Min, OuterRef, Subquery
+from django.utils import timezone
 
 from deliveries.models import Delivery, SendingLog, SendingStatus, TrackedUrl
 
@@ -24,7 +26,7 @@ BROWSERS = [
 ]
 
 
-def _rows_for(delivery: Delivery) -> list[TrackingLog]:
+def _rows_for(delivery: Delivery, now) -> list[TrackingLog]:
     rnd = random.Random(delivery.pk)
     links = list(TrackedUrl.objects.filter(delivery=delivery, kind=TrackedUrl.Kind.CLICK).values_list("id", flat=True))
     special = dict(TrackedUrl.objects.filter(delivery=delivery).exclude(kind=TrackedUrl.Kind.CLICK).values_list("kind", "id"))
@@ -32,6 +34,8 @@ def _rows_for(delivery: Delivery) -> list[TrackingLog]:
     rows = []
     for log_id, sent_at in logs[:MAX_LOGS_PER_MESSAGE]:
         def add(kind, minutes, url=None, ua=None, machine="", log_id=log_id, sent_at=sent_at):
+            if sent_at + timedelta(minutes=minutes) > now:  # not happened yet
+                return
             rows.append(
                 TrackingLog(
                     at=sent_at + timedelta(minutes=minutes), delivery_id=delivery.pk, sending_log_id=log_id, kind=kind,
@@ -59,9 +63,15 @@ def _rows_for(delivery: Delivery) -> list[TrackingLog]:
 
 
 def seed(command) -> None:
-    sent = Delivery.objects.filter(sending_logs__status=SendingStatus.SENT).exclude(tracking_logs__isnull=False).distinct()
+    demo = getattr(command, "demo_deliveries", None) or []
+    sent = (
+        Delivery.objects.filter(pk__in=demo, sending_logs__status=SendingStatus.SENT)
+        .exclude(tracking_logs__isnull=False)
+        .distinct()
+    )
+    now = timezone.now()
     for delivery in sent:
-        rows = _rows_for(delivery)
+        rows = _rows_for(delivery, now)
         if not rows:
             continue
         with transaction.atomic():

@@ -86,7 +86,7 @@ def test_logical_status_warning_for_prepared_with_warnings_or_an_open_alert(read
     delivery_alert_flag_set(delivery_id=clean.pk, open_alert=True)
     assert Delivery.objects.get(pk=clean.pk).logical_status == LogicalStatus.WARNING
     assert set(delivery_list(status="warning").values_list("pk", flat=True)) == {warned.pk, clean.pk}
-    assert delivery_status_counts() == {"editing": 0, "in_progress": 0, "finished": 0, "warning": 2, "erroneous": 0}
+    assert delivery_status_counts() == {"all": 2, "archived": 0, "editing": 0, "in_progress": 0, "finished": 0, "warning": 2, "erroneous": 0}
     delivery_alert_flag_set(delivery_id=clean.pk, open_alert=False)
     assert list(delivery_list(status="finished").values_list("pk", flat=True)) == [clean.pk]
     client.force_login(marketer)

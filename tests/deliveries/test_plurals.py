@@ -23,7 +23,7 @@ def test_one_warning_and_one_excluded_profile_are_singular(ready_delivery, marke
     d = ready_delivery(html="<p>Hello</p>", audience=audience)  # no unsubscribe link: one warning
     assert d.state == State.READY and d.warnings_count == 1
     html = message_page(client, marketer, d)
-    assert " s (1 warning)</td>" in html and "warnings)" not in html
+    assert " s (1 warning).</td>" in html and "warnings)" not in html
     assert "1 profile excluded: Invalid address syntax." in html
 
 
@@ -41,7 +41,7 @@ def test_plurals_stay_plural(ready_delivery, marketer, client, django_capture_on
     delivery_stop(delivery=d, user=marketer)
     html = message_page(client, marketer, d)
     assert "Delivery stopped by Mia Marketer (marketer): 5 messages not sent were cancelled." in html
-    assert " s (0 warnings)</td>" in html
+    assert " s (0 warnings).</td>" in html
 
 
 def test_one_cancelled_message_is_singular(ready_delivery, marketer, client, django_capture_on_commit_callbacks):

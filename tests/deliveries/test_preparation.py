@@ -138,7 +138,7 @@ def test_approval_rules(ready_delivery, marketer, approver, make_user, django_ca
     with pytest.raises(Exception, match="Approve deliveries"):
         delivery_approve(delivery=d, user=marketer, part="content")
     delivery_approve(delivery=d, user=approver, part="content")
-    with pytest.raises(DispatchError, match="needs its content and target approved"):
+    with pytest.raises(DispatchError, match="needs its target approved by an approver"):
         delivery_confirm(delivery=d, user=marketer)
     d = delivery_approve(delivery=d, user=approver, part="target")
     assert d.content_approved_by == approver and d.target_approved_by == approver
@@ -167,13 +167,13 @@ def test_preparer_cannot_confirm_and_nothing_changes(via, ready_delivery, prepar
         c.force_login(preparer)
         response = c.post(reverse("deliveries:action", args=[d.pk, "confirm"]))
         assert response.status_code == 403
-        assert "Your permissions do not allow you to confirm a delivery." in response.content.decode()
+        assert "Confirming a send needs the “Start deliveries” role. Ask an administrator." in response.content.decode()
     else:
         api = APIClient()
         api.force_authenticate(preparer)
         response = api.post(f"/api/deliveries/{d.pk}/confirm/", {}, format="json")
         assert response.status_code == 403
-        assert response.json() == {"detail": "Your permissions do not allow you to confirm a delivery.", "code": "permission_denied"}
+        assert response.json() == {"detail": "Confirming a send needs the “Start deliveries” role. Ask an administrator.", "code": "permission_denied"}
     d.refresh_from_db()
     assert d.state == State.READY and d.confirmed_at is None and d.journal.count() == journal
 
@@ -182,11 +182,11 @@ def test_preparer_sees_the_banner_and_no_confirm_button(ready_delivery, preparer
     d = ready_delivery()
     client.force_login(preparer)
     html = client.get(reverse("deliveries:detail", args=[d.pk])).content.decode()
-    assert "Your permissions do not allow you to confirm a delivery." in html
+    assert "Confirming a send needs the “Start deliveries” role. Ask an administrator." in html
     assert "Confirm send" not in html
     client.force_login(marketer)
     html = client.get(reverse("deliveries:detail", args=[d.pk])).content.decode()
-    assert "Your permissions do not allow you to confirm a delivery." not in html
+    assert "Confirming a send needs the “Start deliveries” role. Ask an administrator." not in html
     assert 'data-open-dialog="confirm-dialog"' in html and "Messages are ready to be sent immediately." in html
 
 

@@ -44,7 +44,7 @@ def test_editing_to_preparing_to_ready(new_delivery, marketer, django_capture_on
     d.refresh_from_db()
     assert d.state == State.READY
     assert (d.targeted_count, d.to_deliver_count) == (5, 5)
-    assert d.journal.filter(text__regex=r"^Analysis completed in \d+\.\d s \(0 warnings\)$").exists()
+    assert d.journal.filter(text__regex=r"^Analysis completed in \d+\.\d s \(0 warnings\)\.$").exists()
 
 
 def test_prepare_needs_an_audience_and_content(new_delivery, marketer):
@@ -111,7 +111,7 @@ def test_ready_confirm_now_goes_in_progress_then_finished(ready_delivery, market
     d.refresh_from_db()
     assert d.state == State.FINISHED
     assert d.journal.filter(text="Delivery finished (all messages have been processed).").count() == 1
-    assert d.journal.filter(text="Delivery started by user 'Mia Marketer (marketer)'").count() == 1
+    assert d.journal.filter(text="Delivery started by user “Mia Marketer (marketer)”.").count() == 1
     assert len(mail.outbox) == 5
 
 
@@ -126,7 +126,7 @@ def test_ready_confirm_with_a_date_ahead_is_start_pending_then_starts_at_its_tim
         assert services.deliveries_start_due(now=at + timedelta(seconds=1)) == [d.pk]
     d.refresh_from_db()
     assert d.state == State.FINISHED and len(mail.outbox) == 5
-    assert d.journal.filter(text="Starting scheduled delivery…").exists()
+    assert d.journal.filter(text="The scheduled time has come: sending started.").exists()
 
 
 def test_start_pending_stop(ready_delivery, marketer):
@@ -228,7 +228,7 @@ def test_illegal_transitions_are_refused_with_a_sentence_and_change_nothing(acti
 
 @pytest.mark.parametrize("state", [State.STOPPED, State.FAILED, State.FINISHED, State.IN_PROGRESS])
 def test_a_started_message_is_read_only_but_can_be_duplicated(state, new_delivery, marketer):
-    d = set_state(new_delivery(schedule="at", scheduled_at=timezone.now()), state)
+    d = set_state(new_delivery(schedule="at", scheduled_at=timezone.now() + timedelta(days=1)), state)
     with pytest.raises(DispatchError, match="read-only. Duplicate it"):
         delivery_update(delivery=d, user=marketer, data={"subject": "x"})
     copy = services.delivery_duplicate(delivery=d, user=marketer)

@@ -44,7 +44,7 @@ def test_marketer_prepares_cancels_then_confirms_and_watches_the_send_finish(pag
     expect(block).to_contain_text("Finished sending", timeout=60_000)
     expect(block).to_contain_text("All messages have been processed.")
     expect(page.get_by_test_id("processed")).to_contain_text("40 of 40 processed")
-    expect(page.locator("#journal")).to_contain_text("Delivery started by user 'Mia Marketer (marketer)'")
+    expect(page.locator("#journal")).to_contain_text("Delivery started by user “Mia Marketer (marketer)”.")
     assert len(smtp_server.messages) == 40
 
 
@@ -56,5 +56,5 @@ def test_preparer_sees_the_banner_and_no_confirm_button(page, sign_in, preparer,
     delivery_prepare_run(delivery_id=d.pk)
     sign_in(page, "preparer")
     page.goto(f"/deliveries/{d.pk}/")
-    expect(page.get_by_test_id("permission-banner")).to_have_text("Your permissions do not allow you to confirm a delivery.")
+    expect(page.get_by_test_id("permission-banner")).to_have_text("Confirming a send needs the “Start deliveries” role. Ask an administrator.")
     expect(page.get_by_role("button", name="Confirm send")).to_have_count(0)

@@ -47,6 +47,8 @@ def test_marketer_watches_the_send_then_computes_stats(page, sign_in, marketer, 
     computed_at = page.get_by_test_id("computed-at")
     expect(computed_at).to_contain_text("Computed at")
     before = computed_at.inner_text()
+    charts = page.get_by_test_id("charts")
+    expect(charts).to_contain_text("No open or click yet.")
 
     # five recipients open the message meanwhile
     logs = list(SendingLog.objects.filter(delivery=d).order_by("id")[:5])
@@ -59,6 +61,9 @@ def test_marketer_watches_the_send_then_computes_stats(page, sign_in, marketer, 
     expect(page.locator('[data-kpi="open"]')).to_contain_text("25.0%", timeout=30_000)  # 5 of 20 delivered
     expect(computed_at).not_to_have_text(before)
     expect(computed_at).to_contain_text(re.compile(r"Computed at \d{4}-\d\d-\d\d \d\d:\d\d:\d\d"))
+    # the charts follow the tiles without a reload: the opens are drawn
+    expect(charts.locator("rect.bar.opens")).to_have_count(1, timeout=15_000)
+    expect(charts).not_to_contain_text("No open or click yet.")
     assert KpiSnapshot.objects.get(pk=d.pk).unique_opens == 5
 
     page.get_by_role("link", name="Sending logs").click()

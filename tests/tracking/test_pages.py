@@ -105,19 +105,25 @@ def test_api_profile_history_tracking_logs_and_tracked_urls(client, marketer, en
     assert missing.status_code == 404 and set(missing.json()) == {"detail", "code"}
 
 
-def test_demo_seed_adds_tracking_once(make_sent):
+def test_demo_seed_adds_tracking_once_and_only_to_the_demo_messages(make_sent):
+    from datetime import timedelta
+    from types import SimpleNamespace
+
     from deliveries.models import SendingLog
     from tracking import demo
     from tracking.models import TrackingLog
 
-    first = make_sent()
+    first = make_sent(sent_ago=timedelta(days=3))
     for i in range(60):
-        make_sent(email=f"p{i}@example.com", delivery=first.delivery)
-    demo.seed(None)
+        make_sent(email=f"p{i}@example.com", delivery=first.delivery, sent_ago=timedelta(days=3))
+    someone_elses = make_sent(email="other@example.com")
+    seeding = SimpleNamespace(demo_deliveries=[first.delivery.pk], stdout=None)  # the messages the demo made
+    demo.seed(seeding)
     count = TrackingLog.objects.count()
     assert count > 0 and TrackingLog.objects.filter(is_machine=False, kind="open").exists()
     assert SendingLog.objects.filter(first_open_at__isnull=False).exists()
-    demo.seed(None)  # idempotent
+    assert not TrackingLog.objects.filter(delivery=someone_elses.delivery).exists()
+    demo.seed(seeding)  # idempotent
     assert TrackingLog.objects.count() == count
 
 

@@ -20,6 +20,7 @@ DEMO_USERS = [
 
 class Command(BaseCommand):
     help = "Create the demo users and data (idempotent: running it again changes nothing)."
+    demo_deliveries: list[int]  # the messages this run made: the only ones the other apps' demo data touches
 
     def add_arguments(self, parser):
         parser.add_argument("--quiet", action="store_true")
@@ -39,9 +40,11 @@ class Command(BaseCommand):
             user.groups.set([Group.objects.get(name=group)])
 
     def handle(self, *args, quiet=False, **options):
-        self.seed_users()
-        for step in self.extra_steps():
-            step(self)
+        self.demo_deliveries = []
+        with transaction.atomic():  # all or nothing: a run that fails leaves no half-made demo behind
+            self.seed_users()
+            for step in self.extra_steps():
+                step(self)
         if not quiet:
             self.stdout.write(self.style.SUCCESS("Demo data ready."))
             self.stdout.write(f"Demo logins (password: {settings.DEMO_PASSWORD!r}):")
