@@ -238,7 +238,10 @@ class AsyncSmtpSender:
                     work.done(row, _personalization_failed(e))
                     continue
                 try:
-                    outcome = await client.transaction(message.mail_from, message.address, message.data)
+                    data, eight_bit = message.data, message.eight_bit
+                    if eight_bit and "8bitmime" not in client.features:
+                        data, eight_bit = message.seven_bit(), False  # a relay without 8BITMIME: quoted-printable
+                    outcome = await client.transaction(message.mail_from, message.address, data, eight_bit=eight_bit)
                 except RelayUnavailable as e:  # a 421: the relay took nothing
                     outcome = None
                     work.last_error = str(e)

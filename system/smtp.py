@@ -23,6 +23,7 @@ class Received:
     data: bytes
     at: float = field(default_factory=time.time)
     tls: bool = False  # came over an encrypted session (STARTTLS)
+    mail_options: list = field(default_factory=list)  # MAIL FROM parameters (BODY=8BITMIME, SMTPUTF8)
     login: str = ""  # the user name the client authenticated with
 
     @property
@@ -120,7 +121,8 @@ class RecordingHandler:
             data = data.encode()
         auth = getattr(session, "auth_data", None)
         login = auth.login.decode() if isinstance(getattr(auth, "login", None), bytes) else ""
-        item = Received(envelope.mail_from, list(envelope.rcpt_tos), data, tls=session.ssl is not None, login=login)
+        item = Received(envelope.mail_from, list(envelope.rcpt_tos), data, tls=session.ssl is not None, login=login,
+                        mail_options=list(envelope.mail_options))  # fmt: skip
         if self.keep_in_memory:
             with self._lock:
                 self.messages.append(item)
@@ -204,8 +206,9 @@ class SinkController(Controller):
     """The sink's server: advertises PIPELINING (RFC 2920: it answers pipelined commands in order),
     and, when given, offers STARTTLS (`tls_context`) and requires AUTH (`auth=(user, password)`)."""
 
-    def __init__(self, handler, *, pipelining: bool = True, tls_context=None, auth: tuple[str, str] | None = None, **kwargs):
-        self.pipelining, self.tls_context, self.auth = pipelining, tls_context, auth
+    def __init__(self, handler, *, pipelining: bool = True, tls_context=None, auth: tuple[str, str] | None = None,
+                 eight_bit_mime: bool = True, **kwargs):  # fmt: skip
+        self.pipelining, self.tls_context, self.auth, self.eight_bit_mime = pipelining, tls_context, auth, eight_bit_mime
         super().__init__(handler, **kwargs)
 
     def factory(self):
@@ -214,8 +217,9 @@ class SinkController(Controller):
             options["tls_context"] = self.tls_context
         if self.auth:
             options.update(authenticator=_Authenticator(*self.auth), auth_required=True, auth_require_tls=self.tls_context is not None)
-        server = _SinkSMTP(self.handler, data_size_limit=50 * 1024 * 1024, enable_SMTPUTF8=True, decode_data=False,
-                           hostname="dispatch-sink", **options)  # fmt: skip
+        # aiosmtpd advertises 8BITMIME unless it decodes the data (then the handler reads the original bytes)
+        server = _SinkSMTP(self.handler, data_size_limit=50 * 1024 * 1024, enable_SMTPUTF8=True,
+                           decode_data=not self.eight_bit_mime, hostname="dispatch-sink", **options)  # fmt: skip
         server.advertise_pipelining = self.pipelining
         return server
 

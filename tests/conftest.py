@@ -169,13 +169,13 @@ def smtp_server_with(settings, tls_certificate):
 
     controllers = []
 
-    def start(*, pipelining: bool = True, starttls: bool = False, auth: tuple[str, str] | None = None):
+    def start(*, pipelining: bool = True, starttls: bool = False, auth: tuple[str, str] | None = None, eight_bit_mime: bool = True):
         handler = RecordingHandler()
         context = None
         if starttls:
             context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             context.load_cert_chain(*tls_certificate)
-        controller = start_sink(handler, pipelining=pipelining, tls_context=context, auth=auth)
+        controller = start_sink(handler, pipelining=pipelining, tls_context=context, auth=auth, eight_bit_mime=eight_bit_mime)
         controllers.append(controller)
         handler.host, handler.port = controller.hostname, controller.port
         settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"

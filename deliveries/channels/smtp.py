@@ -103,7 +103,7 @@ def unknown_outcome(error: BaseException) -> Outcome:
 
 def dot_stuffed(data: bytes) -> bytes:
     """The content as it goes after DATA: leading dots doubled, CRLF-terminated, then the final dot."""
-    body = _LEADING_DOT.sub(b"..", data)
+    body = _LEADING_DOT.sub(b"..", data) if (b"\n." in data or data.startswith(b".")) else data
     if not body.endswith(CRLF):
         body += CRLF
     return body + b".\r\n"
@@ -206,17 +206,17 @@ class AsyncRelayClient:
             raise RelayUnavailable(f"{code} {_text(b' '.join(lines))}")
         return code, b"\n".join(lines)
 
-    async def transaction(self, mail_from: str, to: str, data: bytes) -> Outcome:
+    async def transaction(self, mail_from: str, to: str, data: bytes, *, eight_bit: bool = False) -> Outcome:
         """Send one message to one recipient: its outcome, or RelayUnavailable when it must go on
         another connection. Other errors (OSError, timeouts) propagate, `content_sent` telling
-        whether the content had gone out."""
+        whether the content had gone out. `eight_bit` data needs a relay that offers 8BITMIME."""
         self.content_sent = False
-        options = b""
+        options = b" BODY=8BITMIME" if eight_bit else b""
         if not (mail_from.isascii() and to.isascii()):
             if "smtputf8" not in self.features:
                 return Outcome(ok=False, code=0, failure_type="hard", failure_reason="user_unknown", quarantine=False,
                                text="The address is not plain ASCII and the relay does not offer SMTPUTF8: it cannot be sent there.")  # fmt: skip
-            options = b" SMTPUTF8"
+            options += b" SMTPUTF8"
         envelope = b"MAIL FROM:<%s>%s\r\nRCPT TO:<%s>\r\n" % (mail_from.encode(), options, to.encode())
         async with asyncio.timeout(self.relay.timeout):
             if self.pipelining:

@@ -84,8 +84,25 @@ def test_the_client_writes_the_envelope_in_one_go_only_where_the_relay_pipelines
     assert len(server.received_by("ann@example.com")) == 1
 
 
-def test_starttls_and_login_as_email_url_asks(ready_delivery, marketer, smtp_server_with, django_capture_on_commit_callbacks):
-    server = smtp_server_with(starttls=True, auth=("relay-user", "s3cret"))
+@pytest.mark.parametrize("eight_bit_mime", [True, False], ids=["relay with 8BITMIME", "relay without"])
+def test_text_that_is_not_ascii_goes_8bit_where_the_relay_takes_it_and_quoted_printable_elsewhere(
+    eight_bit_mime, ready_delivery, marketer, smtp_server_with, django_capture_on_commit_callbacks
+):
+    server = smtp_server_with(eight_bit_mime=eight_bit_mime)
+    html = '<p>Café crème · {{ first_name }} — 10 €</p><p><a href="{{ unsubscribe_url }}">Désabonnement</a></p>'
+    d = send(ready_delivery(html=html), marketer, django_capture_on_commit_callbacks)
+    assert d.state == State.FINISHED and len(server.messages) == 5
+    for m in server.messages:
+        parts = {p.get_content_type(): p for p in m.message.walk() if not p.is_multipart()}
+        assert "Café crème · First" in parts["text/html"].get_content() and "10 €" in parts["text/plain"].get_content()
+        encodings = {p["Content-Transfer-Encoding"] for p in parts.values()}
+        assert encodings == ({"8bit"} if eight_bit_mime else {"quoted-printable"})
+        assert ("BODY=8BITMIME" in m.mail_options) is eight_bit_mime
+
+
+@pytest.mark.parametrize("pipelining", [True, False], ids=["pipelining relay", "plain relay"])
+def test_starttls_and_login_as_email_url_asks(pipelining, ready_delivery, marketer, smtp_server_with, django_capture_on_commit_callbacks):
+    server = smtp_server_with(starttls=True, auth=("relay-user", "s3cret"), pipelining=pipelining)
     d = send(ready_delivery(), marketer, django_capture_on_commit_callbacks)
     assert d.state == State.FINISHED and d.sent_count == 5
     assert len(server.messages) == 5
