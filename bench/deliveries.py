@@ -201,14 +201,15 @@ def _descendants(root: int) -> set[int]:
 
 
 def _postgres_pids() -> set[int]:
-    pids = set()
-    for pid in _all_pids():
-        try:
-            if Path(f"/proc/{pid}/comm").read_text().strip() == "postgres":
-                pids.add(pid)
-        except FileNotFoundError:
-            pass
-    return pids
+    """The PostgreSQL backends serving the benchmark's database (not the other databases of a
+    shared server), plus the server's own background processes (WAL writer, checkpointer)."""
+    from django.db import connection
+
+    name = connection.settings_dict["NAME"]
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s OR backend_type IN "
+                       "('walwriter', 'checkpointer', 'background writer')", [name])  # fmt: skip
+        return {row[0] for row in cursor.fetchall()}
 
 
 class Watch:

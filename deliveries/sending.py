@@ -129,6 +129,17 @@ def claim_chunk(*, delivery: Delivery, lo: int, hi: int, limit: int, now) -> lis
 _PROFILE_COLUMNS = "p.email, p.first_name, p.last_name, p.language, p.time_zone, p.phone, p.attributes"
 
 
+def _bound_cursor():
+    """PostgreSQL: a cursor with server-side parameter binding on Django's connection (same
+    transaction). Django's cursors bind on the client, quoting every value of a chunk's arrays into
+    the SQL text (~40 µs a message); here the arrays travel as parameters and psycopg prepares the
+    statement after a few runs. Behind PgBouncer, use session pooling (README, tracking)."""
+    import psycopg
+
+    connection.ensure_connection()
+    return connection._prepare_cursor(psycopg.Cursor(connection.connection))  # Django's wrapper: query logging, capture
+
+
 def _pick_sql() -> tuple[str, str]:
     table, deliveries = SendingLog._meta.db_table, Delivery._meta.db_table
     active = ", ".join(f"'{s.value}'" for s in ACTIVE)
@@ -174,7 +185,7 @@ def _claim_postgresql(*, delivery, lo, hi, limit, now, token):
         SELECT c.id, c.address, c.attempts, c.known, {_PROFILE_COLUMNS}, c.cause
         FROM claimed c LEFT JOIN {Profile._meta.db_table} p ON p.id = c.profile_id ORDER BY c.id
     """
-    with connection.cursor() as cursor:
+    with _bound_cursor() as cursor:
         cursor.execute(sql, params)
         rows = cursor.fetchall()
     skipped = [r for r in rows if r[-1]]
@@ -269,7 +280,7 @@ def update_outcomes(*, delivery_id: int, rows: list[tuple]) -> Written:
     if connection.vendor == "postgresql":
         columns = list(zip(*rows, strict=True))
         types = ("bigint", "bigint", "text", "int", "timestamptz", "timestamptz", "text", "text", "text", "text")
-        unnest = ", ".join(f"%s::{t}[]" for t in types)
+        unnest = ", ".join(f"%b::{t}[]" for t in types)  # binary arrays: no quoting of each value
         sql = f"""
             WITH v AS (SELECT * FROM unnest({unnest}) AS v({", ".join(OUTCOME_COLUMNS)})),
             written AS (
@@ -294,7 +305,7 @@ def update_outcomes(*, delivery_id: int, rows: list[tuple]) -> Written:
                    COALESCE((SELECT state FROM counted), (SELECT state FROM {deliveries} WHERE id = %s))
             FROM n
         """
-        with connection.cursor() as cursor:
+        with _bound_cursor() as cursor:
             cursor.execute(sql, [list(c) for c in columns] + [delivery_id, delivery_id])
             return Written(*cursor.fetchone())
     adapt = connection.ops.adapt_datetimefield_value
