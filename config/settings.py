@@ -294,6 +294,33 @@ RECONCILE_AFTER_SECONDS = int(os.environ.get("RECONCILE_AFTER_SECONDS", "300"))
 AUTOPAUSE_BOUNCE_RATE = float(os.environ.get("AUTOPAUSE_BOUNCE_RATE", "0.2"))  # default; Administration can change it
 AUTOPAUSE_MIN_PROCESSED = int(os.environ.get("AUTOPAUSE_MIN_PROCESSED", "500"))
 CELERY_BEAT_SCHEDULE["deliveries-tick"] = {"task": "deliveries.tick", "schedule": SEND_TICK_SECONDS}
+# Personalization (deliveries/sandbox.py): each render of a message has this many seconds and may
+# produce at most this many characters; a template past either is refused with a sentence.
+PERSONALIZATION_TIME_LIMIT = float(os.environ.get("PERSONALIZATION_TIME_LIMIT", "2"))
+PERSONALIZATION_MAX_CHARS = int(os.environ.get("PERSONALIZATION_MAX_CHARS", "1000000"))
+PREPARATION_TIME_LIMIT = int(os.environ.get("PREPARATION_TIME_LIMIT", "3600"))  # a preparation fails past it
+
+# --- task time limits -------------------------------------------------------------------------
+# Every task has a soft limit (SoftTimeLimitExceeded is raised in it) and a hard one (its worker
+# process is replaced) a grace period later; the long tasks have their own.
+TASK_SOFT_TIME_LIMIT = int(os.environ.get("TASK_SOFT_TIME_LIMIT", "600"))
+TASK_TIME_LIMIT_GRACE = int(os.environ.get("TASK_TIME_LIMIT_GRACE", "60"))
+IMPORT_TIME_LIMIT = int(os.environ.get("IMPORT_TIME_LIMIT", "21600"))  # a CSV import (6 h: the import reaper's age)
+SEND_BATCH_TIME_LIMIT = int(os.environ.get("SEND_BATCH_TIME_LIMIT", "3600"))  # one batch task of a send
+CELERY_TASK_SOFT_TIME_LIMIT = TASK_SOFT_TIME_LIMIT
+CELERY_TASK_TIME_LIMIT = TASK_SOFT_TIME_LIMIT + TASK_TIME_LIMIT_GRACE
+
+
+def _limits(soft: int) -> dict:
+    return {"soft_time_limit": soft, "time_limit": soft + TASK_TIME_LIMIT_GRACE}
+
+
+CELERY_TASK_ANNOTATIONS = {
+    # the preparation stops itself at PREPARATION_TIME_LIMIT (and says so); the task's limits are a backstop
+    "deliveries.prepare": _limits(PREPARATION_TIME_LIMIT + 30),
+    "deliveries.send_batch": _limits(SEND_BATCH_TIME_LIMIT),
+    "audiences.import_run": _limits(IMPORT_TIME_LIMIT),
+}
 
 # --- audiences ---
 from celery.schedules import crontab  # noqa: E402

@@ -1,8 +1,9 @@
-"""Message personalization with Jinja2's SandboxedEnvironment.
+"""Message personalization with Jinja2's sandbox (deliveries/sandbox.py).
 
 Content is written by marketers, so it is untrusted: templates see a plain dict built from the
 profile (no model, no method), HTML autoescapes, and templates are compiled once per delivery
-and rendered once per recipient.
+and rendered once per recipient. Every render is bounded in time and size by the sandbox
+(PERSONALIZATION_TIME_LIMIT, PERSONALIZATION_MAX_CHARS), whichever path renders.
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from html.parser import HTMLParser
 
+from django.utils.translation import gettext as _
 from jinja2 import ChainableUndefined, TemplateSyntaxError, meta, nodes
-from jinja2.sandbox import SandboxedEnvironment
+
+from .sandbox import MessageEnvironment, TemplateLimitError, forbidden_tags
 
 PROFILE_FIELDS = ("email", "phone", "first_name", "last_name", "language", "time_zone")
 
@@ -53,9 +56,8 @@ class RecordingUndefined(ChainableUndefined):
         return 0
 
 
-def _env(autoescape: bool, undefined=RecordingUndefined) -> SandboxedEnvironment:
-    env = SandboxedEnvironment(autoescape=autoescape, undefined=undefined, keep_trailing_newline=True)
-    return env
+def _env(autoescape: bool, undefined=RecordingUndefined) -> MessageEnvironment:
+    return MessageEnvironment(autoescape=autoescape, undefined=undefined, keep_trailing_newline=True)
 
 
 HTML_ENV = _env(True)
@@ -94,16 +96,41 @@ class CompiledContent:
 
 
 def _compile(env, source: str, part: str, problems: list[TemplateProblem]):
+    """The compiled template, or None with a critical problem saying why: a syntax error, a tag a
+    message cannot use ({% extends %}, {% include %}, {% import %}), or anything else that stops it
+    compiling (nesting too deep for the parser…)."""
+
+    def problem(text: str):
+        problems.append(TemplateProblem("critical", text))
+
     try:
+        ast = env.parse(source)
+        tags = forbidden_tags(ast)
+        if tags:
+            problem(
+                _("Personalization error in the %(part)s: %(tags)s cannot be used in a message (it is a single template). Remove it and prepare again.")
+                % {"part": part, "tags": ", ".join(tags)}
+            )
+            return None
         return env.from_string(source)
     except TemplateSyntaxError as e:
-        problems.append(
-            TemplateProblem(
-                "critical",
-                f"Personalization error in the {part}, line {e.lineno}: {(e.message or '').rstrip('.')}. Correct the template and prepare again.",
-            )
+        problem(
+            _("Personalization error in the %(part)s, line %(line)s: %(error)s. Correct the template and prepare again.")
+            % {"part": part, "line": e.lineno, "error": (e.message or "").rstrip(".")}
         )
-        return None
+    except RecursionError:
+        problem(
+            _("Personalization error in the %(part)s: the template is nested too deeply to be read. Simplify it and prepare again.")
+            % {"part": part}
+        )
+    except TemplateLimitError as e:
+        problem(str(e))
+    except Exception as e:  # noqa: BLE001 - whatever stops a template compiling is reported, never raised
+        problem(
+            _("Personalization error in the %(part)s: the template cannot be compiled (%(error)s). Correct it and prepare again.")
+            % {"part": part, "error": f"{type(e).__name__}: {e}"}
+        )
+    return None
 
 
 def compile_content(*, subject: str, html: str, text: str) -> CompiledContent:
@@ -156,7 +183,7 @@ def render_with_missing(template, context: dict) -> tuple[str, set[str]]:
 def variables_used(source: str) -> set[str]:
     try:
         return meta.find_undeclared_variables(HTML_ENV.parse(source))
-    except TemplateSyntaxError:
+    except Exception:  # noqa: BLE001 - a template that does not compile uses nothing we can tell
         return set()
 
 
@@ -255,6 +282,7 @@ def render_message(*, delivery, profile, sending_log_id: int | None = None) -> R
 
 
 __all__ = [
+    "TemplateLimitError",
     "CompiledContent",
     "RenderedMessage",
     "compile_content",

@@ -40,7 +40,7 @@ from .models import (
     SendingStatus,
     State,
 )
-from .personalization import check_template, compile_content, profile_context, render_with_missing
+from .personalization import TemplateLimitError, check_template, compile_content, profile_context, render_with_missing
 
 log = logging.getLogger(__name__)
 
@@ -301,6 +301,8 @@ def delivery_stop_preparation(*, delivery, user) -> Delivery:
     return d
 
 
+STOP_CHECK_SECONDS = 0.5  # how often a preparation reads its stop flag while personalization is slow
+
 # What the links look like while checking personalization (the real ones are made per recipient).
 CHECK_LINKS = {"unsubscribe_url": "https://check/u", "mirror_url": "https://check/m"}
 
@@ -327,6 +329,27 @@ class _Stopped(Exception):
     pass
 
 
+class _TooLong(Exception):
+    """The preparation ran past PREPARATION_TIME_LIMIT."""
+
+
+def _preparation_time_limit() -> float:
+    return float(getattr(settings, "PREPARATION_TIME_LIMIT", 3600))
+
+
+def _preparation_failed(*, delivery_id: int, revision: int, text: str) -> None:
+    """End a preparation that could not finish: its rows are removed and the message says why
+    (preparation failed, a critical journal line), so it never stays "Preparing…"."""
+    with transaction.atomic():
+        ExclusionLog.objects.filter(delivery_id=delivery_id).delete()
+        SendingLog.objects.filter(delivery_id=delivery_id).delete()
+        changed = Delivery.objects.filter(pk=delivery_id, state=State.PREPARING, revision=revision).update(
+            state=State.PREPARATION_FAILED, prepared_revision=None, progress=0, updated_at=timezone.now()
+        )
+        if changed:
+            journal_add(delivery=delivery_id, level=JournalEntry.Level.CRITICAL, text=text)
+
+
 def _excluded_domains() -> set[str]:
     return {d.strip().lower() for d in getattr(settings, "EXCLUDED_DOMAINS", []) if d.strip()}
 
@@ -335,13 +358,38 @@ def delivery_prepare_run(*, delivery_id: int) -> None:
     """The preparation itself (run by the task): target, exclusions, content checks, sending logs.
 
     Sends nothing. Rows are written a chunk at a time with bulk inserts; the stop flag is read
-    between chunks. Preparing again replaces the previous preparation.
+    between chunks and at least twice a second. Preparing again replaces the previous preparation.
+    A preparation never stays "Preparing…": past PREPARATION_TIME_LIMIT (or the task's soft time
+    limit), or on any error, it fails with a critical line of the journal that says why.
     """
+    from celery.exceptions import SoftTimeLimitExceeded
+
     d = Delivery.objects.filter(pk=delivery_id, state=State.PREPARING).select_related("audience").first()
     if d is None:
         log.info("prepare: delivery %s is not preparing; nothing to do", delivery_id)
         return
+    too_long = _(
+        "The preparation took longer than %(s)s s and was stopped: simplify the personalization or split the "
+        "audience, then prepare again."
+    ) % {"s": f"{_preparation_time_limit():g}"}
+    try:
+        _prepare(d)
+    except (_TooLong, SoftTimeLimitExceeded):
+        log.warning("prepare: delivery %s ran past its time limit", d.pk)
+        _preparation_failed(delivery_id=d.pk, revision=d.revision, text=too_long)
+    except Exception as e:
+        log.exception("prepare: delivery %s failed", d.pk)
+        _preparation_failed(
+            delivery_id=d.pk,
+            revision=d.revision,
+            text=_("The preparation stopped on an error (%(error)s). Prepare again; if it happens again, tell an administrator.")
+            % {"error": f"{type(e).__name__}: {e}"},
+        )
+
+
+def _prepare(d: Delivery) -> None:
     started = time.monotonic()
+    deadline = started + _preparation_time_limit()
     revision = d.revision
     ExclusionLog.objects.filter(delivery=d).delete()
     SendingLog.objects.filter(delivery=d).delete()
@@ -355,6 +403,7 @@ def delivery_prepare_run(*, delivery_id: int) -> None:
     compiled = compile_content(subject=d.subject, html=d.html, text=d.text)
     critical += [p.text for p in compiled.problems if p.level == "critical"]
     checks = []
+    compiled_ok = compiled.ok
     if compiled.ok:
         # What each recipient's copy evaluates, in one template rendered once per recipient: the
         # subject, the HTML and an explicit text part (a derived text evaluates what the HTML does).
@@ -391,18 +440,30 @@ def delivery_prepare_run(*, delivery_id: int) -> None:
     excl_buf: list[ExclusionLog] = []
     logs_buf: list[SendingLog] = []
 
+    next_check = time.monotonic() + STOP_CHECK_SECONDS
+
+    def check_stop():
+        nonlocal next_check
+        state = Delivery.objects.filter(pk=d.pk).values_list("state", "stop_requested").first()
+        if state is None or state[0] != State.PREPARING or state[1]:
+            raise _Stopped
+        now = time.monotonic()
+        if now >= deadline:
+            raise _TooLong
+        next_check = now + STOP_CHECK_SECONDS
+
     def flush():
         insert_rows(ExclusionLog, ("delivery_id", "profile_id", "address", "cause"), excl_buf)
         insert_rows(SendingLog, SENDING_LOG_COLUMNS, logs_buf)
         excl_buf.clear()
         logs_buf.clear()
-        state = Delivery.objects.filter(pk=d.pk).values_list("state", "stop_requested").first()
-        if state is None or state[0] != State.PREPARING or state[1]:
-            raise _Stopped
+        check_stop()
         Delivery.objects.filter(pk=d.pk).update(progress=min(99, int(targeted * 100 / total)))
 
     try:
         for pid, email, key, denylisted, q_status, first, last, lang, tz, phone, attrs in rows.iterator(chunk_size=chunk):
+            if time.monotonic() >= next_check:  # a slow personalization: Stop preparation still works at once
+                check_stop()
             targeted += 1
             key = key or (email or "").strip().lower()
             if not email:
@@ -426,7 +487,7 @@ def delivery_prepare_run(*, delivery_id: int) -> None:
                 seen.add(key)
                 to_deliver += 1
                 logs_buf.append((d.pk, pid, email, SendingStatus.PENDING, "", "", "", 0, ""))
-                if compiled.ok:
+                if compiled_ok:
                     ctx = profile_context(
                         {"email": email, "first_name": first, "last_name": last, "language": lang,
                          "time_zone": tz, "phone": phone, "attributes": attrs}  # fmt: skip
@@ -436,6 +497,10 @@ def delivery_prepare_run(*, delivery_id: int) -> None:
                     for template in checks:
                         try:
                             _out, missing = render_with_missing(template, ctx)
+                        except TemplateLimitError as e:  # too slow, too big or unsafe: one is enough to tell
+                            render_errors[str(e)] += 1
+                            checks, compiled_ok = [], False
+                            break
                         except Exception as e:  # a template that fails for this profile's data
                             render_errors[f"{type(e).__name__}: {e}"] += 1
                             continue
