@@ -1,5 +1,6 @@
 from django import forms
 from django.contrib.auth import get_user_model, password_validation
+from django.contrib.auth.forms import AuthenticationForm
 from django.contrib.auth.models import Group
 from django.utils.translation import gettext_lazy as _
 
@@ -37,3 +38,25 @@ class UserCreateForm(forms.Form):
             except forms.ValidationError as e:
                 self.add_error("password", e)
         return data
+
+
+class ThrottledAuthenticationForm(AuthenticationForm):
+    """The login form, throttled per username and client address (accounts/throttle.py)."""
+
+    throttled = False
+
+    def clean(self):
+        from .throttle import SignInThrottled, sign_in
+
+        username, password = self.cleaned_data.get("username"), self.cleaned_data.get("password")
+        if username is None or not password:
+            return self.cleaned_data
+        try:
+            self.user_cache = sign_in(request=self.request, username=username, password=password)
+        except SignInThrottled as e:
+            self.throttled = True
+            raise forms.ValidationError(e.message, code="throttled") from None
+        if self.user_cache is None:
+            raise self.get_invalid_login_error()
+        self.confirm_login_allowed(self.user_cache)
+        return self.cleaned_data

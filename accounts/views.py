@@ -1,5 +1,6 @@
 from django.contrib import messages
 from django.contrib.auth import get_user_model
+from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.translation import gettext as _
@@ -7,12 +8,25 @@ from django.views.decorators.http import require_POST
 
 from .decorators import role_required
 from .errors import DispatchError
-from .forms import GroupsForm, UserCreateForm
+from .forms import GroupsForm, ThrottledAuthenticationForm, UserCreateForm
 from .roles import ADMINISTRATION, ROLES
 from .selectors import audit_log_list, group_list, roles_of_groups, user_list
 from .services import user_create, user_groups_set
 
 User = get_user_model()
+
+
+class LoginView(auth_views.LoginView):
+    """Sign in, throttled per username and client address; a throttled try answers 429."""
+
+    authentication_form = ThrottledAuthenticationForm
+    redirect_authenticated_user = True
+
+    def form_invalid(self, form):
+        response = super().form_invalid(form)
+        if form.throttled:
+            response.status_code = 429
+        return response
 
 
 @login_required

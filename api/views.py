@@ -1,4 +1,4 @@
-from django.contrib.auth import authenticate, get_user_model
+from django.contrib.auth import get_user_model
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema
 from rest_framework import generics, status
@@ -12,6 +12,7 @@ from rest_framework.views import APIView
 from accounts.roles import ADMINISTRATION
 from accounts.selectors import user_list
 from accounts.services import user_groups_set
+from accounts.throttle import sign_in
 
 from .permissions import HasRole
 from .serializers import (
@@ -33,12 +34,16 @@ class TokenView(APIView):
     authentication_classes: list = []
     permission_classes = [AllowAny]
 
-    @extend_schema(request=TokenInputSerializer, responses={200: TokenSerializer, 400: ErrorSerializer, 401: ErrorSerializer})
+    @extend_schema(
+        request=TokenInputSerializer,
+        responses={200: TokenSerializer, 400: ErrorSerializer, 401: ErrorSerializer, 429: ErrorSerializer},
+        description="Failed tries are throttled per login and per client address (429 says how long to wait).",
+    )
     def post(self, request):
         data = TokenInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        user = authenticate(request, username=data.validated_data["username"], password=data.validated_data["password"])
-        if user is None or not user.is_active:
+        user = sign_in(request=request, username=data.validated_data["username"], password=data.validated_data["password"])
+        if user is None:
             raise AuthenticationFailed("The login or password is wrong.")
         token, _ = Token.objects.get_or_create(user=user)
         return Response({"token": token.key})

@@ -60,3 +60,19 @@ def parse_email_url(url: str) -> dict:
         "EMAIL_SSL_VERIFY": query.get("verify", "1") in TRUE,
         "EMAIL_SSL_CAFILE": query.get("cafile", ""),
     }
+
+
+def parse_cache_url(url: str) -> dict:
+    """Turn CACHE_URL into a Django cache: redis://host:6379/0 (rediss:// too), file:///path,
+    db://table_name, locmem://."""
+    scheme, _, rest = url.partition("://")
+    scheme = scheme.lower()
+    if scheme in ("redis", "rediss"):
+        return {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": url}
+    if scheme == "file":
+        return {"BACKEND": "django.core.cache.backends.filebased.FileBasedCache", "LOCATION": rest or "/tmp/dispatch-cache"}
+    if scheme == "db":
+        return {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": rest or "dispatch_cache"}
+    if scheme == "locmem":
+        return {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": rest or "dispatch"}
+    raise ValueError(f"CACHE_URL must start with redis://, rediss://, file://, db:// or locmem://, not {scheme!r}.")

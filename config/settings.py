@@ -9,7 +9,7 @@ from pathlib import Path
 
 import dj_database_url
 
-from .env import env_bool, env_list, parse_email_url, secret_key_from_file
+from .env import env_bool, env_list, parse_cache_url, parse_email_url, secret_key_from_file
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("VAR_DIR", BASE_DIR / "var"))
@@ -174,6 +174,21 @@ CELERY_BEAT_SCHEDULE: dict = {
     "heartbeat": {"task": "system.heartbeat", "schedule": 60.0, "args": ("beat",)},
 }
 
+# --- cache (shared by every process: sign-in throttling, health, charts) ----------------------
+# Default: the broker's Redis when the broker is Redis, else a file cache under VAR_DIR (every
+# process of one machine shares it). Tests clear only their own key prefix, never the whole Redis.
+CACHE_URL = os.environ.get("CACHE_URL") or (
+    CELERY_BROKER_URL if CELERY_BROKER_URL.startswith(("redis://", "rediss://")) else f"file://{VAR_DIR / 'cache'}"
+)
+CACHES = {"default": {**parse_cache_url(CACHE_URL), "KEY_PREFIX": os.environ.get("CACHE_KEY_PREFIX", "dispatch")}}
+
+# --- sign-in throttling (accounts/throttle.py) ------------------------------------------------
+TRUSTED_PROXY_COUNT = int(os.environ.get("TRUSTED_PROXY_COUNT", "0"))  # proxies in front that append to X-Forwarded-For
+LOGIN_ADDRESS_LIMIT = int(os.environ.get("LOGIN_ADDRESS_LIMIT", "20"))  # failed sign-ins per client address...
+LOGIN_WINDOW_SECONDS = int(os.environ.get("LOGIN_WINDOW_SECONDS", "900"))  # ...within this window
+LOGIN_USERNAME_FREE_FAILURES = int(os.environ.get("LOGIN_USERNAME_FREE_FAILURES", "5"))  # then a login slows down:
+LOGIN_USERNAME_MAX_DELAY = int(os.environ.get("LOGIN_USERNAME_MAX_DELAY", "60"))  # 1 s, 2 s, 4 s… up to this
+
 # --- REST API ---------------------------------------------------------------------------
 REST_FRAMEWORK = {
     # Token first: its WWW-Authenticate header makes DRF answer 401 (not 403) without credentials.
@@ -186,8 +201,10 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "api.errors.exception_handler",
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
-    # Brute-force guard on the token endpoint (the only anonymous write).
+    # Flood guard on the token endpoint (the only anonymous write), on top of the sign-in throttle;
+    # the client address is the one the trusted proxies report, never a client-written header.
     "DEFAULT_THROTTLE_RATES": {"anon": os.environ.get("API_ANON_RATE", "30/minute")},
+    "NUM_PROXIES": TRUSTED_PROXY_COUNT,
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Dispatch API",

@@ -99,11 +99,43 @@ def _celery_test_config():
         shutil.rmtree(folder, ignore_errors=True)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _test_cache():
+    """The cache under its own key prefix for this session (a file cache in a folder of its own).
+    The broker may share its Redis: the tests delete their own keys, never `cache.clear()` it."""
+    from django.test import override_settings
+
+    prefix = f"dispatch-test-{uuid.uuid4().hex[:8]}"
+    conf = dict(settings.CACHES["default"], KEY_PREFIX=prefix)
+    folder = None
+    if conf["BACKEND"].endswith("FileBasedCache"):
+        folder = tempfile.mkdtemp(prefix="dispatch-cache-")
+        conf["LOCATION"] = folder
+        os.environ["CACHE_URL"] = f"file://{folder}"
+    os.environ["CACHE_KEY_PREFIX"] = prefix  # processes a test starts share it
+    with override_settings(CACHES={"default": conf}):
+        yield prefix
+    if folder:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def clear_test_cache() -> None:
+    """Delete this session's cache keys (only them: a Redis may hold the broker's queues)."""
+    conf = settings.CACHES["default"]
+    if conf["BACKEND"].endswith("RedisCache"):
+        client = cache._cache.get_client(write=True)
+        keys = list(client.scan_iter(match=f"{conf['KEY_PREFIX']}:*", count=1000))
+        if keys:
+            client.delete(*keys)
+    else:
+        cache.clear()
+
+
 @pytest.fixture(autouse=True)
-def _test_settings(settings):
+def _test_settings(settings, _test_cache):
     settings.DATABASES["default"]["CONN_MAX_AGE"] = 0  # worker threads must not keep the test DB open
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # tests only: fast users
-    cache.clear()
+    clear_test_cache()
     yield
     from tracking.buffer import hit_buffer_stop
 
