@@ -7,12 +7,14 @@ from django.urls import path
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics, serializers, status
 from rest_framework.pagination import PageNumberPagination
+from rest_framework.permissions import SAFE_METHODS, BasePermission
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.roles import ROLES
+from accounts.roles import ADMINISTRATION, ROLES, role_required_message
+from accounts.selectors import user_has_any_role
 from deliveries import selectors, services
-from deliveries.models import FINAL_STATES, Delivery, ExclusionLog, JournalEntry, SendingLog
+from deliveries.models import FINAL_STATES, Delivery, ExclusionLog, JournalEntry, MessageCategory, SendingLog
 
 from .permissions import HasRole
 from .serializers import ErrorSerializer
@@ -26,12 +28,15 @@ class DeliverySerializer(serializers.ModelSerializer):
     logical_status = serializers.CharField(read_only=True)
     state_label = serializers.CharField(read_only=True, help_text="The state as people read it (e.g. “Waiting for approval: content, target”).")
     validity_hours = serializers.FloatField(required=False, min_value=0.01, max_value=84, help_text="At most 84 (3.5 days).")
+    requires_approval = serializers.BooleanField(
+        read_only=True, help_text="Set by Administration (the message's category, or every message), never by the author."
+    )
 
     class Meta:
         model = Delivery
         fields = [
             "id", "human_id", "label", "channel", "sender_name", "sender_address", "reply_to", "subject", "html", "text",
-            "audience", "schedule", "scheduled_at", "schedule_tz", "validity_hours", "requires_approval",
+            "audience", "schedule", "scheduled_at", "schedule_tz", "validity_hours", "category", "requires_approval",
             "rate_limit_per_hour", "state", "state_label", "logical_status", "progress", "revision", "targeted_count",
             "to_deliver_count", "skipped_count", "warnings_count", "sent_count", "failed_count", "processed_count",
             "content_approved_by", "content_approved_at", "target_approved_by", "target_approved_at",
@@ -223,7 +228,91 @@ class SendingLogList(generics.ListAPIView):
         return selectors.sending_logs(delivery=_get(self.kwargs["pk"]), status=p.get("status", ""), reason=p.get("reason", ""))
 
 
+class CategorySerializer(serializers.ModelSerializer):
+    class Meta:
+        model = MessageCategory
+        fields = ["id", "name", "requires_approval"]
+
+
+class CategoryUpdateSerializer(serializers.Serializer):
+    name = serializers.CharField(required=False, max_length=100)
+    requires_approval = serializers.BooleanField(required=False)
+
+
+class ApprovalPolicySerializer(serializers.Serializer):
+    require_for_all = serializers.BooleanField(help_text="Every message needs approval, whatever its category.")
+
+
+class AdminWrites(BasePermission):
+    """Any role reads; Administration writes (the services check again)."""
+
+    message = role_required_message(ADMINISTRATION)
+
+    def has_permission(self, request, view):
+        roles = tuple(ROLES) if request.method in SAFE_METHODS else (ADMINISTRATION,)
+        return bool(request.user and request.user.is_authenticated and user_has_any_role(user=request.user, roles=roles))
+
+
+class CategoryList(APIView):
+    """Message categories (any role reads; Administration adds). A message has one; Administration
+    decides per category whether its messages need approval. Every change is journaled."""
+
+    permission_classes = [AdminWrites]
+
+    @extend_schema(responses={200: CategorySerializer(many=True), **ERRORS})
+    def get(self, request):
+        return Response(CategorySerializer(MessageCategory.objects.order_by("name"), many=True).data)
+
+    @extend_schema(request=CategorySerializer, responses={201: CategorySerializer, **ERRORS})
+    def post(self, request):
+        s = CategorySerializer(data=request.data)
+        s.is_valid(raise_exception=True)
+        category = services.category_create(user=request.user, source="api", **s.validated_data)
+        return Response(CategorySerializer(category).data, status=status.HTTP_201_CREATED)
+
+
+class CategoryDetail(APIView):
+    permission_classes = [AdminWrites]
+
+    def _get(self, pk) -> MessageCategory:
+        category = MessageCategory.objects.filter(pk=pk).first()
+        if category is None:
+            raise Http404("No message category with this id.")
+        return category
+
+    @extend_schema(responses={200: CategorySerializer, **ERRORS})
+    def get(self, request, pk):
+        return Response(CategorySerializer(self._get(pk)).data)
+
+    @extend_schema(request=CategoryUpdateSerializer, responses={200: CategorySerializer, **ERRORS})
+    def patch(self, request, pk):
+        category = self._get(pk)
+        s = CategoryUpdateSerializer(data=request.data)
+        s.is_valid(raise_exception=True)
+        return Response(CategorySerializer(services.category_update(user=request.user, category=category, source="api", **s.validated_data)).data)
+
+
+class ApprovalPolicyView(APIView):
+    """Whether every message needs approval, whatever its category (any role reads; Administration sets it)."""
+
+    permission_classes = [AdminWrites]
+
+    @extend_schema(responses={200: ApprovalPolicySerializer, **ERRORS})
+    def get(self, request):
+        return Response({"require_for_all": services.approval_policy_get().require_for_all})
+
+    @extend_schema(request=ApprovalPolicySerializer, responses={200: ApprovalPolicySerializer, **ERRORS})
+    def put(self, request):
+        s = ApprovalPolicySerializer(data=request.data)
+        s.is_valid(raise_exception=True)
+        policy = services.approval_policy_set(user=request.user, require_for_all=s.validated_data["require_for_all"], source="api")
+        return Response({"require_for_all": policy.require_for_all})
+
+
 urlpatterns = [
+    path("categories/", CategoryList.as_view(), name="api-categories"),
+    path("categories/<int:pk>/", CategoryDetail.as_view(), name="api-category"),
+    path("approval-policy/", ApprovalPolicyView.as_view(), name="api-approval-policy"),
     path("deliveries/", DeliveryList.as_view(), name="api-deliveries"),
     path("deliveries/<int:pk>/", DeliveryDetail.as_view(), name="api-delivery"),
     path("deliveries/<int:pk>/duplicate/", _action("duplicate", services.delivery_duplicate, doc="A copy in editing; the schedule is cleared."), name="api-delivery-duplicate"),

@@ -6,7 +6,7 @@ from django.utils.translation import gettext_lazy as _
 
 from audiences.models import Audience
 
-from .models import Delivery
+from .models import Delivery, MessageCategory
 
 # The zones a person picks from: "Region/City" names, UTC first (not the aliases and internal
 # entries of the tz database such as "Factory", "localtime", "Etc/GMT+5", "posixrules").
@@ -30,10 +30,11 @@ class DeliveryForm(forms.ModelForm):
         model = Delivery
         fields = [
             "label", "audience", "sender_name", "sender_address", "reply_to", "subject", "html", "text",
-            "schedule", "scheduled_at", "schedule_tz", "requires_approval", "rate_limit_per_hour",
+            "schedule", "scheduled_at", "schedule_tz", "category", "rate_limit_per_hour",
         ]  # fmt: skip
         widgets = {"schedule": forms.RadioSelect, "html": forms.Textarea(attrs={"rows": 14}), "text": forms.Textarea(attrs={"rows": 6})}
         labels = {"html": _("HTML content"), "text": _("Text content"), "rate_limit_per_hour": _("Rate limit (messages per hour)")}
+        help_texts = {"category": _("Administration decides which categories need approval before sending.")}
 
     # A service's field names where the form's differ.
     SERVICE_FIELDS = {"validity": "validity_hours"}
@@ -41,6 +42,12 @@ class DeliveryForm(forms.ModelForm):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["audience"].queryset = Audience.objects.order_by("name")
+        self.fields["category"].queryset = MessageCategory.objects.order_by("name")
+        self.fields["category"].empty_label = None
+        self.fields["category"].required = False  # the default category when a client posts none
+        self.fields["category"].label_from_instance = lambda c: f"{c.name} ({_('approval required') if c.requires_approval else _('no approval')})"
+        if not (self.instance and self.instance.pk):
+            self.initial.setdefault("category", MessageCategory.default_id())
         current = getattr(self.instance, "schedule_tz", "") or ""
         if current and current not in TIME_ZONES:  # a zone saved before (an alias): kept selectable
             self.fields["schedule_tz"].choices = [(current, current), *self.fields["schedule_tz"].choices]
@@ -76,3 +83,8 @@ class DeliveryForm(forms.ModelForm):
         data = {k: v for k, v in self.cleaned_data.items() if k != "validity_hours"}
         data["validity"] = timedelta(hours=float(self.cleaned_data["validity_hours"]))
         return data
+
+
+class CategoryForm(forms.Form):
+    name = forms.CharField(max_length=100, label=_("New category"))
+    requires_approval = forms.BooleanField(required=False, label=_("Its messages need approval"))

@@ -80,6 +80,62 @@ STARTED_STATES = (State.START_PENDING, *SENDING_STATES, State.STOPPED, State.FAI
 FINAL_STATES = (State.STOPPED, State.FAILED, State.FINISHED)
 
 
+DEFAULT_CATEGORY = "General"
+
+
+class MessageCategory(models.Model):
+    """A kind of message (newsletter, transactional…): a small list Administration manages. A
+    message has one; Administration decides per category whether its messages need approval."""
+
+    name = models.CharField(max_length=100, unique=True)
+    requires_approval = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name_plural = "message categories"
+
+    def __str__(self) -> str:
+        return self.name
+
+    @classmethod
+    def default_id(cls) -> int:
+        """The category a message gets unless another is chosen ("General", made when missing)."""
+        return cls.objects.get_or_create(name=DEFAULT_CATEGORY)[0].pk
+
+
+class ApprovalPolicy(models.Model):
+    """Whether every message needs approval, whatever its category (one row, Administration)."""
+
+    require_for_all = models.BooleanField(default=False)
+    updated_at = models.DateTimeField(auto_now=True)
+    updated_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+
+    class Meta:
+        verbose_name_plural = "approval policy"
+
+
+class ApprovalPolicyChange(models.Model):
+    """The journal of Administration's approval decisions: a category made, renamed, its approval
+    switched, or approval required for every message."""
+
+    at = models.DateTimeField(auto_now_add=True, db_index=True)
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    text = models.TextField()
+    source = models.CharField(max_length=16, default="page")  # page, api
+
+    class Meta:
+        ordering = ["-at", "-id"]
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def approval_required_for_all() -> bool:
+    return ApprovalPolicy.objects.filter(require_for_all=True).exists()
+
+
 class Delivery(models.Model):
     """A message (a delivery) and its send. The human ID is DM<id>."""
 
@@ -100,7 +156,9 @@ class Delivery(models.Model):
     scheduled_at = models.DateTimeField(null=True, blank=True)
     schedule_tz = models.CharField(max_length=64, blank=True, default="UTC")
     validity = models.DurationField(default=MAX_VALIDITY)
-    requires_approval = models.BooleanField(default=False)
+    category = models.ForeignKey(MessageCategory, on_delete=models.PROTECT, related_name="deliveries", default=MessageCategory.default_id)
+    # Who edited the content (or audience, schedule…) since the last approval: they cannot approve it.
+    edited_since_approval = models.JSONField(default=list, blank=True)
     rate_limit_per_hour = models.PositiveIntegerField(null=True, blank=True)
 
     state = models.CharField(max_length=20, choices=State.choices, default=State.EDITING, db_index=True)
@@ -164,6 +222,12 @@ class Delivery(models.Model):
     @property
     def human_id(self) -> str:
         return f"DM{self.pk}"
+
+    @property
+    def requires_approval(self) -> bool:
+        """Set by Administration, never by the author: the message's category requires approval,
+        or every message does (read from the database: a decision takes effect at once)."""
+        return MessageCategory.objects.filter(pk=self.category_id, requires_approval=True).exists() or approval_required_for_all()
 
     @property
     def logical_status(self) -> str:

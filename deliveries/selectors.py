@@ -37,7 +37,7 @@ def delivery_status_counts(*, channel: str = "", search: str = "") -> dict[str, 
 
 def delivery_get(*, pk) -> Delivery:
     return Delivery.objects.select_related(
-        "audience", "created_by", "updated_by", "confirmed_by", "content_approved_by", "target_approved_by", "archived_by"
+        "audience", "category", "created_by", "updated_by", "confirmed_by", "content_approved_by", "target_approved_by", "archived_by"
     ).get(pk=pk)
 
 
@@ -96,7 +96,10 @@ def deliveries_waiting_for(*, user, limit: int = 20) -> dict[str, list[Delivery]
         .select_related("audience", "created_by")
         .order_by("prepared_at", "id")
     )
-    approved = Q(requires_approval=False) | Q(content_approved_at__isnull=False, target_approved_at__isnull=False)
+    from .models import approval_required_for_all
+
+    fully_approved = Q(content_approved_at__isnull=False, target_approved_at__isnull=False)
+    approved = fully_approved if approval_required_for_all() else Q(category__requires_approval=False) | fully_approved
     waiting = {"to_approve": [], "to_confirm": []}
     if user_has_role(user=user, role=APPROVE_DELIVERY):
         waiting["to_approve"] = list(ready.exclude(approved).exclude(created_by=user)[:limit])
@@ -116,3 +119,15 @@ def delivery_left_since_preparation_by_cause(*, delivery) -> dict[str, int]:
 def delivery_left_since_preparation(*, delivery) -> int:
     """How many recipients not sent yet left since preparation (the Confirm send dialog says so)."""
     return sum(delivery_left_since_preparation_by_cause(delivery=delivery).values())
+
+
+def category_list():
+    from .models import MessageCategory
+
+    return MessageCategory.objects.annotate(messages=Count("deliveries")).order_by("name")
+
+
+def approval_policy_changes(*, limit: int = 50):
+    from .models import ApprovalPolicyChange
+
+    return ApprovalPolicyChange.objects.select_related("actor")[:limit]

@@ -32,10 +32,13 @@ from .models import (
     FINAL_STATES,
     MAX_VALIDITY,
     STARTED_STATES,
+    ApprovalPolicy,
+    ApprovalPolicyChange,
     Delivery,
     ExclusionCause,
     ExclusionLog,
     JournalEntry,
+    MessageCategory,
     SendingLog,
     SendingStatus,
     State,
@@ -56,7 +59,7 @@ FINISHED_TEXT = "Delivery finished (all messages have been processed)."
 # Fields whose change sends a prepared message back to editing.
 PREPARED_FIELDS = (
     "label", "channel", "sender_name", "sender_address", "reply_to", "subject", "html", "text",
-    "audience", "schedule", "scheduled_at", "schedule_tz", "validity", "requires_approval",
+    "audience", "schedule", "scheduled_at", "schedule_tz", "validity", "category",
 )  # fmt: skip
 EDITABLE_FIELDS = (*PREPARED_FIELDS, "rate_limit_per_hour")
 EDITABLE_STATES = (State.EDITING, State.READY, State.PREPARATION_FAILED)
@@ -133,6 +136,8 @@ def _clean(data: dict) -> dict:
         errors["sender_address"] = _("The sender address is not a valid email address.")
     if data.get("reply_to") and not is_valid_email(data["reply_to"]):
         errors["reply_to"] = _("The reply-to address is not a valid email address.")
+    if data.get("category") is None:
+        data["category"] = MessageCategory.objects.get(pk=MessageCategory.default_id())
     if errors:
         raise InvalidInput(" ".join(errors.values()), code="invalid", fields=errors)
     return data
@@ -177,10 +182,25 @@ def delivery_update(*, delivery, user, data: dict) -> Delivery:
         if not changed:
             return d
         _refuse_past_schedule(data)
+        before_category = d.category
         for f in changed:
             setattr(d, f, data[f])
         d.updated_by = user
+        if "category" in changed:
+            journal_add(
+                delivery=d,
+                user=user,
+                text=_("Category changed from “%(before)s” to “%(after)s” by %(who)s: approval is %(required)s.")
+                % {
+                    "before": before_category.name,
+                    "after": d.category.name,
+                    "who": who(user),
+                    "required": _("required") if d.requires_approval else _("not required"),
+                },
+            )
         if any(f in PREPARED_FIELDS for f in changed):
+            if user.pk not in d.edited_since_approval:
+                d.edited_since_approval = [*d.edited_since_approval, user.pk]
             d.revision += 1
             d.content_approved_by = d.target_approved_by = None
             d.content_approved_at = d.target_approved_at = None
@@ -595,11 +615,17 @@ def delivery_approve(*, delivery, user, part: str) -> Delivery:
             raise DispatchError(_("Only a prepared message can be approved (it is “%(state)s”).") % {"state": State(d.state).label}, code="invalid_state")
         if d.created_by_id == user.pk:
             raise DispatchError(_("You wrote this message: someone else must approve it."), code="own_message")
+        if user.pk in (d.edited_since_approval or []):
+            raise DispatchError(
+                _("You edited this message since its last approval: someone who did not change it must approve it."),
+                code="edited_by_you",
+            )
         if not d.requires_approval:
             raise DispatchError(_("This message does not require approval."), code="not_required")
         setattr(d, f"{part}_approved_by", user)
         setattr(d, f"{part}_approved_at", timezone.now())
-        d.save(update_fields=[f"{part}_approved_by", f"{part}_approved_at", "updated_at"])
+        d.edited_since_approval = []  # whoever edits from now on is the next one who cannot approve
+        d.save(update_fields=[f"{part}_approved_by", f"{part}_approved_at", "edited_since_approval", "updated_at"])
         journal_add(delivery=d, user=user, text=_("%(part)s approved by %(who)s.") % {"part": _("Content") if part == "content" else _("Target"), "who": who(user)})
     return d
 
@@ -852,6 +878,84 @@ def sending_policy_update(*, user, autopause_bounce_rate: float, autopause_min_p
     row = SendingPolicy.objects.order_by("pk").first() or SendingPolicy()
     row.autopause_bounce_rate, row.autopause_min_processed, row.updated_by = autopause_bounce_rate, autopause_min_processed, user
     row.save()
+    return row
+
+
+# --- message categories and the approval policy (Administration) -------------------------------
+def _policy_journal(*, user, text: str, source: str) -> None:
+    ApprovalPolicyChange.objects.create(actor=user, text=text, source=source)
+
+
+def category_create(*, user, name: str, requires_approval: bool = False, source: str = "page") -> MessageCategory:
+    """Add a message category (Administration). Journaled."""
+    from accounts.roles import ADMINISTRATION
+
+    require_role(user=user, role=ADMINISTRATION)
+    name = (name or "").strip()
+    if not name:
+        raise InvalidInput(_("Give the category a name."), code="name_required", fields={"name": _("Give the category a name.")})
+    with transaction.atomic():
+        if MessageCategory.objects.filter(name__iexact=name).exists():
+            raise InvalidInput(_("A category named “%(name)s” already exists.") % {"name": name}, code="duplicate_category")
+        category = MessageCategory.objects.create(name=name[:100], requires_approval=bool(requires_approval))
+        _policy_journal(
+            user=user,
+            source=source,
+            text=_("Category “%(name)s” created by %(who)s; approval %(required)s.")
+            % {"name": category.name, "who": who(user), "required": _("required") if category.requires_approval else _("not required")},
+        )
+    return category
+
+
+def category_update(*, user, category: MessageCategory, name: str | None = None, requires_approval: bool | None = None, source: str = "page") -> MessageCategory:
+    """Rename a category or switch whether its messages need approval (Administration). Journaled."""
+    from accounts.roles import ADMINISTRATION
+
+    require_role(user=user, role=ADMINISTRATION)
+    with transaction.atomic():
+        row = MessageCategory.objects.select_for_update().get(pk=category.pk)
+        if name is not None:
+            name = name.strip()
+            if not name:
+                raise InvalidInput(_("Give the category a name."), code="name_required")
+            if name != row.name:
+                if MessageCategory.objects.filter(name__iexact=name).exclude(pk=row.pk).exists():
+                    raise InvalidInput(_("A category named “%(name)s” already exists.") % {"name": name}, code="duplicate_category")
+                _policy_journal(user=user, source=source, text=_("Category “%(before)s” renamed “%(after)s” by %(who)s.") % {"before": row.name, "after": name, "who": who(user)})
+                row.name = name[:100]
+        if requires_approval is not None and bool(requires_approval) != row.requires_approval:
+            row.requires_approval = bool(requires_approval)
+            _policy_journal(
+                user=user,
+                source=source,
+                text=(_("%(who)s made approval required for the messages of “%(name)s”.") if row.requires_approval else _("%(who)s made approval optional for the messages of “%(name)s”."))
+                % {"who": who(user), "name": row.name},
+            )
+        row.save()
+    return row
+
+
+def approval_policy_get() -> ApprovalPolicy:
+    return ApprovalPolicy.objects.order_by("pk").first() or ApprovalPolicy(require_for_all=False)
+
+
+def approval_policy_set(*, user, require_for_all: bool, source: str = "page") -> ApprovalPolicy:
+    """Require approval for every message, whatever its category, or not (Administration). Journaled."""
+    from accounts.roles import ADMINISTRATION
+
+    require_role(user=user, role=ADMINISTRATION)
+    with transaction.atomic():
+        row = ApprovalPolicy.objects.select_for_update().order_by("pk").first() or ApprovalPolicy()
+        if row.pk and row.require_for_all == bool(require_for_all):
+            return row
+        row.require_for_all, row.updated_by = bool(require_for_all), user
+        row.save()
+        _policy_journal(
+            user=user,
+            source=source,
+            text=(_("%(who)s made approval required for every message.") if row.require_for_all else _("%(who)s made approval depend on each message's category."))
+            % {"who": who(user)},
+        )
     return row
 
 

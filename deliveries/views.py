@@ -14,12 +14,12 @@ from django.views.decorators.http import require_POST
 from accounts.decorators import role_required
 from accounts.errors import DispatchError
 from accounts.http import safe_next
-from accounts.roles import APPROVE_DELIVERY, PREPARE_DELIVERY, ROLES, START_DELIVERY
+from accounts.roles import ADMINISTRATION, APPROVE_DELIVERY, PREPARE_DELIVERY, ROLES, START_DELIVERY
 from accounts.selectors import user_has_any_role, user_has_role
 from audiences.models import Profile
 
 from . import selectors, services
-from .forms import DeliveryForm
+from .forms import CategoryForm, DeliveryForm
 from .models import PAUSABLE_STATES, SENDING_STATES, STOPPABLE_STATES, Delivery, LogicalStatus, SendingStatus, State
 from .personalization import render_message
 
@@ -112,7 +112,11 @@ def _dashboard_context(request, d: Delivery) -> dict:
         "confirm_denied": _(services.CONFIRM_DENIED),
         "show_delete": can_prepare and d.can_be_deleted,
         "show_archive": can_prepare and can_start and d.can_be_archived,
-        "show_approve": can_approve and d.requires_approval and d.state == State.READY and d.created_by_id != user.pk,
+        "show_approve": can_approve
+        and d.requires_approval
+        and d.state == State.READY
+        and d.created_by_id != user.pk
+        and user.pk not in (d.edited_since_approval or []),
         "approved": services.is_approved(d),
         "show_pause": can_pause_stop and d.state in PAUSABLE_STATES,
         "show_resume": can_start and d.state == State.PAUSED,
@@ -268,4 +272,39 @@ def waiting_for_me(request):
             "can_approve": user_has_role(user=request.user, role=APPROVE_DELIVERY),
             "can_start": user_has_role(user=request.user, role=START_DELIVERY),
         },
+    )
+
+
+@role_required(ADMINISTRATION)
+def categories(request):
+    """Message categories and whether their messages need approval (Administration), journaled."""
+    form = CategoryForm(request.POST or None)
+    if request.method == "POST":
+        action = request.POST.get("action", "")
+        try:
+            if action == "policy":
+                services.approval_policy_set(user=request.user, require_for_all=request.POST.get("require_for_all") == "on")
+                messages.success(request, _("Approval policy saved."))
+                return redirect("deliveries:categories")
+            if action == "approval":
+                category = get_object_or_404(selectors.category_list(), pk=request.POST.get("category") if (request.POST.get("category") or "").isdigit() else 0)
+                services.category_update(user=request.user, category=category, requires_approval=request.POST.get("requires_approval") == "on")
+                messages.success(request, _("Category “%(name)s” saved.") % {"name": category.name})
+                return redirect("deliveries:categories")
+            if form.is_valid():
+                category = services.category_create(user=request.user, **form.cleaned_data)
+                messages.success(request, _("Category “%(name)s” created.") % {"name": category.name})
+                return redirect("deliveries:categories")
+        except DispatchError as e:
+            form.add_error(None, e.message)
+    return render(
+        request,
+        "deliveries/categories.html",
+        {
+            "form": form,
+            "categories": selectors.category_list(),
+            "policy": services.approval_policy_get(),
+            "changes": selectors.approval_policy_changes(),
+        },
+        status=400 if form.errors else 200,
     )

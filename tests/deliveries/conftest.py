@@ -69,3 +69,10 @@ def quarantine(address, status):
 
 
 __all__ = ["Delivery", "make_audience", "make_profiles", "quarantine"]
+
+
+def approval_category(name="Needs approval"):
+    """A message category whose messages need approval (set by Administration)."""
+    from deliveries.models import MessageCategory
+
+    return MessageCategory.objects.get_or_create(name=name, defaults={"requires_approval": True})[0]

@@ -14,7 +14,7 @@ from deliveries.services import (
     delivery_update,
 )
 
-from .conftest import make_audience, make_profiles, quarantine
+from .conftest import approval_category, make_audience, make_profiles, quarantine
 
 pytestmark = pytest.mark.django_db
 
@@ -127,7 +127,7 @@ def test_confirming_a_message_never_prepared_says_so(new_delivery, marketer):
 def test_approval_rules(ready_delivery, marketer, approver, make_user, django_capture_on_commit_callbacks):
     from accounts import roles
 
-    d = ready_delivery(requires_approval=True)
+    d = ready_delivery(category=approval_category())
     with pytest.raises(DispatchError, match="needs its content and target approved"):
         delivery_confirm(delivery=d, user=marketer)
     author_approver = make_user("both", roles.STANDARD_USERS, roles.APPROVERS)
@@ -148,7 +148,7 @@ def test_approval_rules(ready_delivery, marketer, approver, make_user, django_ca
 
 
 def test_dashboard_lists_who_approved(ready_delivery, approver, client):
-    d = ready_delivery(requires_approval=True)
+    d = ready_delivery(category=approval_category())
     delivery_approve(delivery=d, user=approver, part="content")
     client.force_login(approver)
     html = client.get(reverse("deliveries:detail", args=[d.pk])).content.decode()

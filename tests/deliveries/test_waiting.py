@@ -8,6 +8,8 @@ from django.urls import reverse
 from deliveries.models import Delivery
 from deliveries.services import delivery_approve
 
+from .conftest import approval_category
+
 pytestmark = pytest.mark.django_db
 
 
@@ -18,9 +20,9 @@ def listed(client, testid):
 
 
 def test_an_approver_sees_what_waits_for_approval_then_the_sender_sees_it_ready(client, marketer, approver, ready_delivery):
-    waiting = ready_delivery(label="Needs approval", requires_approval=True)
+    waiting = ready_delivery(label="Needs approval", category=approval_category())
     no_approval = ready_delivery(label="Straight to send")
-    changed = ready_delivery(label="Changed after preparation", requires_approval=True)
+    changed = ready_delivery(label="Changed after preparation", category=approval_category())
     Delivery.objects.filter(pk=changed.pk).update(revision=changed.revision + 1)
 
     client.force_login(approver)
