@@ -53,6 +53,55 @@ GROUPS: dict[str, tuple[str, ...]] = {
     DELIVERY_SUPERVISORS: (MONITOR_DELIVERY,),
 }
 
+# --- who may do what: the one table pages, the API and the permission test read -----------------
+# DOMAIN.md §3. Each page and API operation names one of these actions (`accounts.decorators.allowed`,
+# `api.permissions.TableAccess`); services check the same roles again. "signed_in" needs no role.
+EVERY_ROLE = tuple(ROLES)
+SIGNED_IN = "signed_in"
+ACCESS: dict[str, tuple[str, ...]] = {
+    # read messages, their dashboards and Deployment windows, profiles, audiences and imports
+    "read": EVERY_ROLE,
+    # create, edit, prepare, duplicate, delete messages; create and edit profiles and audiences
+    "prepare": (PREPARE_DELIVERY,),
+    # Confirm send, Resume, Resend unknown
+    "start": (START_DELIVERY,),
+    # Pause and Stop sending (supervisors too)
+    "pause_stop": (START_DELIVERY, MONITOR_DELIVERY),
+    # archive a message whose send ended: both roles (a tuple inside the tuple means all of them)
+    "archive": ((PREPARE_DELIVERY, START_DELIVERY),),
+    # import profiles from CSV files
+    "import": (GENERIC_IMPORT,),
+    # approve the content and target of others' messages
+    "approve": (APPROVE_DELIVERY,),
+    # deployment dashboard, alerts, quarantine
+    "monitor": (MONITOR_DELIVERY, ADMINISTRATION),
+    # Compute stats
+    "compute_stats": (START_DELIVERY, MONITOR_DELIVERY, ADMINISTRATION),
+    # users and roles, settings (alert thresholds, categories and approval), re-subscribing an opted-out person
+    "administer": (ADMINISTRATION,),
+    # one's own account (home page, what waits for me, one's API token)
+    SIGNED_IN: (),
+}
+
+
+def access_roles(action: str) -> tuple:
+    """Who may do `action`: any one of these entries, each a role or a tuple of roles held together
+    (KeyError for an action the table does not name)."""
+    return ACCESS[action]
+
+
+def access_denied_message(action: str) -> str:
+    names = []
+    for entry in ACCESS[action]:
+        if isinstance(entry, tuple):
+            names.append(" and ".join(f"“{ROLES[c].name}”" for c in entry))
+        else:
+            names.append(f"“{ROLES[entry].name}”")
+    return str(_("This needs the %(roles)s role. Ask an administrator to add you to a group that has it.")) % {
+        "roles": " or ".join(names)
+    }
+
+
 # The content type the role permissions hang on (created by the data migration).
 ROLE_CONTENT_TYPE = ("accounts", "user")
 

@@ -23,6 +23,19 @@ def user_has_role(*, user, role: str) -> bool:
     return any(r.codename == wanted.codename for r in user_roles(user=user))
 
 
+def holds_access(*, user, action: str) -> bool:
+    """Whether `user` may do `action` of the access table (accounts.roles.ACCESS)."""
+    from .roles import ACCESS
+
+    if not user or not user.is_authenticated:
+        return False
+    needed = ACCESS[action]
+    if not needed:
+        return True
+    held = {r.codename for r in user_roles(user=user)}
+    return any(set(entry) <= held if isinstance(entry, tuple) else entry in held for entry in needed)
+
+
 def user_has_any_role(*, user, roles: tuple[str, ...] | list[str]) -> bool:
     held = {r.codename for r in user_roles(user=user)}
     return any(role_by_name(r).codename in held for r in roles)

@@ -1,15 +1,14 @@
 from django.contrib import messages
 from django.contrib.auth import get_user_model
 from django.contrib.auth import views as auth_views
-from django.contrib.auth.decorators import login_required
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST
 
-from .decorators import role_required
+from .decorators import allowed
 from .errors import DispatchError
 from .forms import GroupsForm, ThrottledAuthenticationForm, UserCreateForm
-from .roles import ADMINISTRATION, ROLES
+from .roles import ROLES, SIGNED_IN
 from .selectors import audit_log_list, group_list, roles_of_groups, user_list
 from .services import user_create, user_groups_set
 
@@ -29,7 +28,7 @@ class LoginView(auth_views.LoginView):
         return response
 
 
-@login_required
+@allowed(SIGNED_IN)
 def home(request):
     return render(request, "accounts/home.html", {"roles": ROLES.values()})
 
@@ -58,12 +57,12 @@ def _users_page(request, create_form=None, status=200):
     )
 
 
-@role_required(ADMINISTRATION)
+@allowed("administer")
 def users(request):
     return _users_page(request)
 
 
-@role_required(ADMINISTRATION)
+@allowed("administer")
 @require_POST
 def user_create_view(request):
     form = UserCreateForm(request.POST)
@@ -84,7 +83,7 @@ def user_create_view(request):
     return redirect("users")
 
 
-@role_required(ADMINISTRATION)
+@allowed("administer")
 @require_POST
 def user_groups_view(request, pk: int):
     user = get_object_or_404(User, pk=pk)

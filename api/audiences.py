@@ -5,45 +5,16 @@ from django.urls import path, reverse
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field, inline_serializer
 from rest_framework import generics, serializers, status
 from rest_framework.parsers import FormParser, MultiPartParser
-from rest_framework.permissions import SAFE_METHODS, BasePermission
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.roles import (
-    ADMINISTRATION,
-    GENERIC_IMPORT,
-    MONITOR_DELIVERY,
-    PREPARE_DELIVERY,
-    ROLES,
-    role_required_message,
-)
-from accounts.selectors import user_has_any_role
 from audiences import selectors, services
 from audiences.models import Audience, ImportJob, ImportRejection, Profile, Quarantine
 
-from .permissions import HasRole
+from .permissions import read_write
 from .serializers import ErrorSerializer
 
-ANY_ROLE = HasRole(*ROLES)
-QUARANTINE_ROLES = HasRole(ADMINISTRATION, MONITOR_DELIVERY)
 ERRORS = {400: ErrorSerializer, 401: ErrorSerializer, 403: ErrorSerializer, 404: ErrorSerializer, 409: ErrorSerializer}
-
-
-def ReadAnyWriteRole(role: str):
-    """Any role reads; writing needs `role` (the services check again)."""
-
-    class _Permission(BasePermission):
-        message = role_required_message(role)
-
-        def has_permission(self, request, view):
-            if not (request.user and request.user.is_authenticated):
-                return False
-            if request.method in SAFE_METHODS:
-                return user_has_any_role(user=request.user, roles=tuple(ROLES))
-            return user_has_any_role(user=request.user, roles=(role,))
-
-    _Permission.__name__ = f"ReadAnyWrite_{role}"
-    return _Permission
 
 
 # --- serializers ---------------------------------------------------------------------------------
@@ -153,7 +124,7 @@ class QuarantineSerializer(serializers.ModelSerializer):
 class ProfileListView(generics.ListCreateAPIView):
     """Profiles (any role reads; creating needs Prepare deliveries). `?q=` searches email and names."""
 
-    permission_classes = [ReadAnyWriteRole(PREPARE_DELIVERY)]
+    access = read_write("prepare")
     serializer_class = ProfileSerializer
 
     @extend_schema(parameters=[OpenApiParameter("q", str, description="Words matched against email and names.")])
@@ -172,7 +143,7 @@ class ProfileListView(generics.ListCreateAPIView):
 
 
 class ProfileDetailView(generics.RetrieveUpdateAPIView):
-    permission_classes = [ReadAnyWriteRole(PREPARE_DELIVERY)]
+    access = read_write("prepare")
     serializer_class = ProfileSerializer
     queryset = Profile.objects.all()
 
@@ -183,7 +154,7 @@ class ProfileDetailView(generics.RetrieveUpdateAPIView):
 class AudienceListView(generics.ListCreateAPIView):
     """Audiences (any role reads; creating needs Prepare deliveries)."""
 
-    permission_classes = [ReadAnyWriteRole(PREPARE_DELIVERY)]
+    access = read_write("prepare")
     serializer_class = AudienceSerializer
 
     def get_queryset(self):
@@ -204,7 +175,7 @@ class AudienceListView(generics.ListCreateAPIView):
 class AudienceDetailView(APIView):
     """One audience with its size; PUT/PATCH renames it or changes a filter's conditions."""
 
-    permission_classes = [ReadAnyWriteRole(PREPARE_DELIVERY)]
+    access = read_write("prepare")
 
     @extend_schema(responses={200: AudienceSerializer, **ERRORS})
     def get(self, request, pk: int):
@@ -227,7 +198,7 @@ class AudienceDetailView(APIView):
 class AudienceMembersView(APIView):
     """A list's members: GET lists them, POST adds, DELETE removes (by profile id or email)."""
 
-    permission_classes = [ReadAnyWriteRole(PREPARE_DELIVERY)]
+    access = read_write("prepare")
 
     @extend_schema(responses={200: ProfileSerializer(many=True), **ERRORS})
     def get(self, request, pk: int):
@@ -256,7 +227,7 @@ class AudienceMembersView(APIView):
 class AudienceCountView(APIView):
     """How many profiles the audience holds now (a filter is evaluated in SQL)."""
 
-    permission_classes = [ANY_ROLE]
+    access = "read"
 
     @extend_schema(responses={200: CountSerializer, **ERRORS})
     def get(self, request, pk: int):
@@ -268,7 +239,7 @@ class AudienceImportView(APIView):
     """Upload a CSV into a list (Generic import). Answers 202 with the import's id; follow it at
     GET /api/imports/{id}/."""
 
-    permission_classes = [HasRole(GENERIC_IMPORT)]
+    access = "import"
     parser_classes = [MultiPartParser, FormParser]
 
     @extend_schema(request={"multipart/form-data": ImportCreateSerializer}, responses={202: ImportAcceptedSerializer, **ERRORS})
@@ -284,7 +255,7 @@ class AudienceImportView(APIView):
 class ImportDetailView(APIView):
     """An import's status, counts and rejected rows."""
 
-    permission_classes = [ANY_ROLE]
+    access = "read"
 
     @extend_schema(responses={200: ImportSerializer, **ERRORS})
     def get(self, request, pk: int):
@@ -295,7 +266,7 @@ class ImportDetailView(APIView):
 class QuarantineListView(generics.ListAPIView):
     """Quarantined addresses (Administration or Monitor deliveries), filterable."""
 
-    permission_classes = [QUARANTINE_ROLES]
+    access = "monitor"
     serializer_class = QuarantineSerializer
 
     @extend_schema(
@@ -316,7 +287,7 @@ class QuarantineListView(generics.ListAPIView):
 class QuarantineDetailView(APIView):
     """One quarantine row: PATCH/PUT its status (audited), DELETE it (audited)."""
 
-    permission_classes = [QUARANTINE_ROLES]
+    access = "monitor"
 
     @extend_schema(responses={200: QuarantineSerializer, **ERRORS})
     def get(self, request, pk: int):

@@ -7,19 +7,16 @@ from django.urls import path
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics, serializers, status
 from rest_framework.pagination import PageNumberPagination
-from rest_framework.permissions import SAFE_METHODS, BasePermission
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.roles import ADMINISTRATION, ROLES, role_required_message
-from accounts.selectors import user_has_any_role
 from deliveries import selectors, services
 from deliveries.models import FINAL_STATES, Delivery, ExclusionLog, JournalEntry, MessageCategory, SendingLog
+from deliveries.views import ACTION_ACCESS, ACTION_DENIED
 
-from .permissions import HasRole
+from .permissions import read_write
 from .serializers import ErrorSerializer
 
-ANY_ROLE = HasRole(*ROLES)
 ERRORS = {400: ErrorSerializer, 401: ErrorSerializer, 403: ErrorSerializer, 404: ErrorSerializer, 409: ErrorSerializer}
 
 
@@ -118,7 +115,7 @@ class DeliveryList(generics.ListCreateAPIView):
     """Messages, newest first (filter with ?status=<logical status>&channel=email&q=<label or DM id>;
     archived messages are left out, ?archived=1 lists them alone)."""
 
-    permission_classes = [ANY_ROLE]
+    access = read_write("prepare")
     serializer_class = DeliverySerializer
 
     def get_queryset(self):
@@ -137,7 +134,7 @@ class DeliveryDetail(generics.RetrieveUpdateDestroyAPIView):
     (200 with the archived message: hidden from lists, history and KPIs kept; Prepare and Start
     deliveries); a send in progress is refused (409)."""
 
-    permission_classes = [ANY_ROLE]
+    access = read_write("prepare")
     serializer_class = DeliverySerializer
 
     def get_object(self):
@@ -160,7 +157,8 @@ class DeliveryDetail(generics.RetrieveUpdateDestroyAPIView):
 
 def _action(name, service, request_serializer=None, doc=""):
     class ActionView(APIView):
-        permission_classes = [ANY_ROLE]
+        access = ACTION_ACCESS[name]
+        access_denied_message = ACTION_DENIED.get(name)
 
         @extend_schema(request=request_serializer, responses={200: DeliverySerializer, 201: DeliverySerializer, **ERRORS}, description=doc, operation_id=f"deliveries_{name.replace('-', '_')}")
         def post(self, request, pk):
@@ -185,7 +183,7 @@ class Paginated(PageNumberPagination):
 
 
 class JournalList(generics.ListAPIView):
-    permission_classes = [ANY_ROLE]
+    access = "read"
     serializer_class = JournalSerializer
 
     def get_queryset(self):
@@ -193,7 +191,7 @@ class JournalList(generics.ListAPIView):
 
 
 class ExclusionLogList(generics.ListAPIView):
-    permission_classes = [ANY_ROLE]
+    access = "read"
     serializer_class = ExclusionLogSerializer
     pagination_class = Paginated
 
@@ -206,7 +204,7 @@ class ExclusionLogList(generics.ListAPIView):
 
 
 class ExclusionCauseList(APIView):
-    permission_classes = [ANY_ROLE]
+    access = "read"
 
     @extend_schema(responses={200: ExclusionCauseSerializer(many=True), **ERRORS})
     def get(self, request, pk):
@@ -214,7 +212,7 @@ class ExclusionCauseList(APIView):
 
 
 class SendingLogList(generics.ListAPIView):
-    permission_classes = [ANY_ROLE]
+    access = "read"
     serializer_class = SendingLogSerializer
     pagination_class = Paginated
 
@@ -243,21 +241,11 @@ class ApprovalPolicySerializer(serializers.Serializer):
     require_for_all = serializers.BooleanField(help_text="Every message needs approval, whatever its category.")
 
 
-class AdminWrites(BasePermission):
-    """Any role reads; Administration writes (the services check again)."""
-
-    message = role_required_message(ADMINISTRATION)
-
-    def has_permission(self, request, view):
-        roles = tuple(ROLES) if request.method in SAFE_METHODS else (ADMINISTRATION,)
-        return bool(request.user and request.user.is_authenticated and user_has_any_role(user=request.user, roles=roles))
-
-
 class CategoryList(APIView):
     """Message categories (any role reads; Administration adds). A message has one; Administration
     decides per category whether its messages need approval. Every change is journaled."""
 
-    permission_classes = [AdminWrites]
+    access = read_write("administer")
 
     @extend_schema(responses={200: CategorySerializer(many=True), **ERRORS})
     def get(self, request):
@@ -272,7 +260,7 @@ class CategoryList(APIView):
 
 
 class CategoryDetail(APIView):
-    permission_classes = [AdminWrites]
+    access = read_write("administer")
 
     def _get(self, pk) -> MessageCategory:
         category = MessageCategory.objects.filter(pk=pk).first()
@@ -295,7 +283,7 @@ class CategoryDetail(APIView):
 class ApprovalPolicyView(APIView):
     """Whether every message needs approval, whatever its category (any role reads; Administration sets it)."""
 
-    permission_classes = [AdminWrites]
+    access = read_write("administer")
 
     @extend_schema(responses={200: ApprovalPolicySerializer, **ERRORS})
     def get(self, request):

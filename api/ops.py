@@ -11,9 +11,8 @@ from rest_framework.views import APIView
 from ops import selectors
 from ops.health import PARTS, system_health_cached
 from ops.models import Alert, Criterion
-from ops.services import MONITOR_ROLES, alert_acknowledge
+from ops.services import alert_acknowledge
 
-from .permissions import HasRole
 from .serializers import ErrorSerializer
 from .views import ERRORS
 
@@ -112,7 +111,7 @@ class DeploymentsView(APIView):
     """The deployment dashboard: now sending, coming up, recently sent (filtered, sorted), totals and
     messages processed per hour. Monitor deliveries or Administration."""
 
-    permission_classes = [HasRole(*MONITOR_ROLES)]
+    access = "monitor"
 
     @extend_schema(parameters=FILTER_PARAMS, responses={200: DeploymentsSerializer, **ERRORS})
     def get(self, request):
@@ -137,7 +136,7 @@ class DeploymentsView(APIView):
 class AlertListView(generics.ListAPIView):
     """Alerts, newest first. Monitor deliveries or Administration."""
 
-    permission_classes = [HasRole(*MONITOR_ROLES)]
+    access = "monitor"
     serializer_class = AlertSerializer
 
     @extend_schema(
@@ -164,7 +163,7 @@ class AlertListView(generics.ListAPIView):
 class AlertAcknowledgeView(APIView):
     """Acknowledge an alert (who, when). 409 when it was already acknowledged."""
 
-    permission_classes = [HasRole(*MONITOR_ROLES)]
+    access = "monitor"
 
     @extend_schema(request=None, responses={200: AlertSerializer, **ERRORS})
     def post(self, request, pk: int):

@@ -1,17 +1,32 @@
 from rest_framework.permissions import BasePermission
 
-from accounts.roles import role_required_message
-from accounts.selectors import user_has_any_role
+from accounts.roles import access_denied_message
+from accounts.selectors import holds_access
 
 
-def HasRole(*roles: str):
-    """DRF permission: signed in and holding one of `roles` (the services check again)."""
+def read_write(write: str) -> dict[str, str]:
+    """Any role reads (GET); writing needs the `write` action."""
+    return {"GET": "read", "POST": write, "PUT": write, "PATCH": write, "DELETE": write}
 
-    class _HasRole(BasePermission):
-        message = role_required_message(*roles)
 
-        def has_permission(self, request, view):
-            return bool(request.user and request.user.is_authenticated and user_has_any_role(user=request.user, roles=roles))
+class TableAccess(BasePermission):
+    """DRF permission from the access table (accounts.roles.ACCESS): the view names its action in
+    `access`, one for every method or a dict per method (HEAD and OPTIONS count as GET)."""
 
-    _HasRole.__name__ = "HasRole_" + "_".join(roles)
-    return _HasRole
+    def _action(self, request, view) -> str | None:
+        access = getattr(view, "access", None)
+        if isinstance(access, dict):
+            method = "GET" if request.method in ("HEAD", "OPTIONS") else request.method
+            return access.get(method)
+        return access
+
+    def has_permission(self, request, view):
+        action = self._action(request, view)
+        if action is None:
+            return False
+        if not (request.user and request.user.is_authenticated):
+            return False
+        if not holds_access(user=request.user, action=action):
+            self.message = getattr(view, "access_denied_message", None) or access_denied_message(action)
+            return False
+        return True

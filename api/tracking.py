@@ -8,16 +8,12 @@ from rest_framework import generics, serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.roles import ROLES
 from audiences.models import Profile
 from deliveries.models import Delivery, SendingLog, TrackedUrl
 from tracking import selectors
 from tracking.models import TrackingLog
 
-from .permissions import HasRole
 from .views import ERRORS
-
-ANY_ROLE = HasRole(*ROLES)
 
 
 class HistorySerializer(serializers.ModelSerializer):
@@ -64,7 +60,7 @@ class TrackedUrlSerializer(serializers.ModelSerializer):
 class ProfileHistoryView(generics.ListAPIView):
     """Every message sent to the profile, newest first, with sending status, opens and clicks."""
 
-    permission_classes = [ANY_ROLE]
+    access = "read"
     serializer_class = HistorySerializer
 
     @extend_schema(responses={200: HistorySerializer(many=True), **ERRORS})
@@ -79,7 +75,7 @@ class ProfileHistoryView(generics.ListAPIView):
 class DeliveryTrackingLogsView(generics.ListAPIView):
     """A message's tracking logs (opens, clicks, mirror-page views, opt-outs), newest first; machine hits flagged."""
 
-    permission_classes = [ANY_ROLE]
+    access = "read"
     serializer_class = TrackingLogSerializer
 
     @extend_schema(
@@ -101,7 +97,7 @@ class DeliveryTrackingLogsView(generics.ListAPIView):
 class DeliveryTrackedUrlsView(APIView):
     """A message's tracked URLs with clicks and unique clicks (people only)."""
 
-    permission_classes = [ANY_ROLE]
+    access = "read"
 
     @extend_schema(responses={200: TrackedUrlSerializer(many=True), **ERRORS})
     def get(self, request, pk: int):

@@ -9,12 +9,11 @@ from rest_framework.response import Response
 from rest_framework.throttling import AnonRateThrottle
 from rest_framework.views import APIView
 
-from accounts.roles import ADMINISTRATION
+from accounts.roles import SIGNED_IN
 from accounts.selectors import user_list
 from accounts.services import user_groups_set
 from accounts.throttle import sign_in
 
-from .permissions import HasRole
 from .serializers import (
     ErrorSerializer,
     GroupsInputSerializer,
@@ -55,6 +54,8 @@ class TokenView(APIView):
 class MeView(APIView):
     """The signed-in user, their groups and roles."""
 
+    access = SIGNED_IN
+
     @extend_schema(responses={200: MeSerializer, **ERRORS})
     def get(self, request):
         return Response(MeSerializer(request.user).data)
@@ -63,7 +64,7 @@ class MeView(APIView):
 class UserListView(generics.ListAPIView):
     """Users with their groups and roles (Administration)."""
 
-    permission_classes = [HasRole(ADMINISTRATION)]
+    access = "administer"
     serializer_class = UserSerializer
 
     def get_queryset(self):
@@ -73,7 +74,7 @@ class UserListView(generics.ListAPIView):
 class UserGroupsView(APIView):
     """Replace a user's groups (Administration). Audited; the last administrator cannot be removed."""
 
-    permission_classes = [HasRole(ADMINISTRATION)]
+    access = "administer"
 
     @extend_schema(request=GroupsInputSerializer, responses={200: UserSerializer, **ERRORS})
     def put(self, request, pk: int):

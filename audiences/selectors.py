@@ -39,7 +39,7 @@ def audience_sample(*, audience: Audience, limit: int = 20) -> list[Profile]:
 
 def audience_list() -> QuerySet[Audience]:
     """Audiences with their list size (filters are counted on their detail page)."""
-    return Audience.objects.select_related("created_by").annotate(member_count=Count("memberships"))
+    return Audience.objects.select_related("created_by").annotate(member_count=Count("memberships")).order_by("name", "id")
 
 
 def filter_audience_counts(*, audiences: Iterable[Audience]) -> dict[int, int]:

@@ -1,7 +1,6 @@
 import csv
 
 from django.contrib import messages
-from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.http import Http404, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -10,10 +9,9 @@ from django.utils.http import urlencode
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST
 
-from accounts.decorators import role_required
+from accounts.decorators import allowed
 from accounts.errors import DispatchError
 from accounts.http import safe_next
-from accounts.roles import ADMINISTRATION, GENERIC_IMPORT, MONITOR_DELIVERY, PREPARE_DELIVERY
 
 from . import forms, selectors, services
 from .conditions import conditions_clean, conditions_describe, empty_conditions
@@ -31,7 +29,7 @@ def _page(request, queryset, per_page=PAGE_SIZE):
 # --- profiles ------------------------------------------------------------------------------------
 
 
-@login_required
+@allowed("read")
 def profile_list(request):
     search = request.GET.get("q", "").strip()
     page = _page(request, selectors.profile_list(search=search))
@@ -42,7 +40,7 @@ def profile_list(request):
     )
 
 
-@login_required
+@allowed("read")
 def profile_detail(request, pk: int):
     profile = get_object_or_404(Profile, pk=pk)
     quarantine = selectors.quarantine_status_of(addresses=[profile.email], channel="email") if profile.email else {}
@@ -77,12 +75,12 @@ def _profile_form_page(request, *, profile=None):
                   status=400 if form.errors else 200)
 
 
-@role_required(PREPARE_DELIVERY)
+@allowed("prepare")
 def profile_create(request):
     return _profile_form_page(request)
 
 
-@role_required(PREPARE_DELIVERY)
+@allowed("prepare")
 def profile_edit(request, pk: int):
     return _profile_form_page(request, profile=get_object_or_404(Profile, pk=pk))
 
@@ -90,7 +88,7 @@ def profile_edit(request, pk: int):
 # --- audiences -----------------------------------------------------------------------------------
 
 
-@login_required
+@allowed("read")
 def audience_list(request):
     audiences = list(selectors.audience_list())
     filter_counts = selectors.filter_audience_counts(audiences=audiences)
@@ -101,7 +99,7 @@ def audience_list(request):
     return render(request, "audiences/audience_list.html", {"audiences": audiences})
 
 
-@login_required
+@allowed("read")
 def audience_detail(request, pk: int):
     audience = get_object_or_404(Audience, pk=pk)
     members = None
@@ -123,7 +121,7 @@ def audience_detail(request, pk: int):
     )
 
 
-@role_required(PREPARE_DELIVERY)
+@allowed("prepare")
 def audience_create(request):
     form = forms.AudienceForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
@@ -153,7 +151,7 @@ def _builder_context(builder):
     return {"builder": builder, "count": count, "count_error": error, "field_choices": forms.field_choices()}
 
 
-@role_required(PREPARE_DELIVERY)
+@allowed("prepare")
 def audience_edit(request, pk: int):
     audience = get_object_or_404(Audience, pk=pk)
     is_filter = audience.kind == Audience.Kind.FILTER
@@ -195,7 +193,7 @@ def audience_edit(request, pk: int):
     return render(request, "audiences/audience_edit.html", context, status=400 if form.errors else 200)
 
 
-@role_required(PREPARE_DELIVERY)
+@allowed("prepare")
 @require_POST
 def conditions_builder(request):
     """htmx: the condition builder after a change (a field, an added or removed row) with its count."""
@@ -204,14 +202,14 @@ def conditions_builder(request):
     return render(request, "audiences/audience_edit.html#builder", _builder_context(builder))
 
 
-@role_required(PREPARE_DELIVERY)
+@allowed("prepare")
 @require_POST
 def conditions_count(request):
     """htmx: the live count of profiles matching the builder's current conditions."""
     return render(request, "audiences/audience_edit.html#count", _builder_context(forms.builder_from_post(request.POST)))
 
 
-@role_required(PREPARE_DELIVERY)
+@allowed("prepare")
 @require_POST
 def audience_delete(request, pk: int):
     audience = get_object_or_404(Audience, pk=pk)
@@ -224,7 +222,7 @@ def audience_delete(request, pk: int):
     return redirect("audiences:audience-list")
 
 
-@role_required(PREPARE_DELIVERY)
+@allowed("prepare")
 @require_POST
 def audience_members_add(request, pk: int):
     audience = get_object_or_404(Audience, pk=pk)
@@ -241,7 +239,7 @@ def audience_members_add(request, pk: int):
     return redirect("audiences:audience-detail", pk=pk)
 
 
-@role_required(PREPARE_DELIVERY)
+@allowed("prepare")
 @require_POST
 def audience_members_remove(request, pk: int, profile_pk: int):
     audience = get_object_or_404(Audience, pk=pk)
@@ -258,7 +256,7 @@ def audience_members_remove(request, pk: int, profile_pk: int):
 # --- imports -------------------------------------------------------------------------------------
 
 
-@role_required(GENERIC_IMPORT)
+@allowed("import")
 def import_create(request):
     initial = {}
     if request.GET.get("audience"):
@@ -279,7 +277,7 @@ def import_create(request):
     )
 
 
-@login_required
+@allowed("read")
 def import_detail(request, pk: int):
     job = get_object_or_404(ImportJob.objects.select_related("audience", "created_by"), pk=pk)
     rejections = _page(request, job.rejections.all())
@@ -290,7 +288,7 @@ def import_detail(request, pk: int):
     return response
 
 
-@login_required
+@allowed("read")
 def import_rejections_csv(request, pk: int):
     job = get_object_or_404(ImportJob, pk=pk)
 
@@ -313,7 +311,7 @@ def import_rejections_csv(request, pk: int):
 # --- quarantine ----------------------------------------------------------------------------------
 
 
-@role_required(ADMINISTRATION, MONITOR_DELIVERY)
+@allowed("monitor")
 def quarantine_list(request):
     form = forms.QuarantineFilterForm(request.GET or None)
     filters = form.cleaned_data if form.is_valid() else {}
@@ -334,7 +332,7 @@ def quarantine_list(request):
     )
 
 
-@role_required(ADMINISTRATION, MONITOR_DELIVERY)
+@allowed("monitor")
 @require_POST
 def quarantine_status(request, pk: int):
     row = get_object_or_404(Quarantine, pk=pk)
@@ -350,7 +348,7 @@ def quarantine_status(request, pk: int):
     return redirect(safe_next(request, reverse("audiences:quarantine-list")))
 
 
-@role_required(ADMINISTRATION, MONITOR_DELIVERY)
+@allowed("monitor")
 @require_POST
 def quarantine_delete(request, pk: int):
     row = Quarantine.objects.filter(pk=pk).first()

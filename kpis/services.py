@@ -13,7 +13,7 @@ from django.utils.formats import time_format
 from django.utils.translation import gettext as _
 
 from accounts.errors import DispatchError
-from accounts.roles import ADMINISTRATION, MONITOR_DELIVERY, START_DELIVERY, role_required_message
+from accounts.roles import ACCESS, role_required_message
 from accounts.selectors import user_has_any_role
 from deliveries.models import (
     FINAL_STATES,
@@ -32,7 +32,7 @@ from .selectors import snapshot_covers_end, snapshot_of
 logger = logging.getLogger(__name__)
 
 # DOMAIN.md §3: Start deliveries and Monitor deliveries (and Administration) may Compute stats.
-COMPUTE_ROLES = (MONITOR_DELIVERY, START_DELIVERY, ADMINISTRATION)
+COMPUTE_ROLES = ACCESS["compute_stats"]
 
 
 def _lock_timeout() -> timedelta:

@@ -7,7 +7,7 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_GET, require_POST
 
-from accounts.decorators import role_required
+from accounts.decorators import allowed
 from accounts.errors import DispatchError
 from accounts.roles import ROLES
 from accounts.selectors import user_has_any_role
@@ -140,7 +140,7 @@ def block_context(
     }
 
 
-@role_required(*ANY_ROLE)
+@allowed("read")
 @require_GET
 def deployment_kpis(request, pk: int):
     """The Deployment block's live part (loaded by the message dashboard, refreshed by htmx)."""
@@ -152,7 +152,7 @@ def deployment_kpis(request, pk: int):
     return render(request, "kpis/block.html", context)
 
 
-@role_required(*COMPUTE_ROLES)
+@allowed("compute_stats")
 @require_POST
 def compute_stats(request, pk: int):
     delivery = _delivery(pk)
@@ -176,7 +176,7 @@ def compute_stats(request, pk: int):
     return redirect("kpis:deployment", pk=pk)
 
 
-@role_required(*ANY_ROLE)
+@allowed("read")
 @require_GET
 def deployment(request, pk: int):
     """The Deployment window: status, Compute stats, the KPIs, charts and the six tabs."""
@@ -234,7 +234,7 @@ def deployment(request, pk: int):
     return render(request, "kpis/deployment.html", context)
 
 
-@role_required(*ANY_ROLE)
+@allowed("read")
 @require_GET
 def deployment_charts(request, pk: int):
     delivery = _delivery(pk)
@@ -244,7 +244,7 @@ def deployment_charts(request, pk: int):
     return render(request, "kpis/charts.html", {"delivery": delivery, "charts": [processed, engagement]})
 
 
-@role_required(*ANY_ROLE)
+@allowed("read")
 @require_GET
 def deployment_csv(request, pk: int, tab: str):
     if tab not in exports.EXPORTS:

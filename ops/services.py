@@ -25,7 +25,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from accounts.errors import DispatchError, InvalidInput
-from accounts.roles import ADMINISTRATION, DELIVERY_SUPERVISORS, MONITOR_DELIVERY, role_required_message
+from accounts.roles import ACCESS, ADMINISTRATION, DELIVERY_SUPERVISORS, role_required_message
 from accounts.selectors import user_has_any_role
 from accounts.services import require_role
 from deliveries.models import SENDING_STATES, Delivery, SendingLog, State
@@ -35,7 +35,7 @@ from .models import Alert, AlertThresholds, Criterion, ProcessedHour
 
 log = logging.getLogger(__name__)
 
-MONITOR_ROLES = (MONITOR_DELIVERY, ADMINISTRATION)
+MONITOR_ROLES = ACCESS["monitor"]
 CHECK_STATES_DONE = (State.FINISHED, State.STOPPED, State.FAILED)
 
 

@@ -13,7 +13,7 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy as _lazy
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from accounts.decorators import role_required
+from accounts.decorators import allowed
 from accounts.errors import DispatchError, InvalidInput
 from accounts.http import safe_next
 from accounts.roles import ADMINISTRATION, ROLES
@@ -69,7 +69,7 @@ def _sort_headers(filters: selectors.Filters) -> list[dict]:
     return headers
 
 
-@role_required(*MONITOR_ROLES)
+@allowed("monitor")
 @require_GET
 def dashboard(request):
     """The deployment dashboard: now sending, coming up, recently sent, totals, alerts, system health."""
@@ -97,14 +97,14 @@ def dashboard(request):
     return render(request, "ops/dashboard.html", context)
 
 
-@role_required(*MONITOR_ROLES)
+@allowed("monitor")
 @require_GET
 def health(request):
     """The system health part of the dashboard (loaded after the page, refreshed every 30 s)."""
     return render(request, "ops/health.html", {"health": system_health()})
 
 
-@role_required(*MONITOR_ROLES)
+@allowed("monitor")
 @require_GET
 def alerts(request):
     """Every alert, newest first: open, acknowledged or all, by criterion."""
@@ -133,7 +133,9 @@ def alerts(request):
     )
 
 
-@role_required(*MONITOR_ROLES)
+
+
+@allowed("monitor")
 @require_POST
 def acknowledge(request, pk: int):
     """Acknowledge an alert; htmx gets back the part the button was in."""
@@ -179,14 +181,14 @@ def _delivery_alerts_response(request, pk: int, *, notice: str = "", notice_leve
     )
 
 
-@role_required(*ANY_ROLE)
+@allowed("read")
 @require_GET
 def delivery_alerts(request, pk: int):
     """The message's alerts (loaded by the message dashboard by URL name `ops:delivery-alerts`)."""
     return _delivery_alerts_response(request, pk)
 
 
-@role_required(ADMINISTRATION)
+@allowed("administer")
 @require_http_methods(["GET", "POST"])
 def thresholds(request):
     """Alert thresholds and the auto-pause limit (Administration)."""

@@ -8,12 +8,11 @@ from django.http import Http404, HttpResponse
 from django.shortcuts import render
 from django.views.decorators.clickjacking import xframe_options_sameorigin
 
-from accounts.decorators import role_required
-from accounts.roles import ADMINISTRATION
+from accounts.decorators import allowed
 
 # The local mailbox holds every message the app sent (personal data): administrators only. Anyone
 # else gets the app's 403 page naming the role (not the Django admin's login).
-mailbox_required = role_required(ADMINISTRATION)
+mailbox_required = allowed("administer")
 
 
 def _index() -> list[dict]:

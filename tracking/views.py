@@ -21,7 +21,7 @@ from django.utils.http import urlencode
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods, require_safe
 
-from accounts.decorators import role_required
+from accounts.decorators import allowed
 from accounts.roles import ROLES
 from accounts.selectors import user_has_any_role
 from audiences.models import Profile
@@ -130,7 +130,7 @@ def mirror(request, token: str):
 
 
 # --- staff partials -----------------------------------------------------------------------------
-@role_required(*ANY_ROLE)
+@allowed("read")
 def profile_history(request, pk: int):
     profile = get_object_or_404(Profile, pk=pk)
     rows = list(selectors.profile_history(profile_id=profile.pk)[:200])
@@ -139,7 +139,7 @@ def profile_history(request, pk: int):
     return render(request, "tracking/profile_history.html", {"profile": profile, "rows": rows})
 
 
-@role_required(*ANY_ROLE)
+@allowed("read")
 def delivery_tracking_logs(request, pk: int):
     delivery = get_object_or_404(Delivery, pk=pk)
     kind, machine = request.GET.get("kind", ""), request.GET.get("machine", "")
@@ -153,7 +153,7 @@ def delivery_tracking_logs(request, pk: int):
     )
 
 
-@role_required(*ANY_ROLE)
+@allowed("read")
 def delivery_tracked_urls(request, pk: int):
     delivery = get_object_or_404(Delivery, pk=pk)
     return render(request, "tracking/delivery_tracked_urls.html", {"delivery": delivery, "urls": selectors.delivery_tracked_urls(delivery_id=delivery.pk)})
