@@ -1,14 +1,13 @@
-import csv
-
 from django.contrib import messages
 from django.core.paginator import Paginator
-from django.http import Http404, StreamingHttpResponse
+from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils.http import urlencode
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST
 
+from accounts.csvfiles import stream_csv
 from accounts.decorators import allowed
 from accounts.errors import DispatchError
 from accounts.http import safe_next
@@ -291,21 +290,13 @@ def import_detail(request, pk: int):
 @allowed("read")
 def import_rejections_csv(request, pk: int):
     job = get_object_or_404(ImportJob, pk=pk)
-
-    class Echo:
-        def write(self, value):
-            return value
-
-    writer = csv.writer(Echo())
-
-    def rows():
-        yield "\ufeff" + writer.writerow([_("line"), _("column"), _("value"), _("reason")])
-        for r in ImportRejection.objects.filter(job=job).order_by("line", "id").iterator(chunk_size=2000):
-            yield writer.writerow([r.line, r.column, r.value, r.reason])
-
-    response = StreamingHttpResponse(rows(), content_type="text/csv; charset=utf-8")
-    response["Content-Disposition"] = f'attachment; filename="import-{job.pk}-rejected-rows.csv"'
-    return response
+    rows = (
+        [r.line, r.column, r.value, r.reason]
+        for r in ImportRejection.objects.filter(job=job).order_by("line", "id").iterator(chunk_size=2000)
+    )
+    return stream_csv(
+        filename=f"import-{job.pk}-rejected-rows.csv", header=[_("line"), _("column"), _("value"), _("reason")], rows=rows
+    )
 
 
 # --- quarantine ----------------------------------------------------------------------------------

@@ -4,14 +4,13 @@ Rows come from `values_list(...).iterator(chunk_size=…)` (a server-side cursor
 written a thousand lines at a time, and never held all at once: a million rows export in flat memory.
 """
 
-import csv
-from collections.abc import Iterable, Iterator
 from datetime import datetime
 
 from django.http import StreamingHttpResponse
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
+from accounts.csvfiles import stream_csv
 from deliveries.models import (
     Delivery,
     ExclusionCause,
@@ -26,19 +25,10 @@ from tracking.models import TrackingLog
 from . import selectors
 
 CHUNK = 2000
-LINES_PER_WRITE = 1000
-FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-
-
-class _Echo:
-    def write(self, value: str) -> str:
-        return value
 
 
 def _text(value: str | None) -> str:
-    """A free-text cell, neutralized so a spreadsheet never runs it as a formula (CSV injection)."""
-    if value and value.startswith(FORMULA_START):
-        return "'" + value
+    """A free-text cell (every cell is neutralized again by stream_csv: accounts/csvfiles.py)."""
     return value or ""
 
 
@@ -48,26 +38,6 @@ def _when(value: datetime | None) -> str:
 
 def _labels(choices) -> dict[str, str]:
     return {value: str(label) for value, label in choices.choices}
-
-
-def stream_csv(*, filename: str, header: list[str], rows: Iterable[list]) -> StreamingHttpResponse:
-    writer = csv.writer(_Echo())
-
-    def generate() -> Iterator[str]:
-        yield "\ufeff" + writer.writerow(header)  # the BOM makes spreadsheets read UTF-8
-        lines = []
-        for row in rows:
-            lines.append(writer.writerow(row))
-            if len(lines) >= LINES_PER_WRITE:
-                yield "".join(lines)
-                lines = []
-        if lines:
-            yield "".join(lines)
-
-    response = StreamingHttpResponse(generate(), content_type="text/csv; charset=utf-8")
-    response["Content-Disposition"] = f'attachment; filename="{filename}"'
-    response["Cache-Control"] = "no-store"
-    return response
 
 
 def _journal(delivery: Delivery, filters: dict):
