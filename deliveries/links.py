@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.db import transaction
 
+from . import tokens
 from .models import TrackedUrl
 from .tokens import make_token
 
@@ -240,21 +241,18 @@ class RecipientTracking:
     def click(self, url_id: int) -> str:
         return f"{self._site}/t/c/{make_token(self.sending_log_id, int(url_id))}"
 
-    @cached_property
-    def _token(self) -> str:
-        return make_token(self.sending_log_id)
-
+    # One token per purpose: the pixel's URL (image proxies, logs) cannot unsubscribe or show the message.
     @cached_property
     def open_url(self) -> str:
-        return f"{self._site}/t/o/{self._token}.gif"
+        return f"{self._site}/t/o/{make_token(self.sending_log_id, purpose=tokens.PIXEL)}.gif"
 
     @cached_property
     def unsubscribe_url(self) -> str:
-        return f"{self._site}/t/u/{self._token}"
+        return f"{self._site}/t/u/{make_token(self.sending_log_id, purpose=tokens.UNSUBSCRIBE)}"
 
     @cached_property
     def mirror_url(self) -> str:
-        return f"{self._site}/t/m/{self._token}"
+        return f"{self._site}/t/m/{make_token(self.sending_log_id, purpose=tokens.MIRROR)}"
 
     def __str__(self) -> str:
         return self.open_url
@@ -263,7 +261,7 @@ class RecipientTracking:
 def list_unsubscribe_headers(sending_log_id: int) -> dict[str, str]:
     """RFC 2369 / RFC 8058 headers for one recipient: one-click unsubscribe by POST to our URL,
     plus a mailto: alternative when settings.UNSUBSCRIBE_MAILTO is set."""
-    token = make_token(sending_log_id)
+    token = make_token(sending_log_id, purpose=tokens.UNSUBSCRIBE)
     value = f"<{_site_url()}/t/u/{token}>"
     mailto = (getattr(settings, "UNSUBSCRIBE_MAILTO", "") or "").strip()
     if mailto:

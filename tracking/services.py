@@ -35,7 +35,7 @@ from django.utils.translation import gettext as _
 from audiences.models import Channel, Profile
 from audiences.services import profile_denylist_set
 from deliveries.models import Delivery, FailureReason, FailureType, JournalEntry, SendingLog, SendingStatus, TrackedUrl
-from deliveries.tokens import BadToken, read_token
+from deliveries.tokens import PIXEL, BadToken, read_purpose_token, read_token
 
 from .machine import agent_reason, burst_reason, machine_reason, timing_reason
 from .models import ProviderEvent, TrackingLog
@@ -163,14 +163,13 @@ UPDATE {_LOG} AS s SET first_open_at = %(at)s FROM l WHERE s.id = l.id AND l.rea
 """
 
 
-def _open_token_log_id(token: str) -> int | None:
-    """The sending log a url-less token (pixel, unsubscribe, mirror page) names; None when the
-    token is bad or names a link."""
+def _token_log_id(token: str, purpose: str) -> int | None:
+    """The sending log a url-less token names for `purpose` (pixel, unsubscribe, mirror page);
+    None when the token is bad, names a link or was made for another purpose."""
     try:
-        log_id, url_id = read_token(token)
+        return read_purpose_token(token, purpose)
     except BadToken:
         return None
-    return log_id if url_id is None else None
 
 
 def tracking_open(*, token: str, hit: Hit) -> bool:
@@ -179,7 +178,7 @@ def tracking_open(*, token: str, hit: Hit) -> bool:
     PostgreSQL: one statement reads the log, applies the timing rule, inserts the tracking log
     and sets the first open time; elsewhere the same in two or three statements.
     """
-    log_id = _open_token_log_id(token)
+    log_id = _token_log_id(token, PIXEL)
     if log_id is None:
         return False
     at = timezone.now()
@@ -356,7 +355,7 @@ def tracking_open_later(*, token: str, user_agent: str, ip: str, buffer) -> bool
     only checks the token: the rest (time, IP hash, machine rules) is worked out by the buffer's
     thread, a batch at a time. A token of an unknown sending log is found out when the buffer is
     written, which then writes nothing for it."""
-    log_id = _open_token_log_id(token)
+    log_id = _token_log_id(token, PIXEL)
     if log_id is None:
         return False
     buffer.add((time.time(), log_id, K.OPEN, None, None, user_agent, ip))
@@ -407,9 +406,10 @@ def _flag_burst(*, log_id: int, since: datetime, reason: str) -> None:
 
 
 # --- mirror page and unsubscribe ----------------------------------------------------------------
-def sending_log_for_token(*, token: str) -> SendingLog | None:
-    """The sending log a (url-less) token names, with its delivery and profile; None when bad or unknown."""
-    log_id = _open_token_log_id(token)
+def sending_log_for_token(*, token: str, purpose: str) -> SendingLog | None:
+    """The sending log a url-less token names for `purpose` (UNSUBSCRIBE, MIRROR), with its
+    delivery and profile; None when bad, unknown or made for another purpose."""
+    log_id = _token_log_id(token, purpose)
     if log_id is None:
         return None
     return SendingLog.objects.select_related("delivery", "profile").filter(pk=log_id).first()

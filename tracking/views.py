@@ -27,7 +27,7 @@ from accounts.selectors import user_has_any_role
 from audiences.models import Profile
 from deliveries.models import Delivery, SendingStatus
 from deliveries.personalization import render_message
-from deliveries.tokens import make_token
+from deliveries.tokens import MIRROR, UNSUBSCRIBE, make_token
 
 from . import selectors, services
 from .models import TrackingLog
@@ -91,7 +91,7 @@ def click(request, token: str):
 @csrf_exempt  # RFC 8058 one-click POST: no cookie, no CSRF token; the signed token authorizes it
 @require_http_methods(["GET", "POST"])
 def unsubscribe(request, token: str):
-    log = services.sending_log_for_token(token=token)
+    log = services.sending_log_for_token(token=token, purpose=UNSUBSCRIBE)
     if log is None:
         return _not_found()
     context = {"log": log, "delivery": log.delivery, "profile": log.profile, "action": request.path}
@@ -112,7 +112,7 @@ def _is_staff_preview(request) -> bool:
 
 @require_GET
 def mirror(request, token: str):
-    log = services.sending_log_for_token(token=token)
+    log = services.sending_log_for_token(token=token, purpose=MIRROR)
     if log is None:
         return _not_found()
     try:
@@ -135,7 +135,8 @@ def profile_history(request, pk: int):
     profile = get_object_or_404(Profile, pk=pk)
     rows = list(selectors.profile_history(profile_id=profile.pk)[:200])
     for row in rows:
-        row.mirror_token = make_token(row.pk) if row.status == SendingStatus.SENT else ""
+        # the mirror page only: this token cannot unsubscribe the person nor count an open
+        row.mirror_token = make_token(row.pk, purpose=MIRROR) if row.status == SendingStatus.SENT else ""
     return render(request, "tracking/profile_history.html", {"profile": profile, "rows": rows})
 
 

@@ -6,7 +6,7 @@ from django.utils import timezone
 from audiences.models import Profile
 from deliveries.links import tracked_urls_sync
 from deliveries.models import Delivery, SendingLog, SendingStatus, State, TrackedUrl
-from deliveries.tokens import make_token
+from deliveries.tokens import MIRROR, PIXEL, UNSUBSCRIBE, make_token
 
 HTML = """<html><body>
 <p>Hello {{ first_name }},</p>
@@ -28,16 +28,16 @@ class Sent:
         return self.urls[url].pk
 
     def open_path(self, log=None) -> str:
-        return f"/t/o/{make_token((log or self.log).pk)}.gif"
+        return f"/t/o/{make_token((log or self.log).pk, purpose=PIXEL)}.gif"
 
     def click_path(self, url: str, log=None) -> str:
         return f"/t/c/{make_token((log or self.log).pk, self.url_id(url))}"
 
     def unsubscribe_path(self, log=None) -> str:
-        return f"/t/u/{make_token((log or self.log).pk)}"
+        return f"/t/u/{make_token((log or self.log).pk, purpose=UNSUBSCRIBE)}"
 
     def mirror_path(self, log=None) -> str:
-        return f"/t/m/{make_token((log or self.log).pk)}"
+        return f"/t/m/{make_token((log or self.log).pk, purpose=MIRROR)}"
 
     def refresh(self):
         self.log.refresh_from_db()

@@ -7,7 +7,7 @@ from django.test import Client
 from django.utils import timezone
 
 from deliveries.models import TrackedUrl
-from deliveries.tokens import make_token
+from deliveries.tokens import PIXEL, make_token
 from tracking.models import TrackingLog
 from tracking.views import GIF
 
@@ -183,7 +183,7 @@ def test_mirror_page_shows_the_recipients_copy_with_tracking_and_counts_as_an_op
     html = response.content.decode()
     assert "Hello Ann," in html
     assert f"/t/c/{make_token(sent.log.pk, sent.url_id(SALE))}" in html
-    assert f"/t/o/{make_token(sent.log.pk)}.gif" in html
+    assert f"/t/o/{make_token(sent.log.pk, purpose=PIXEL)}.gif" in html
     assert "sandbox" in response["Content-Security-Policy"]
     assert logs() == [("mirror", False)]
     assert sent.refresh().log.first_open_at is not None

@@ -12,7 +12,7 @@ from deliveries.links import (
     tracked_urls_sync,
 )
 from deliveries.models import Delivery, TrackedUrl
-from deliveries.tokens import read_token
+from deliveries.tokens import MIRROR, PIXEL, UNSUBSCRIBE, read_purpose_token, read_token
 
 HTML = """<html><body>
 <p>Hello {{ profile.first_name }},</p>
@@ -108,8 +108,9 @@ def test_rendered_copy_carries_signed_tracking_urls(settings):
     assert f'href="{tracking.mirror_url}"' in html
     assert f'<img src="{tracking.open_url}"' in html
     assert tracking.open_url.endswith(".gif")
-    assert read_token(tracking.open_url.rsplit("/", 1)[1].removesuffix(".gif")) == (42, None)
-    assert read_token(tracking.unsubscribe_url.rsplit("/", 1)[1]) == (42, None)
+    assert read_purpose_token(tracking.open_url.rsplit("/", 1)[1].removesuffix(".gif"), PIXEL) == 42
+    assert read_purpose_token(tracking.unsubscribe_url.rsplit("/", 1)[1], UNSUBSCRIBE) == 42
+    assert read_purpose_token(tracking.mirror_url.rsplit("/", 1)[1], MIRROR) == 42
     assert "https://shop.example.com" not in html  # every tracked target goes through the redirect
 
 
@@ -118,7 +119,7 @@ def test_list_unsubscribe_headers(settings):
     settings.UNSUBSCRIBE_MAILTO = ""
     headers = list_unsubscribe_headers(5)
     token = headers["List-Unsubscribe"].removeprefix("<https://dispatch.example.org/t/u/").removesuffix(">")
-    assert read_token(token) == (5, None)
+    assert read_purpose_token(token, UNSUBSCRIBE) == 5
     assert headers["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
 
     settings.UNSUBSCRIBE_MAILTO = "unsubscribe@dispatch.example.org"
