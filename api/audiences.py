@@ -21,10 +21,16 @@ ERRORS = {400: ErrorSerializer, 401: ErrorSerializer, 403: ErrorSerializer, 404:
 
 
 class ProfileSerializer(serializers.ModelSerializer):
+    resubscribe_reason = serializers.CharField(
+        write_only=True, required=False, allow_blank=True, max_length=500,
+        help_text="Needed (with Administration) to set email_denylisted or sms_denylisted back to false: "
+        "re-subscribing a person who opted out is recorded with this reason.",
+    )  # fmt: skip
+
     class Meta:
         model = Profile
         fields = ["id", "email", "phone", "first_name", "last_name", "language", "time_zone", "attributes",
-                  "email_denylisted", "sms_denylisted", "created_at", "updated_at"]
+                  "email_denylisted", "sms_denylisted", "resubscribe_reason", "created_at", "updated_at"]
         read_only_fields = ["created_at", "updated_at"]
 
 
@@ -148,7 +154,7 @@ class ProfileDetailView(generics.RetrieveUpdateAPIView):
     queryset = Profile.objects.all()
 
     def perform_update(self, serializer):
-        services.profile_update(user=self.request.user, profile=serializer.instance, **serializer.validated_data)
+        services.profile_update(user=self.request.user, profile=serializer.instance, source="api", **serializer.validated_data)
 
 
 class AudienceListView(generics.ListCreateAPIView):

@@ -20,6 +20,24 @@ class ProfileForm(forms.Form):
     )
     email_denylisted = forms.BooleanField(label=_("Email on denylist"), required=False)
     sms_denylisted = forms.BooleanField(label=_("SMS on denylist"), required=False)
+    resubscribe_reason = forms.CharField(
+        label=_("Reason for re-subscribing"),
+        required=False,
+        max_length=500,
+        help_text=_("Needed to lift a denylist flag (the person opted out): where and when they asked. It is recorded."),
+    )
+
+    def limit_for(self, *, profile, can_resubscribe: bool) -> None:
+        """Whoever cannot re-subscribe people sees the flags they cannot lift as read-only."""
+        if profile is None:
+            del self.fields["resubscribe_reason"]
+            return
+        if not can_resubscribe:
+            del self.fields["resubscribe_reason"]
+            for name in ("email_denylisted", "sms_denylisted"):
+                if getattr(profile, name):
+                    self.fields[name].disabled = True
+                    self.fields[name].help_text = _("The person opted out: only an administrator can re-subscribe them.")
 
     @staticmethod
     def initial_for(profile) -> dict:

@@ -208,3 +208,24 @@ class QuarantineChange(models.Model):
     @property
     def after_label(self) -> str:
         return Quarantine.Status(self.after).label if self.after in Quarantine.Status.values else self.after
+
+
+class ConsentChange(models.Model):
+    """Audit of a person's change to a profile's denylist flag (an opt-out set, or lifted: a
+    re-subscription, which needs Administration and a reason)."""
+
+    profile = models.ForeignKey(Profile, null=True, on_delete=models.SET_NULL, related_name="consent_changes")
+    address = models.CharField(max_length=254, blank=True, default="")  # kept when the profile is deleted
+    channel = models.CharField(max_length=10, choices=Channel.choices)
+    denylisted = models.BooleanField()  # the flag after the change
+    reason = models.TextField(blank=True, default="")
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    source = models.CharField(max_length=10, default="page")
+    at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-at", "-id"]
+        indexes = [models.Index(fields=["profile", "at"])]
+
+    def __str__(self) -> str:
+        return f"{self.address} {self.channel} denylisted={self.denylisted}"

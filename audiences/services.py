@@ -16,14 +16,21 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from accounts.errors import DispatchError, InvalidInput
-from accounts.roles import ADMINISTRATION, GENERIC_IMPORT, MONITOR_DELIVERY, PREPARE_DELIVERY, role_required_message
+from accounts.roles import (
+    ACCESS,
+    ADMINISTRATION,
+    GENERIC_IMPORT,
+    MONITOR_DELIVERY,
+    PREPARE_DELIVERY,
+    role_required_message,
+)
 from accounts.selectors import user_has_any_role
 from accounts.services import require_role
 
 from . import imports
 from .conditions import conditions_clean
 from .emails import email_key, is_valid_email, normalize_email
-from .models import Audience, AudienceMember, Channel, ImportJob, Profile, Quarantine, QuarantineChange
+from .models import Audience, AudienceMember, Channel, ConsentChange, ImportJob, Profile, Quarantine, QuarantineChange
 
 logger = logging.getLogger(__name__)
 
@@ -267,16 +274,55 @@ def _save_profile(profile: Profile) -> Profile:
     return profile
 
 
+DENYLIST_FIELDS = {"email_denylisted": Channel.EMAIL, "sms_denylisted": Channel.SMS}
+
+
+def _consent_changes(*, user, profile: Profile, clean: dict, reason: str) -> list[tuple[str, bool]]:
+    """The denylist flags this edit changes, as (channel, denylisted after). Lifting a flag (the
+    person opted out: re-subscribing them) needs Administration and a recorded reason."""
+    changes = []
+    for field, channel in DENYLIST_FIELDS.items():
+        if field in clean and bool(clean[field]) != bool(getattr(profile, field)):
+            changes.append((channel, bool(clean[field])))
+    if any(not after for _channel, after in changes):
+        roles = ACCESS["administer"]
+        if not user_has_any_role(user=user, roles=roles):
+            raise PermissionDenied(
+                _("Only an administrator can re-subscribe a person who opted out: ask one, with the person's request.")
+            )
+        if not (reason or "").strip():
+            raise InvalidInput(
+                _("Say why this person is re-subscribed (for example, where and when they asked): it is recorded."),
+                code="reason_required",
+                fields={"resubscribe_reason": _("Say why this person is re-subscribed: it is recorded.")},
+            )
+    return changes
+
+
 def profile_create(*, user, **data) -> Profile:
     require_role(user=user, role=PREPARE_DELIVERY)
+    data.pop("resubscribe_reason", None)
     return _save_profile(Profile(**_clean_profile_data(data)))
 
 
-def profile_update(*, user, profile: Profile, **data) -> Profile:
+def profile_update(*, user, profile: Profile, resubscribe_reason: str = "", source: str = "page", **data) -> Profile:
+    """Edit a profile. Setting a denylist flag is audited; lifting one (re-subscribing a person who
+    opted out) needs Administration and a reason, and is audited with it."""
     require_role(user=user, role=PREPARE_DELIVERY)
-    for name, value in _clean_profile_data(data).items():
+    clean = _clean_profile_data(data)
+    changes = _consent_changes(user=user, profile=profile, clean=clean, reason=resubscribe_reason)
+    for name, value in clean.items():
         setattr(profile, name, value)
-    return _save_profile(profile)
+    with transaction.atomic():
+        _save_profile(profile)
+        ConsentChange.objects.bulk_create(
+            [
+                ConsentChange(profile=profile, address=profile.email or profile.phone or "", channel=channel, denylisted=after,
+                              reason=(resubscribe_reason or "").strip() if not after else "", actor=user, source=source)
+                for channel, after in changes
+            ]
+        )  # fmt: skip
+    return profile
 
 
 # --- audiences -----------------------------------------------------------------------------------

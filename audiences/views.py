@@ -11,6 +11,8 @@ from accounts.csvfiles import stream_csv
 from accounts.decorators import allowed
 from accounts.errors import DispatchError
 from accounts.http import safe_next
+from accounts.roles import ACCESS
+from accounts.selectors import user_has_any_role
 
 from . import forms, selectors, services
 from .conditions import conditions_clean, conditions_describe, empty_conditions
@@ -50,26 +52,34 @@ def profile_detail(request, pk: int):
             "profile": profile,
             "audiences": selectors.profile_audiences(profile=profile),
             "quarantine_status": Quarantine.Status(quarantine[profile.email_key]).label if quarantine else "",
+            "consent_changes": profile.consent_changes.select_related("actor")[:20],
         },
     )
 
 
 def _profile_form_page(request, *, profile=None):
+    can_resubscribe = user_has_any_role(user=request.user, roles=ACCESS["administer"])
     if request.method == "POST":
-        form = forms.ProfileForm(request.POST)
+        form = forms.ProfileForm(request.POST, initial=forms.ProfileForm.initial_for(profile) if profile else None)
+        form.limit_for(profile=profile, can_resubscribe=can_resubscribe)
         if form.is_valid():
             try:
                 if profile is None:
                     profile = services.profile_create(user=request.user, **form.cleaned_data)
                     messages.success(request, _("Profile %(p)s created.") % {"p": profile})
                 else:
-                    services.profile_update(user=request.user, profile=profile, **form.cleaned_data)
+                    services.profile_update(user=request.user, profile=profile, **form.cleaned_data)  # audits the flags
                     messages.success(request, _("Profile %(p)s saved.") % {"p": profile})
                 return redirect("audiences:profile-detail", pk=profile.pk)
             except DispatchError as e:
-                form.add_error(None, e.message)
+                fields = getattr(e, "fields", None) or {}
+                for name, message in fields.items():
+                    form.add_error(name if name in form.fields else None, message)
+                if not fields:
+                    form.add_error(None, e.message)
     else:
         form = forms.ProfileForm(initial=forms.ProfileForm.initial_for(profile) if profile else None)
+        form.limit_for(profile=profile, can_resubscribe=can_resubscribe)
     return render(request, "audiences/profile_form.html", {"form": form, "profile": profile},
                   status=400 if form.errors else 200)
 
