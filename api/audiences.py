@@ -2,7 +2,7 @@
 
 from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
-from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field, inline_serializer
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
 from rest_framework import generics, serializers, status
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
@@ -114,6 +114,10 @@ class ImportAcceptedSerializer(serializers.Serializer):
 
 class CountSerializer(serializers.Serializer):
     count = serializers.IntegerField()
+
+
+class QuarantineStatusSerializer(serializers.Serializer):
+    status = serializers.ChoiceField(choices=Quarantine.Status.choices)
 
 
 class QuarantineSerializer(serializers.ModelSerializer):
@@ -300,16 +304,18 @@ class QuarantineDetailView(APIView):
         return Response(QuarantineSerializer(get_object_or_404(Quarantine, pk=pk)).data)
 
     @extend_schema(
-        request=inline_serializer("QuarantineStatusInput", {"status": serializers.ChoiceField(choices=Quarantine.Status.choices)}),
+        request=QuarantineStatusSerializer,
         responses={200: QuarantineSerializer, **ERRORS},
     )
     def patch(self, request, pk: int):
         row = get_object_or_404(Quarantine, pk=pk)
-        row = services.quarantine_set_status(actor=request.user, quarantine=row, status=str(request.data.get("status", "")), source="api")
+        data = QuarantineStatusSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        row = services.quarantine_set_status(actor=request.user, quarantine=row, status=data.validated_data["status"], source="api")
         return Response(QuarantineSerializer(row).data)
 
     @extend_schema(
-        request=inline_serializer("QuarantineStatusInputPut", {"status": serializers.ChoiceField(choices=Quarantine.Status.choices)}),
+        request=QuarantineStatusSerializer,
         responses={200: QuarantineSerializer, **ERRORS},
     )
     def put(self, request, pk: int):

@@ -268,8 +268,9 @@ def audience_members_remove(request, pk: int, profile_pk: int):
 @allowed("import")
 def import_create(request):
     initial = {}
-    if request.GET.get("audience"):
-        initial["audience"] = Audience.objects.filter(pk=request.GET["audience"], kind=Audience.Kind.LIST).first()
+    audience = request.GET.get("audience", "")
+    if audience.isdigit():  # anything else is ignored (the form offers the lists)
+        initial["audience"] = Audience.objects.filter(pk=int(audience), kind=Audience.Kind.LIST).first()
     form = forms.ImportForm(request.POST or None, request.FILES or None, initial=initial)
     if request.method == "POST" and form.is_valid():
         try:
