@@ -17,6 +17,16 @@ class User(AbstractUser):
     def display_name(self) -> str:
         return self.get_full_name() or self.username
 
+    def save(self, *args, **kwargs):
+        password_changed = self._password is not None  # set_password() was called since the last save
+        super().save(*args, **kwargs)
+        if password_changed:
+            # A new password ends the API token (whoever knew the old password may hold it): the next
+            # POST /api/auth/token/ makes a new one.
+            from rest_framework.authtoken.models import Token
+
+            Token.objects.filter(user_id=self.pk).delete()
+
 
 class RoleAuditLog(models.Model):
     """The audit trail: who changed whose groups or account, who deleted or archived a message;

@@ -6,6 +6,8 @@ from . import audiences, deliveries, kpis, ops, tracking, views
 urlpatterns = [
     path("auth/token/", views.TokenView.as_view(), name="api-token"),
     path("me/", views.MeView.as_view(), name="api-me"),
+    path("me/token/", views.MyTokenView.as_view(), name="api-my-token"),
+    path("users/<int:pk>/token/", views.UserTokenView.as_view(), name="api-user-token"),
     path("users/", views.UserListView.as_view(), name="api-users"),
     path("users/<int:pk>/groups/", views.UserGroupsView.as_view(), name="api-user-groups"),
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),

@@ -14,6 +14,7 @@ from accounts.selectors import user_list
 from accounts.services import user_groups_set
 from accounts.throttle import sign_in
 
+from .authentication import token_expired
 from .serializers import (
     ErrorSerializer,
     GroupsInputSerializer,
@@ -45,10 +46,36 @@ class TokenView(APIView):
         if user is None:
             raise AuthenticationFailed("The login or password is wrong.")
         token, _ = Token.objects.get_or_create(user=user)
+        if token_expired(token):
+            token.delete()
+            token = Token.objects.create(user=user)
         return Response({"token": token.key})
 
     def get_authenticate_header(self, request):
         return 'Token realm="api"'
+
+
+class MyTokenView(APIView):
+    """Revoke your own API token (the next POST /api/auth/token/ makes a new one)."""
+
+    access = SIGNED_IN
+
+    @extend_schema(request=None, responses={204: None, **ERRORS})
+    def delete(self, request):
+        Token.objects.filter(user=request.user).delete()
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class UserTokenView(APIView):
+    """Revoke a user's API token (Administration)."""
+
+    access = "administer"
+
+    @extend_schema(request=None, responses={204: None, **ERRORS})
+    def delete(self, request, pk: int):
+        user = get_object_or_404(User, pk=pk)
+        Token.objects.filter(user=user).delete()
+        return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 class MeView(APIView):

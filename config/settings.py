@@ -190,11 +190,14 @@ LOGIN_WINDOW_SECONDS = int(os.environ.get("LOGIN_WINDOW_SECONDS", "900"))  # ...
 LOGIN_USERNAME_FREE_FAILURES = int(os.environ.get("LOGIN_USERNAME_FREE_FAILURES", "5"))  # then a login slows down:
 LOGIN_USERNAME_MAX_DELAY = int(os.environ.get("LOGIN_USERNAME_MAX_DELAY", "60"))  # 1 s, 2 s, 4 s… up to this
 
+API_TOKEN_TTL_HOURS = float(os.environ.get("API_TOKEN_TTL_HOURS", "0"))  # 0: API tokens do not expire
+MAILGUN_WEBHOOK_MAX_AGE_SECONDS = int(os.environ.get("MAILGUN_WEBHOOK_MAX_AGE_SECONDS", "900"))
+
 # --- REST API ---------------------------------------------------------------------------
 REST_FRAMEWORK = {
     # Token first: its WWW-Authenticate header makes DRF answer 401 (not 403) without credentials.
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "api.authentication.ExpiringTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     # Every view names its action in the access table (accounts.roles.ACCESS); one that does not is refused.

@@ -8,8 +8,11 @@ with no secret configured they are refused too, never open to anyone.
 
 from __future__ import annotations
 
+import json
 import logging
+import time
 
+from anymail.exceptions import AnymailWebhookValidationFailure
 from anymail.signals import tracking
 from anymail.webhooks.mailgun import MailgunTrackingWebhookView
 from django.conf import settings
@@ -27,11 +30,29 @@ def _anymail(name: str) -> str:
 
 
 class SignedMailgunTrackingView(MailgunTrackingWebhookView):
-    """Mailgun's tracking webhook, authenticated by its signature alone (no basic auth on top)."""
+    """Mailgun's tracking webhook, authenticated by its signature alone (no basic auth on top),
+    and only while the signed timestamp is recent (MAILGUN_WEBHOOK_MAX_AGE_SECONDS either way): a
+    captured request cannot be replayed later."""
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self.basic_auth = []
+
+    def validate_request(self, request):
+        super().validate_request(request)  # the signature (of the timestamp and the token)
+        try:
+            if request.content_type == "application/json":
+                timestamp = float(json.loads(request.body.decode("utf-8"))["signature"]["timestamp"])
+            else:
+                timestamp = float(request.POST["timestamp"])
+        except (KeyError, ValueError, TypeError, UnicodeDecodeError) as err:
+            raise AnymailWebhookValidationFailure("Mailgun webhook called without a readable timestamp") from err
+        window = float(getattr(settings, "MAILGUN_WEBHOOK_MAX_AGE_SECONDS", 900))
+        if abs(time.time() - timestamp) > window:
+            logger.warning("Mailgun webhook refused: its signed timestamp is %.0f s away from now", time.time() - timestamp)
+            raise AnymailWebhookValidationFailure(
+                "Mailgun webhook refused: its timestamp is outside the accepted window (a replay, or a clock that is off)"
+            )
 
 
 _mailgun_view = SignedMailgunTrackingView.as_view()

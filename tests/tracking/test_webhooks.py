@@ -30,8 +30,8 @@ def counted(sent):
     return sent
 
 
-def mailgun(client, event_data, *, token="a8ce0edb2dd8301dee6c2405235584e45aa91d1e9f979f3de0", key=SIGNING_KEY):
-    timestamp = "1529006854"
+def mailgun(client, event_data, *, token="a8ce0edb2dd8301dee6c2405235584e45aa91d1e9f979f3de0", key=SIGNING_KEY, age=0):
+    timestamp = str(int(time.time() - age))
     signature = hmac.new(key.encode(), f"{timestamp}{token}".encode(), hashlib.sha256).hexdigest()
     body = {"signature": {"timestamp": timestamp, "token": token, "signature": signature}, "event-data": event_data}
     return client.post("/webhooks/mailgun/tracking/", data=json.dumps(body), content_type="application/json")
@@ -224,3 +224,14 @@ def test_provider_events_are_forgotten_after_the_retention(counted, settings):
     ProviderEvent.objects.create(esp="postmark", key="recent", event_type="delivered", at=timezone.now(), sending_log=counted.log)
     assert provider_events_purge.delay().get() == 1
     assert list(ProviderEvent.objects.values_list("key", flat=True)) == ["recent"]
+
+
+def test_mailgun_refuses_a_signature_outside_the_window(client, counted, settings):
+    """Issue 15 item 9: before, a signature of any age was accepted (a captured request could be
+    replayed for ever)."""
+    settings.MAILGUN_WEBHOOK_MAX_AGE_SECONDS = 900
+    assert mailgun(client, mailgun_event(counted, "complained"), age=3600).status_code == 400
+    assert mailgun(client, mailgun_event(counted, "complained"), age=-3600).status_code == 400
+    assert not ProviderEvent.objects.exists()
+    assert mailgun(client, mailgun_event(counted, "complained"), age=60).status_code == 200
+    assert ProviderEvent.objects.count() == 1
