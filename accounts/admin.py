@@ -44,6 +44,10 @@ class UserAdmin(BaseUserAdmin):
     def get_queryset(self, request):
         return super().get_queryset(request).prefetch_related("groups")
 
+    def save_model(self, request, obj, form, change):
+        obj._audit_actor, obj._audit_source = request.user, "admin"  # a change of superuser status names who
+        super().save_model(request, obj, form, change)
+
     def save_related(self, request, form, formsets, change):
         groups = form.cleaned_data.pop("groups", None)
         super().save_related(request, form, formsets, change)

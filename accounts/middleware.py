@@ -56,3 +56,37 @@ class RejectNulMiddleware:
                 except ValueError:
                     return b"\x00" in body
         return False
+
+
+# The app's own pages load scripts and styles from this site only. Inline styles stay allowed: the
+# pages use style attributes (progress bars), and the message preview (a sandboxed iframe whose
+# srcdoc inherits this policy) shows marketer HTML with its inline styles and its remote images.
+APP_CSP = "; ".join(
+    [
+        "default-src 'self'",
+        "script-src 'self'",
+        "style-src 'self' 'unsafe-inline'",
+        "img-src 'self' data: https: http:",
+        "font-src 'self' data: https:",
+        "connect-src 'self'",
+        "frame-src 'self'",
+        "frame-ancestors 'self'",
+        "form-action 'self'",
+        "base-uri 'none'",
+        "object-src 'none'",
+    ]
+)
+
+
+class ContentSecurityPolicyMiddleware:
+    """Adds APP_CSP to every HTML answer that does not set its own policy (the mirror page sets a
+    stricter one: a sandbox)."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        response = self.get_response(request)
+        if "Content-Security-Policy" not in response and response.get("Content-Type", "").startswith("text/html"):
+            response["Content-Security-Policy"] = APP_CSP
+        return response

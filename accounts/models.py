@@ -17,9 +17,32 @@ class User(AbstractUser):
     def display_name(self) -> str:
         return self.get_full_name() or self.username
 
+    @classmethod
+    def from_db(cls, db, field_names, values):
+        user = super().from_db(db, field_names, values)
+        user._loaded_superuser = user.__dict__.get("is_superuser")
+        return user
+
+    def refresh_from_db(self, *args, **kwargs):
+        super().refresh_from_db(*args, **kwargs)
+        self._loaded_superuser = self.is_superuser
+
     def save(self, *args, **kwargs):
         password_changed = self._password is not None  # set_password() was called since the last save
+        before = getattr(self, "_loaded_superuser", None if self._state.adding else self.is_superuser)
         super().save(*args, **kwargs)
+        if bool(before) != bool(self.is_superuser):
+            # Superuser status bypasses every role: each grant and removal is in the role audit,
+            # whoever made it (the admin site says who; a command or the shell is "system").
+            RoleAuditLog.objects.create(
+                actor=getattr(self, "_audit_actor", None),
+                user=self,
+                action=RoleAuditLog.Action.SUPERUSER_GRANTED if self.is_superuser else RoleAuditLog.Action.SUPERUSER_REVOKED,
+                before=["superuser"] if before else [],
+                after=["superuser"] if self.is_superuser else [],
+                source=getattr(self, "_audit_source", "system"),
+            )
+        self._loaded_superuser = self.is_superuser
         if password_changed:
             # A new password ends the API token (whoever knew the old password may hold it): the next
             # POST /api/auth/token/ makes a new one.
@@ -37,6 +60,8 @@ class RoleAuditLog(models.Model):
         GROUPS_CHANGED = "groups_changed", _("Groups changed")
         MESSAGE_DELETED = "message_deleted", _("Message deleted")
         MESSAGE_ARCHIVED = "message_archived", _("Message archived")
+        SUPERUSER_GRANTED = "superuser_granted", _("Superuser status granted")
+        SUPERUSER_REVOKED = "superuser_revoked", _("Superuser status removed")
 
     at = models.DateTimeField(auto_now_add=True, db_index=True)
     actor = models.ForeignKey(

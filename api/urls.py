@@ -1,5 +1,5 @@
 from django.urls import path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from . import audiences, deliveries, kpis, ops, tracking, views
 
@@ -11,7 +11,7 @@ urlpatterns = [
     path("users/", views.UserListView.as_view(), name="api-users"),
     path("users/<int:pk>/groups/", views.UserGroupsView.as_view(), name="api-user-groups"),
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
-    path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path("docs/", SpectacularSwaggerSplitView.as_view(url_name="api-schema"), name="api-docs"),
     # one module per app, each over that app's services and selectors
     *audiences.urlpatterns,
     *deliveries.urlpatterns,

@@ -45,8 +45,9 @@ NO_CACHE = {
     "Expires": "0",
 }
 # The mirror page is marketer-written HTML served from our origin: sandboxed (an opaque origin,
-# no scripts), so it can reach neither the app's cookies nor its pages.
-MIRROR_CSP = "sandbox allow-popups allow-popups-to-escape-sandbox allow-top-navigation-by-user-activation; script-src 'none'"
+# no scripts, no navigation of the top window; its links open in a new window), so it can reach
+# neither the app's cookies nor its pages, and nobody may frame it.
+MIRROR_CSP = "sandbox allow-popups allow-popups-to-escape-sandbox; script-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
 ANY_ROLE = tuple(ROLES)
 PAGE_SIZE = 50
 

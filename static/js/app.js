@@ -37,3 +37,22 @@ document.addEventListener("htmx:afterSettle", (event) => {
     window.location.reload();
   }
 });
+
+// Behaviours the pages ask for with data attributes (no inline handlers: the Content-Security-Policy
+// allows scripts from this site only).
+document.addEventListener("submit", (event) => {
+  const form = event.target;
+  if (form.dataset.confirm && !window.confirm(form.dataset.confirm)) {
+    event.preventDefault();
+    return;
+  }
+  const once = form.querySelector("[data-submit-once]");
+  if (once) {
+    if (form.dataset.submitted) { event.preventDefault(); return; }
+    form.dataset.submitted = "1";
+    window.setTimeout(() => { once.disabled = true; }, 0);
+  }
+});
+document.addEventListener("change", (event) => {
+  if (event.target.matches("[data-submit-on-change]")) event.target.form.requestSubmit();
+});

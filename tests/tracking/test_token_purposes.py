@@ -72,3 +72,9 @@ def test_the_profile_history_hands_out_a_mirror_link_only(client, marketer, sent
     assert read_purpose_token(token, "m") == sent.log.pk
     assert Client().post(f"/t/u/{token}").status_code == 404
     assert not sent.refresh().profile.email_denylisted
+
+
+def test_mirror_pages_cannot_navigate_the_top_window(client, sent):
+    """Issue 15 item 10: the mirror page's sandbox let it navigate the top window on a click."""
+    policy = client.get(sent.mirror_path())["Content-Security-Policy"]
+    assert policy.startswith("sandbox ") and "allow-top-navigation" not in policy and "frame-ancestors 'none'" in policy

@@ -19,7 +19,7 @@ DEMO_USERS = [
 
 
 class Command(BaseCommand):
-    help = "Create the demo users and data (idempotent: running it again changes nothing)."
+    help = "Create the demo users and data that are missing (running it again changes nothing, not even a changed password)."
     demo_deliveries: list[int]  # the messages this run made: the only ones the other apps' demo data touches
 
     def add_arguments(self, parser):
@@ -27,15 +27,17 @@ class Command(BaseCommand):
 
     @transaction.atomic
     def seed_users(self):
+        """Create the demo users that are missing. A user who exists is left as it is: a password
+        someone changed stays changed, superuser status and groups an administrator took away are
+        not granted again at the next start."""
         User = get_user_model()
         for login, first, last, group, staff in DEMO_USERS:
-            user, created = User.objects.get_or_create(
-                username=login,
-                defaults={"first_name": first, "last_name": last, "email": f"{login}@dispatch.localhost"},
-            )
-            if created or not user.check_password(settings.DEMO_PASSWORD):
-                user.set_password(settings.DEMO_PASSWORD)
+            if User.objects.filter(username=login).exists():
+                continue
+            user = User(username=login, first_name=first, last_name=last, email=f"{login}@dispatch.localhost")
+            user.set_password(settings.DEMO_PASSWORD)
             user.is_staff = user.is_superuser = staff
+            user._audit_source = "seed"
             user.save()
             user.groups.set([Group.objects.get(name=group)])
 
