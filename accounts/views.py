@@ -1,6 +1,7 @@
 from django.contrib import messages
 from django.contrib.auth import get_user_model
 from django.contrib.auth import views as auth_views
+from django.http import HttpResponseServerError, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST
@@ -33,9 +34,32 @@ def home(request):
     return render(request, "accounts/home.html", {"roles": ROLES.values()})
 
 
+def _api_error(request, status: int, detail: str, code: str):
+    """Errors under /api/ answer the API's shape even when no API view was reached (an unknown URL,
+    a malformed request): {"detail": "<a sentence>", "code": "<machine code>"}."""
+    if request.path.startswith("/api/"):
+        return JsonResponse({"detail": detail, "code": code}, status=status)
+    return None
+
+
+def bad_request(request, exception=None):
+    message = _("This request could not be read: check what was sent and try again.")
+    return _api_error(request, 400, message, "bad_request") or render(request, "400.html", {"message": message}, status=400)
+
+
 def permission_denied(request, exception=None):
     message = str(exception) if exception and str(exception) else _("You do not have permission to see this page.")
-    return render(request, "403.html", {"message": message}, status=403)
+    return _api_error(request, 403, message, "permission_denied") or render(request, "403.html", {"message": message}, status=403)
+
+
+def page_not_found(request, exception=None):
+    message = _("There is nothing at this address: check the URL (ids are whole numbers).")
+    return _api_error(request, 404, message, "not_found") or render(request, "404.html", {"message": message}, status=404)
+
+
+def server_error(request):
+    message = _("Something went wrong on our side: try again in a moment. If it happens again, tell an administrator.")
+    return _api_error(request, 500, message, "server_error") or HttpResponseServerError(message)
 
 
 def _users_page(request, create_form=None, status=200):

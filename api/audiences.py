@@ -2,16 +2,19 @@
 
 from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
-from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
+from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import generics, serializers, status
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from audiences import selectors, services
+from audiences.conditions import empty_conditions
 from audiences.models import Audience, ImportJob, ImportRejection, Profile, Quarantine
 
+from .fields import JSONObjectField, NullableJSONObjectField
 from .permissions import read_write
+from .queries import ProfileQuery, QuarantineQuery, validated
 from .serializers import ErrorSerializer
 
 ERRORS = {400: ErrorSerializer, 401: ErrorSerializer, 403: ErrorSerializer, 404: ErrorSerializer, 409: ErrorSerializer}
@@ -21,6 +24,7 @@ ERRORS = {400: ErrorSerializer, 401: ErrorSerializer, 403: ErrorSerializer, 404:
 
 
 class ProfileSerializer(serializers.ModelSerializer):
+    attributes = JSONObjectField(required=False, help_text="Free attributes used in personalization: an object of names and values.")
     resubscribe_reason = serializers.CharField(
         write_only=True, required=False, allow_blank=True, max_length=500,
         help_text="Needed (with Administration) to set email_denylisted or sms_denylisted back to false: "
@@ -34,21 +38,23 @@ class ProfileSerializer(serializers.ModelSerializer):
         read_only_fields = ["created_at", "updated_at"]
 
 
+CONDITIONS_HELP = (
+    'Filters only (a list leaves it null): {"op": "and"|"or", "conditions": [{"field": "language", "operator": '
+    '"equals", "value": "fr"} | a nested group]}. Fields: email, first_name, last_name, phone, '
+    "language, time_zone, created_at, updated_at, email_denylisted, sms_denylisted, attributes__<name>. "
+    "Operators: equals, not_equals, contains, in, is_empty, is_not_empty, before, after. A new filter without "
+    "conditions matches every profile until conditions are set."
+)
+
+
 class AudienceSerializer(serializers.ModelSerializer):
     size = serializers.SerializerMethodField()
+    conditions = NullableJSONObjectField(required=False, allow_null=True, help_text=CONDITIONS_HELP)
 
     class Meta:
         model = Audience
         fields = ["id", "name", "description", "kind", "conditions", "size", "created_by", "created_at", "updated_at"]
         read_only_fields = ["created_by", "created_at", "updated_at"]
-        extra_kwargs = {
-            "conditions": {
-                "help_text": 'Filters only: {"op": "and"|"or", "conditions": [{"field": "language", "operator": '
-                '"equals", "value": "fr"} | a nested group]}. Fields: email, first_name, last_name, phone, '
-                "language, time_zone, created_at, updated_at, email_denylisted, sms_denylisted, attributes__<name>. "
-                "Operators: equals, not_equals, contains, in, is_empty, is_not_empty, before, after."
-            }
-        }
 
     def get_size(self, obj) -> int | None:
         """Profiles in the audience (detail only; null in lists)."""
@@ -60,7 +66,7 @@ class AudienceSerializer(serializers.ModelSerializer):
 class AudienceUpdateSerializer(serializers.Serializer):
     name = serializers.CharField(required=False, max_length=200)
     description = serializers.CharField(required=False, allow_blank=True)
-    conditions = serializers.JSONField(required=False)
+    conditions = NullableJSONObjectField(required=False, allow_null=True)
 
 
 class MembersSerializer(serializers.Serializer):
@@ -117,7 +123,12 @@ class CountSerializer(serializers.Serializer):
 
 
 class QuarantineStatusSerializer(serializers.Serializer):
-    status = serializers.ChoiceField(choices=Quarantine.Status.choices)
+    status = serializers.ChoiceField(
+        choices=Quarantine.Status.choices,
+        error_messages={
+            "invalid_choice": "“{input}” is not a quarantine status: choose one of " + ", ".join(Quarantine.Status.values) + "."
+        },
+    )
 
 
 class QuarantineSerializer(serializers.ModelSerializer):
@@ -137,12 +148,12 @@ class ProfileListView(generics.ListCreateAPIView):
     access = read_write("prepare")
     serializer_class = ProfileSerializer
 
-    @extend_schema(parameters=[OpenApiParameter("q", str, description="Words matched against email and names.")])
+    @extend_schema(parameters=[ProfileQuery])
     def get(self, request, *args, **kwargs):
         return super().get(request, *args, **kwargs)
 
     def get_queryset(self):
-        return selectors.profile_list(search=self.request.query_params.get("q", ""))
+        return selectors.profile_list(search=validated(ProfileQuery, self.request).get("q", ""))
 
     @extend_schema(request=ProfileSerializer, responses={201: ProfileSerializer, **ERRORS})
     def post(self, request, *args, **kwargs):
@@ -177,7 +188,8 @@ class AudienceListView(generics.ListCreateAPIView):
         v = data.validated_data
         audience = services.audience_create(
             user=request.user, name=v["name"], kind=v.get("kind", Audience.Kind.LIST),
-            description=v.get("description", ""), conditions=v.get("conditions"),
+            description=v.get("description", ""),
+            conditions=v.get("conditions") or (empty_conditions() if v.get("kind") == Audience.Kind.FILTER else None),
         )
         return Response(AudienceSerializer(audience, context={"with_size": True}).data, status=status.HTTP_201_CREATED)
 
@@ -279,18 +291,12 @@ class QuarantineListView(generics.ListAPIView):
     access = "monitor"
     serializer_class = QuarantineSerializer
 
-    @extend_schema(
-        parameters=[
-            OpenApiParameter("status", str, enum=Quarantine.Status.values),
-            OpenApiParameter("channel", str, enum=["email", "sms"]),
-            OpenApiParameter("address", str, description="Part of the address."),
-        ]
-    )
+    @extend_schema(parameters=[QuarantineQuery])
     def get(self, request, *args, **kwargs):
         return super().get(request, *args, **kwargs)
 
     def get_queryset(self):
-        p = self.request.query_params
+        p = validated(QuarantineQuery, self.request)
         return selectors.quarantine_list(status=p.get("status", ""), channel=p.get("channel", ""), address=p.get("address", ""))
 
 

@@ -4,7 +4,7 @@ from datetime import timedelta
 
 from django.http import Http404
 from django.urls import path
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import generics, serializers, status
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
@@ -15,6 +15,7 @@ from deliveries.models import FINAL_STATES, Delivery, ExclusionLog, JournalEntry
 from deliveries.views import ACTION_ACCESS, ACTION_DENIED
 
 from .permissions import read_write
+from .queries import DeliveryQuery, ExclusionQuery, SendingLogQuery, validated
 from .serializers import ErrorSerializer
 
 ERRORS = {400: ErrorSerializer, 401: ErrorSerializer, 403: ErrorSerializer, 404: ErrorSerializer, 409: ErrorSerializer}
@@ -111,6 +112,7 @@ def _get(pk) -> Delivery:
         raise Http404("No message with this id.") from None
 
 
+@extend_schema_view(get=extend_schema(parameters=[DeliveryQuery]))
 class DeliveryList(generics.ListCreateAPIView):
     """Messages, newest first (filter with ?status=<logical status>&channel=email&q=<label or DM id>;
     archived messages are left out, ?archived=1 lists them alone)."""
@@ -119,9 +121,9 @@ class DeliveryList(generics.ListCreateAPIView):
     serializer_class = DeliverySerializer
 
     def get_queryset(self):
-        p = self.request.query_params
+        p = validated(DeliveryQuery, self.request)
         return selectors.delivery_list(
-            status=p.get("status", ""), channel=p.get("channel", ""), search=p.get("q", ""), archived=p.get("archived") == "1"
+            status=p.get("status", ""), channel=p.get("channel", ""), search=p.get("q", ""), archived=bool(p.get("archived"))
         )
 
     def perform_create(self, serializer):
@@ -195,12 +197,12 @@ class ExclusionLogList(generics.ListAPIView):
     serializer_class = ExclusionLogSerializer
     pagination_class = Paginated
 
-    @extend_schema(parameters=[OpenApiParameter("cause", str, description="Filter by cause")])
+    @extend_schema(parameters=[ExclusionQuery])
     def get(self, request, *args, **kwargs):
         return super().get(request, *args, **kwargs)
 
     def get_queryset(self):
-        return selectors.exclusion_logs(delivery=_get(self.kwargs["pk"]), cause=self.request.query_params.get("cause", ""))
+        return selectors.exclusion_logs(delivery=_get(self.kwargs["pk"]), cause=validated(ExclusionQuery, self.request).get("cause", ""))
 
 
 class ExclusionCauseList(APIView):
@@ -216,13 +218,12 @@ class SendingLogList(generics.ListAPIView):
     serializer_class = SendingLogSerializer
     pagination_class = Paginated
 
-    @extend_schema(parameters=[OpenApiParameter("status", str, description="pending, sending, sent, failed, unknown, cancelled, skipped"),
-                               OpenApiParameter("reason", str, description="Failure reason")])  # fmt: skip
+    @extend_schema(parameters=[SendingLogQuery])
     def get(self, request, *args, **kwargs):
         return super().get(request, *args, **kwargs)
 
     def get_queryset(self):
-        p = self.request.query_params
+        p = validated(SendingLogQuery, self.request)
         return selectors.sending_logs(delivery=_get(self.kwargs["pk"]), status=p.get("status", ""), reason=p.get("reason", ""))
 
 

@@ -2,7 +2,7 @@
 
 from django.http import Http404
 from django.urls import path
-from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import generics, serializers, status
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
@@ -10,9 +10,10 @@ from rest_framework.views import APIView
 
 from ops import selectors
 from ops.health import PARTS, system_health_cached
-from ops.models import Alert, Criterion
+from ops.models import Alert
 from ops.services import alert_acknowledge
 
+from .queries import AlertQuery, DeploymentsQuery, validated
 from .serializers import ErrorSerializer
 from .views import ERRORS
 
@@ -95,29 +96,17 @@ class AlertSerializer(serializers.ModelSerializer):
                   "emailed_at", "acknowledged_at", "acknowledged_by"]  # fmt: skip
 
 
-FILTER_PARAMS = [
-    OpenApiParameter("period", str, enum=list(selectors.PERIODS), description="Default 7d."),
-    OpenApiParameter("channel", str),
-    OpenApiParameter("owner", int, description="User id of the owner (creator)."),
-    OpenApiParameter("status", str, description="Logical status: editing, in_progress, finished, warning, erroneous."),
-    OpenApiParameter(
-        "sort", str, description=f"One of {', '.join(selectors.SORTS)}; prefix with - for descending. Default -started."
-    ),
-    OpenApiParameter("limit", int, description="Recently sent rows returned (default 50, at most 500)."),
-]
-
-
 class DeploymentsView(APIView):
     """The deployment dashboard: now sending, coming up, recently sent (filtered, sorted), totals and
     messages processed per hour. Monitor deliveries or Administration."""
 
     access = "monitor"
 
-    @extend_schema(parameters=FILTER_PARAMS, responses={200: DeploymentsSerializer, **ERRORS})
+    @extend_schema(parameters=[DeploymentsQuery], responses={200: DeploymentsSerializer, **ERRORS})
     def get(self, request):
-        filters = selectors.filters_from(request.query_params)
-        limit = request.query_params.get("limit", "")
-        limit = min(int(limit), 500) if limit.isdigit() else 50
+        query = validated(DeploymentsQuery, request)
+        filters = selectors.filters_from({k: str(v) for k, v in query.items()})
+        limit = query.get("limit", 50)
         recent = selectors.recent_queryset(filters)
         unit, hours = selectors.processed_per_hour(recent, since=filters.since)
         data = {
@@ -139,24 +128,14 @@ class AlertListView(generics.ListAPIView):
     access = "monitor"
     serializer_class = AlertSerializer
 
-    @extend_schema(
-        parameters=[
-            OpenApiParameter("open", bool, description="true: only alerts not acknowledged yet."),
-            OpenApiParameter("delivery", int),
-            OpenApiParameter("criterion", str, enum=Criterion.values),
-        ]
-    )
+    @extend_schema(parameters=[AlertQuery])
     def get(self, request, *args, **kwargs):
         return super().get(request, *args, **kwargs)
 
     def get_queryset(self):
-        p = self.request.query_params
-        delivery = p.get("delivery", "")
-        criterion = p.get("criterion", "")
+        p = validated(AlertQuery, self.request)
         return selectors.alert_list(
-            open_only=p.get("open", "").lower() in ("1", "true", "yes"),
-            delivery_id=int(delivery) if delivery.isdigit() else None,
-            criterion=criterion if criterion in Criterion.values else "",
+            open_only=bool(p.get("open")), delivery_id=p.get("delivery"), criterion=p.get("criterion", "")
         )
 
 

@@ -4,12 +4,9 @@ from rest_framework import serializers
 
 from accounts.selectors import roles_of_groups, user_roles
 
+from .schema import ErrorSerializer, ValidationErrorSerializer  # noqa: F401 - one definition, used by views
+
 User = get_user_model()
-
-
-class ErrorSerializer(serializers.Serializer):
-    detail = serializers.CharField(help_text="A sentence that says what went wrong and what to do.")
-    code = serializers.CharField(help_text="A machine-readable code.")
 
 
 class RoleSerializer(serializers.Serializer):

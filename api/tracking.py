@@ -2,8 +2,7 @@
 
 from django.shortcuts import get_object_or_404
 from django.urls import path
-from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import extend_schema
 from rest_framework import generics, serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -13,6 +12,7 @@ from deliveries.models import Delivery, SendingLog, TrackedUrl
 from tracking import selectors
 from tracking.models import TrackingLog
 
+from .queries import TrackingLogQuery, validated
 from .views import ERRORS
 
 
@@ -78,19 +78,13 @@ class DeliveryTrackingLogsView(generics.ListAPIView):
     access = "read"
     serializer_class = TrackingLogSerializer
 
-    @extend_schema(
-        parameters=[
-            OpenApiParameter("kind", OpenApiTypes.STR, enum=list(TrackingLog.Kind.values), description="Only this type."),
-            OpenApiParameter("machine", OpenApiTypes.STR, enum=["human", "machine"], description="People only, or machines only."),
-        ],
-        responses={200: TrackingLogSerializer(many=True), **ERRORS},
-    )
+    @extend_schema(parameters=[TrackingLogQuery], responses={200: TrackingLogSerializer(many=True), **ERRORS})
     def get(self, request, *args, **kwargs):
         return super().get(request, *args, **kwargs)
 
     def get_queryset(self):
         delivery = get_object_or_404(Delivery, pk=self.kwargs["pk"])
-        p = self.request.query_params
+        p = validated(TrackingLogQuery, self.request)
         return selectors.delivery_tracking_logs(delivery_id=delivery.pk, kind=p.get("kind", ""), machine=p.get("machine", ""))
 
 

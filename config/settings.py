@@ -203,7 +203,9 @@ REST_FRAMEWORK = {
     ],
     # Every view names its action in the access table (accounts.roles.ACCESS); one that does not is refused.
     "DEFAULT_PERMISSION_CLASSES": ["api.permissions.TableAccess"],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "api.schema.DispatchAutoSchema",
+    # JSON in; the CSV import declares its multipart upload itself.
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "EXCEPTION_HANDLER": "api.errors.exception_handler",
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
