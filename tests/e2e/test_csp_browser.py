@@ -37,3 +37,16 @@ def test_the_preview_and_the_page_work_under_the_policy(page, sign_in, marketer)
     page.select_option("#preview-profile", label="bob@example.com — Bob")  # submit on change (app.js)
     expect(preview.locator("#greet")).to_have_text("Hello Bob")
     assert violations == []
+
+
+def test_the_django_admin_works_under_the_policy(page, sign_in, admin, marketer):
+    admin.is_staff = admin.is_superuser = True
+    admin.save()
+    violations = []
+    page.on("console", lambda msg: violations.append(msg.text) if "Content Security Policy" in msg.text else None)
+    sign_in(page, "admin")
+    page.goto(f"/admin/accounts/user/{marketer.pk}/change/")
+    expect(page.get_by_role("heading", name="marketer")).to_be_visible()
+    page.get_by_role("button", name="Save", exact=True).click()
+    expect(page.locator(".messagelist")).to_contain_text("was changed successfully")
+    assert violations == []
