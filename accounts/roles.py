@@ -91,14 +91,15 @@ def access_roles(action: str) -> tuple:
 
 
 def access_denied_message(action: str) -> str:
-    names = []
-    for entry in ACCESS[action]:
-        if isinstance(entry, tuple):
-            names.append(" and ".join(f"“{ROLES[c].name}”" for c in entry))
-        else:
-            names.append(f"“{ROLES[entry].name}”")
-    return str(_("This needs the %(roles)s role. Ask an administrator to add you to a group that has it.")) % {
-        "roles": " or ".join(names)
+    """The refusal of `action`, naming the roles it needs."""
+    entries = ACCESS[action]
+    if all(isinstance(e, str) for e in entries):
+        return role_required_message(*entries)
+    names = " or ".join(
+        " and ".join(f"“{ROLES[c].name}”" for c in e) if isinstance(e, tuple) else f"“{ROLES[e].name}”" for e in entries
+    )
+    return str(_("This page needs the %(roles)s roles. Ask an administrator to add you to a group that has them.")) % {
+        "roles": names
     }
 
 

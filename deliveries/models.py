@@ -136,6 +136,13 @@ def approval_required_for_all() -> bool:
     return ApprovalPolicy.objects.filter(require_for_all=True).exists()
 
 
+def with_approval(queryset):
+    """Messages with what `Delivery.requires_approval` reads, in the same query."""
+    return queryset.select_related("category").annotate(
+        approval_for_all=models.Exists(ApprovalPolicy.objects.filter(require_for_all=True))
+    )
+
+
 class Delivery(models.Model):
     """A message (a delivery) and its send. The human ID is DM<id>."""
 
@@ -226,8 +233,13 @@ class Delivery(models.Model):
     @property
     def requires_approval(self) -> bool:
         """Set by Administration, never by the author: the message's category requires approval,
-        or every message does (read from the database: a decision takes effect at once)."""
-        return MessageCategory.objects.filter(pk=self.category_id, requires_approval=True).exists() or approval_required_for_all()
+        or every message does. The lists fetch both with the messages (`with_approval` below);
+        elsewhere they are read when asked."""
+        if "approval_for_all" in self.__dict__:
+            for_all = self.__dict__["approval_for_all"]
+        else:
+            for_all = approval_required_for_all()
+        return bool(for_all) or bool(self.category.requires_approval)
 
     @property
     def logical_status(self) -> str:

@@ -1,6 +1,6 @@
 from django.db.models import Count, F, Q, QuerySet
 
-from .models import Delivery, JournalEntry, LogicalStatus, SendingLog, State, logical_status_q
+from .models import Delivery, JournalEntry, LogicalStatus, SendingLog, State, logical_status_q, with_approval
 
 
 def _filtered(qs: QuerySet[Delivery], *, channel: str = "", search: str = "") -> QuerySet[Delivery]:
@@ -19,7 +19,7 @@ def delivery_list(*, status: str = "", channel: str = "", search: str = "", arch
     """Messages, newest first, filtered by logical status, channel and label/ID. Archived messages
     are left out (or listed alone with `archived`)."""
     # "kpis" is the snapshot the kpis app keeps (reverse one-to-one): the list's mini KPIs read it.
-    qs = Delivery.objects.select_related("audience", "created_by", "kpis").filter(archived_at__isnull=not archived)
+    qs = with_approval(Delivery.objects.select_related("audience", "created_by", "kpis")).filter(archived_at__isnull=not archived)
     if status in LogicalStatus.values:
         qs = qs.filter(logical_status_q(status))
     return _filtered(qs, channel=channel, search=search).order_by("-id")
@@ -36,7 +36,7 @@ def delivery_status_counts(*, channel: str = "", search: str = "") -> dict[str, 
 
 
 def delivery_get(*, pk) -> Delivery:
-    return Delivery.objects.select_related(
+    return with_approval(Delivery.objects).select_related(
         "audience", "category", "created_by", "updated_by", "confirmed_by", "content_approved_by", "target_approved_by", "archived_by"
     ).get(pk=pk)
 

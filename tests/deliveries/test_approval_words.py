@@ -7,11 +7,13 @@ from rest_framework.test import APIClient
 
 from deliveries.services import delivery_approve
 
+from .conftest import approval_category
+
 pytestmark = pytest.mark.django_db
 
 
 def test_the_words_follow_the_approvals_until_both_are_given(client, marketer, approver, ready_delivery):
-    d = ready_delivery(requires_approval=True)
+    d = ready_delivery(category=approval_category())
     client.force_login(marketer)
     page = client.get(reverse("deliveries:detail", args=[d.pk])).content.decode()
     assert 'data-testid="state">Waiting for approval: content, target<' in page

@@ -7,6 +7,8 @@ from rest_framework.test import APIClient
 
 from deliveries.services import delivery_approve
 
+from .conftest import approval_category
+
 pytestmark = pytest.mark.django_db
 NEEDS_ROLE = "Confirming a send needs the “Start deliveries” role. Ask an administrator."
 
@@ -29,7 +31,7 @@ def test_no_banner_on_a_draft_nor_for_an_approver_reviewing(client, preparer, ap
     client.force_login(preparer)
     assert "permission-banner" not in client.get(reverse("deliveries:detail", args=[draft.pk])).content.decode()
 
-    waiting = ready_delivery(requires_approval=True)
+    waiting = ready_delivery(category=approval_category())
     client.force_login(approver)
     page = client.get(reverse("deliveries:detail", args=[waiting.pk])).content.decode()
     assert "permission-banner" not in page and "Approve content" in page

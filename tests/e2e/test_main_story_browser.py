@@ -13,7 +13,7 @@ import time
 import pytest
 from playwright.sync_api import expect
 
-from deliveries.models import Delivery, JournalEntry, SendingLog, SendingStatus, State
+from deliveries.models import Delivery, JournalEntry, MessageCategory, SendingLog, SendingStatus, State
 from deliveries.services import delivery_confirm, delivery_create, delivery_prepare
 from tests.deliveries.conftest import HTML, make_audience, make_profiles
 from tests.factories import PASSWORD
@@ -77,6 +77,7 @@ def test_the_main_story(browse, preparer, approver, marketer, ops, celery_worker
     settings.SEND_CHUNK = 5
     settings.OPS_DASHBOARD_POLL_SECONDS = 1
     make_audience(make_profiles([f"reader{i:02d}@example.com" for i in range(40)]), name="Spring readers")
+    MessageCategory.objects.create(name="Promotions", requires_approval=True)  # Administration's decision
 
     # 1. The preparer writes the message in the editor and prepares it.
     paul = browse("preparer")
@@ -87,7 +88,7 @@ def test_the_main_story(browse, preparer, approver, marketer, ops, celery_worker
     paul.get_by_label("Sender address").fill("news@shop.example.com")
     paul.get_by_label("Subject").fill("Hello {{ first_name|default('friend') }}, spring is here")
     paul.get_by_label("HTML content").fill(HTML)
-    paul.get_by_label("Requires approval (content and target, by someone else)").check()
+    paul.get_by_label("Category").select_option(label="Promotions (approval required)")
     paul.get_by_role("button", name="Save").click()
     expect(paul.get_by_role("heading", level=1)).to_contain_text("Spring sale")
     d = Delivery.objects.get(label="Spring sale")
