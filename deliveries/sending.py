@@ -30,6 +30,7 @@ import time
 from dataclasses import dataclass
 from datetime import timedelta
 
+from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import DatabaseError, InterfaceError, OperationalError, connection, transaction
 from django.db.models import Case, Count, DateTimeField, ExpressionWrapper, F, Min, Q, TextField, Value, When
@@ -439,6 +440,9 @@ class BatchRun:
         self.relay_down_seconds = float(_setting("SEND_RELAY_DOWN_SECONDS", 60))
         self.relay_retry_seconds = float(_setting("SEND_RELAY_RETRY_SECONDS", 60))
         self.db_patience = float(_setting("CLAIM_TIMEOUT_SECONDS", 600))
+        # The batch ends itself well before the task's soft time limit (SEND_BATCH_TIME_LIMIT): it
+        # stops claiming, finishes what it holds and writes it; the pass's end enqueues the rest.
+        self.claim_until = time.monotonic() + 0.8 * float(_setting("SEND_BATCH_TIME_LIMIT", 3600))
         self.skeleton = MessageSkeleton(delivery)
         self.work = Work(low_water=max(self.chunk // 2, 1), group=self.chunk)
         self.unwritten = 0  # claimed rows whose outcome is not written yet (queued, in hand, or held)
@@ -508,6 +512,7 @@ class BatchRun:
                         self.rate_limited = bool(self.delivery.rate_limit_per_hour) and self._budget_spent()
                         work.close()
                     elif rows:
+                        self.claimed_once = True
                         self.unwritten += len(rows)
                         work.add(rows)
                 # 2. wait for a group of outcomes, the flush time, or the queue running low
@@ -543,8 +548,20 @@ class BatchRun:
                     log.error("delivery %s: the database stayed unreachable %.0f s; %d outcomes not written (the reaper "
                               "marks them unknown)", self.delivery.pk, self.db_patience, self.unwritten)  # fmt: skip
                     break
+                if not exhausted and self.claimed_once and now >= self.claim_until:  # this task's time is up: no new claim
+                    exhausted = True
+                    work.close()
                 if exhausted and self.unwritten <= 0 and not work.queue:
                     break
+        except SoftTimeLimitExceeded:  # a safety net (the batch ends itself before): keep what went out
+            log.warning("delivery %s: the batch reached its time limit; writing what it holds", self.delivery.pk)
+            self._release_queue()
+            work.stopping.set()
+            self.sender.join(timeout=30)
+            try:
+                self._write()
+            except DB_ERRORS:
+                log.error("delivery %s: %d outcomes could not be written (the reaper marks them unknown)", self.delivery.pk, self.unwritten)
         finally:
             work.stopping.set()
             work.close()
@@ -555,12 +572,14 @@ class BatchRun:
     _db_next_try: float | None = None
     _db_tries = 0
     _next_claim = 0.0
+    claimed_once = False  # a batch always claims at least once, whatever its time budget
 
     def _claim_wanted(self, now: float) -> bool:
         """Claim the next chunk when the queue runs low, at most 2 x SEND_CHUNK claimed and not written."""
         return (
             self._db_down_since is None
             and now >= self._next_claim
+            and (now < self.claim_until or not self.claimed_once)
             and len(self.work.queue) < self.work.low_water
             and self.unwritten < 2 * self.chunk
         )

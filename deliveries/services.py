@@ -370,6 +370,26 @@ def _preparation_failed(*, delivery_id: int, revision: int, text: str) -> None:
             journal_add(delivery=delivery_id, level=JournalEntry.Level.CRITICAL, text=text)
 
 
+def deliveries_fail_stuck_preparations(*, now=None) -> int:
+    """A preparation whose worker died outright (kill -9, out of memory) never ends on its own: past
+    PREPARATION_TIME_LIMIT and a grace period since it started (its `updated_at`: nothing else saves
+    the message while it prepares), it fails and says so. Run by the beat's tick."""
+    now = now or timezone.now()
+    limit = timedelta(seconds=_preparation_time_limit() + PREPARATION_STUCK_GRACE_SECONDS)
+    failed = 0
+    for pk, revision in Delivery.objects.filter(state=State.PREPARING, updated_at__lt=now - limit).values_list("pk", "revision"):
+        _preparation_failed(
+            delivery_id=pk,
+            revision=revision,
+            text=_("The preparation stopped without finishing (its worker stopped). Prepare the message again."),
+        )
+        failed += 1
+    return failed
+
+
+PREPARATION_STUCK_GRACE_SECONDS = 300
+
+
 def _excluded_domains() -> set[str]:
     return {d.strip().lower() for d in getattr(settings, "EXCLUDED_DOMAINS", []) if d.strip()}
 

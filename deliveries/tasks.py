@@ -37,9 +37,9 @@ def send_batch_task(delivery_id: int, lo: int, hi: int) -> int:
 @shared_task(name="deliveries.tick", ignore_result=True)
 def tick() -> dict:
     """Every SEND_TICK_SECONDS: start due scheduled messages, retry passes, expire, reap dead
-    claims, re-enqueue stalled sends."""
+    claims, re-enqueue stalled sends, fail preparations whose worker died."""
     from .sending import deliveries_tick
-    from .services import deliveries_start_due
+    from .services import deliveries_fail_stuck_preparations, deliveries_start_due
 
     started = deliveries_start_due()
-    return {"started": started, **deliveries_tick()}
+    return {"started": started, "stuck_preparations": deliveries_fail_stuck_preparations(), **deliveries_tick()}

@@ -338,3 +338,27 @@ def test_building_a_message_reads_no_randomness_from_the_os(ready_delivery, monk
     monkeypatch.setattr(os, "urandom", lambda n: (_ for _ in ()).throw(AssertionError("os.urandom per message")))
     ids = [skeleton.build(sending_log_id=i, address=f"a{i}@example.com", profile={"first_name": "A"}).message_id for i in (1, 2)]
     assert ids[0] != ids[1] and ids[0].startswith(f"<{d.pk}.1.") and ids[0].endswith("@shop.example.com>")
+
+
+def test_a_batch_ends_itself_before_its_time_limit_and_the_pass_goes_on(ready_delivery, marketer, smtp_server, settings, django_capture_on_commit_callbacks):
+    """Past 80% of SEND_BATCH_TIME_LIMIT a batch claims no more, writes what it holds and ends; the
+    end of the pass enqueues the rest (Celery's soft limit never cuts a batch holding outcomes)."""
+    settings.SEND_BATCH_TIME_LIMIT, settings.SEND_CHUNK = 0.001, 2
+    d = send(ready_delivery(), marketer, django_capture_on_commit_callbacks)
+    assert d.state == State.FINISHED and d.sent_count == 5
+    assert received(smtp_server) == Counter({f"person{i}@example.com": 1 for i in range(5)})
+
+
+def test_a_preparation_whose_worker_died_fails_and_says_so(new_delivery, settings):
+    from deliveries.services import deliveries_fail_stuck_preparations
+
+    d = new_delivery()
+    Delivery.objects.filter(pk=d.pk).update(state=State.PREPARING, updated_at=timezone.now() - timedelta(hours=2))
+    fresh = new_delivery(label="Preparing now")
+    Delivery.objects.filter(pk=fresh.pk).update(state=State.PREPARING)
+    settings.PREPARATION_TIME_LIMIT = 3600
+    assert deliveries_fail_stuck_preparations() == 1
+    d.refresh_from_db()
+    assert d.state == State.PREPARATION_FAILED
+    assert d.journal.filter(level="critical", text__startswith="The preparation stopped without finishing").exists()
+    assert Delivery.objects.get(pk=fresh.pk).state == State.PREPARING  # one that runs is left alone
