@@ -42,7 +42,7 @@ from django.utils.translation import ngettext
 from audiences.models import Profile
 
 from .channels.base import Outcome
-from .channels.email import MessageSkeleton, uses_smtp_relay
+from .channels.email import skeleton_for, uses_smtp_relay
 from .connections import AsyncSmtpSender, ThreadedSender, Work
 from .consent import left_cause_sql, left_joins_sql
 from .models import (
@@ -443,7 +443,7 @@ class BatchRun:
         # The batch ends itself well before the task's soft time limit (SEND_BATCH_TIME_LIMIT): it
         # stops claiming, finishes what it holds and writes it; the pass's end enqueues the rest.
         self.claim_until = time.monotonic() + 0.8 * float(_setting("SEND_BATCH_TIME_LIMIT", 3600))
-        self.skeleton = MessageSkeleton(delivery)
+        self.skeleton = skeleton_for(delivery)
         self.work = Work(low_water=max(self.chunk // 2, 1), group=self.chunk)
         self.unwritten = 0  # claimed rows whose outcome is not written yet (queued, in hand, or held)
         self.handled = 0

@@ -39,6 +39,7 @@ def main():
         EMAIL_HOST="127.0.0.1",
         EMAIL_PORT=args.port,
         POST_OFFICE={},  # its defaults
+        TEMPLATES=[{"BACKEND": "django.template.backends.django.DjangoTemplates", "APP_DIRS": True}],
         LOGGING_CONFIG=None,
     )
     import psycopg

@@ -125,9 +125,7 @@ class MessageSkeleton:
         self.delivery_id = delivery.pk
         # Random once per skeleton (per batch), not per message: the log id makes each Message-ID
         # unique, the nonce tells a resend (Resend unknown) from the first copy.
-        nonce = secrets.token_hex(8)
-        self.boundary = f"=_dispatch_{nonce}"
-        self._message_id = f"{self.delivery_id}.%d.{nonce[:10]}@{self.domain}"
+        self.renew()
         fixed = [
             f"From: {_addr(delivery.sender_name, delivery.sender_address)}",
             "MIME-Version: 1.0",
@@ -138,6 +136,13 @@ class MessageSkeleton:
         self.fixed_headers = ("\r\n".join(fixed) + "\r\n").encode()
         self._date_second = None
         self._date = ""
+
+    def renew(self) -> MessageSkeleton:
+        """A new nonce (MIME boundary, Message-ID): each batch takes one."""
+        nonce = secrets.token_hex(8)
+        self.boundary = f"=_dispatch_{nonce}"
+        self._message_id = f"{self.delivery_id}.%d.{nonce[:10]}@{self.domain}"
+        return self
 
     def _now_header(self) -> str:
         now = timezone.now().replace(microsecond=0)
@@ -180,6 +185,26 @@ class MessageSkeleton:
         )
         built.data = built.as_bytes(self, eight_bit=True)
         return built
+
+
+_skeletons: dict[tuple, MessageSkeleton] = {}
+
+
+def skeleton_for(delivery) -> MessageSkeleton:
+    """The delivery's skeleton, compiled once per worker process and prepared revision (compiling
+    the templates costs ~30 ms: once per batch, it was a third of a small batch's CPU), with a
+    fresh nonce for each batch."""
+    import copy
+
+    key = (delivery.pk, delivery.revision, delivery.prepared_at, hash((delivery.subject, delivery.html, delivery.text,
+                                                                      delivery.sender_name, delivery.sender_address, delivery.reply_to)))  # fmt: skip
+    skeleton = _skeletons.get(key)
+    if skeleton is None:
+        skeleton = MessageSkeleton(delivery)
+        if len(_skeletons) >= 8:
+            _skeletons.pop(next(iter(_skeletons)))
+        _skeletons[key] = skeleton
+    return copy.copy(skeleton).renew()
 
 
 class _OnceTracking(RecipientTracking):
