@@ -34,7 +34,8 @@ class DeliverySerializer(serializers.ModelSerializer):
         model = Delivery
         fields = [
             "id", "human_id", "label", "channel", "sender_name", "sender_address", "reply_to", "subject", "html", "text",
-            "audience", "schedule", "scheduled_at", "schedule_tz", "validity_hours", "category", "requires_approval",
+            "audience", "schedule", "scheduled_at", "schedule_tz", "send_time", "send_time_attribute", "send_time_offset_hours",
+            "first_due_at", "last_due_at", "validity_hours", "category", "requires_approval",
             "rate_limit_per_hour", "state", "state_label", "logical_status", "progress", "revision", "targeted_count",
             "to_deliver_count", "skipped_count", "warnings_count", "sent_count", "failed_count", "processed_count",
             "content_approved_by", "content_approved_at", "target_approved_by", "target_approved_at",
@@ -42,7 +43,7 @@ class DeliverySerializer(serializers.ModelSerializer):
             "archived_at", "archived_by",
         ]  # fmt: skip
         read_only_fields = [
-            "archived_at", "archived_by",
+            "archived_at", "archived_by", "first_due_at", "last_due_at",
             "state", "progress", "revision", "targeted_count", "to_deliver_count", "skipped_count", "warnings_count",
             "sent_count", "failed_count", "processed_count", "content_approved_by", "content_approved_at", "target_approved_by",
             "target_approved_at", "created_by", "created_at", "updated_at", "confirmed_by", "confirmed_at",
@@ -101,7 +102,7 @@ class ExclusionCauseSerializer(serializers.Serializer):
 class SendingLogSerializer(serializers.ModelSerializer):
     class Meta:
         model = SendingLog
-        fields = ["id", "profile", "address", "status", "failure_type", "failure_reason", "failure_text", "exclusion_cause", "attempts",
+        fields = ["id", "profile", "address", "status", "failure_type", "failure_reason", "failure_text", "exclusion_cause", "due_at", "attempts",
                   "next_attempt_at", "event_at", "message_id"]  # fmt: skip
 
 

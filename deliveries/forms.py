@@ -30,11 +30,19 @@ class DeliveryForm(forms.ModelForm):
         model = Delivery
         fields = [
             "label", "audience", "sender_name", "sender_address", "reply_to", "subject", "html", "text",
-            "schedule", "scheduled_at", "schedule_tz", "category", "rate_limit_per_hour",
+            "schedule", "scheduled_at", "schedule_tz", "send_time", "send_time_attribute", "send_time_offset_hours",
+            "category", "rate_limit_per_hour",
         ]  # fmt: skip
-        widgets = {"schedule": forms.RadioSelect, "html": forms.Textarea(attrs={"rows": 14}), "text": forms.Textarea(attrs={"rows": 6})}
-        labels = {"html": _("HTML content"), "text": _("Text content"), "rate_limit_per_hour": _("Rate limit (messages per hour)")}
-        help_texts = {"category": _("Administration decides which categories need approval before sending.")}
+        widgets = {"schedule": forms.RadioSelect, "send_time": forms.RadioSelect, "html": forms.Textarea(attrs={"rows": 14}), "text": forms.Textarea(attrs={"rows": 6})}
+        labels = {"html": _("HTML content"), "text": _("Text content"), "rate_limit_per_hour": _("Rate limit (messages per hour)"),
+                  "send_time": _("Optimize the sending time per recipient"),
+                  "send_time_attribute": _("Profile attribute holding the send date"),
+                  "send_time_offset_hours": _("Offset (hours)")}  # fmt: skip
+        help_texts = {
+            "category": _("Administration decides which categories need approval before sending."),
+            "send_time_attribute": _("With “a date from a profile attribute”: a date (read at 00:00 in the zone above) or a date and time."),
+            "send_time_offset_hours": _("Hours added to the attribute's date: 9 sends a birthday message at 9:00."),
+        }
 
     # A service's field names where the form's differ.
     SERVICE_FIELDS = {"validity": "validity_hours"}
@@ -48,6 +56,9 @@ class DeliveryForm(forms.ModelForm):
         self.fields["category"].label_from_instance = lambda c: f"{c.name} ({_('approval required') if c.requires_approval else _('no approval')})"
         if not (self.instance and self.instance.pk):
             self.initial.setdefault("category", MessageCategory.default_id())
+        # "No optimization" unless chosen (a client that posts neither keeps today's behaviour)
+        self.fields["send_time"].required = self.fields["send_time_offset_hours"].required = False
+        self.fields["send_time"].choices = [c for c in self.fields["send_time"].choices if c[0]]
         current = getattr(self.instance, "schedule_tz", "") or ""
         if current and current not in TIME_ZONES:  # a zone saved before (an alias): kept selectable
             self.fields["schedule_tz"].choices = [(current, current), *self.fields["schedule_tz"].choices]
@@ -61,6 +72,9 @@ class DeliveryForm(forms.ModelForm):
 
     def clean(self):
         data = super().clean()
+        data["send_time"] = data.get("send_time") or Delivery._meta.get_field("send_time").default
+        if data.get("send_time_offset_hours") is None:
+            data["send_time_offset_hours"] = 0
         at = data.get("scheduled_at")
         if data.get("schedule") == Delivery.Schedule.AT and at is None and "scheduled_at" not in self.errors:
             self.add_error("scheduled_at", _("Choose the date and time of the send, or choose to send once confirmed."))

@@ -143,6 +143,12 @@ def with_approval(queryset):
     )
 
 
+class SendTime(models.TextChoices):
+    NONE = "none", _("No optimization")
+    RECIPIENT_TZ = "recipient_tz", _("Send at the recipient's time zone")
+    ATTRIBUTE = "attribute", _("Send at a date from a profile attribute")
+
+
 class Delivery(models.Model):
     """A message (a delivery) and its send. The human ID is DM<id>."""
 
@@ -162,6 +168,13 @@ class Delivery(models.Model):
     schedule = models.CharField(max_length=4, choices=Schedule.choices, default=Schedule.NOW)
     scheduled_at = models.DateTimeField(null=True, blank=True)
     schedule_tz = models.CharField(max_length=64, blank=True, default="UTC")
+    # "Optimize the sending time per recipient" (DOMAIN.md §1.9): each sending log gets its own due
+    # time at preparation; the first and last are kept for the Confirm dialog and the start.
+    send_time = models.CharField(max_length=12, choices=SendTime.choices, default=SendTime.NONE)
+    send_time_attribute = models.CharField(max_length=100, blank=True, default="")
+    send_time_offset_hours = models.SmallIntegerField(default=0)
+    first_due_at = models.DateTimeField(null=True, blank=True)
+    last_due_at = models.DateTimeField(null=True, blank=True)
     validity = models.DurationField(default=MAX_VALIDITY)
     category = models.ForeignKey(MessageCategory, on_delete=models.PROTECT, related_name="deliveries", default=MessageCategory.default_id)
     # Who edited the content (or audience, schedule…) since the last approval: they cannot approve it.
@@ -342,6 +355,7 @@ class ExclusionCause(models.TextChoices):
     DUPLICATE = "duplicate", _("Duplicate")
     EXCLUDED_DOMAIN = "excluded_domain", _("Excluded domain")
     PROFILE_DELETED = "profile_deleted", _("Profile deleted")  # found at send time only
+    SEND_DATE_MISSING = "send_date_missing", _("Send date empty or not a date")  # the profile attribute of the send time
 
 
 class ExclusionLog(models.Model):
@@ -403,6 +417,7 @@ class SendingLog(models.Model):
     attempts = models.PositiveSmallIntegerField(default=0)
     next_attempt_at = models.DateTimeField(null=True, blank=True)
     claimed_at = models.DateTimeField(null=True, blank=True)
+    due_at = models.DateTimeField(null=True, blank=True)  # its own send time (a send per recipient time); empty: at once
     # Set with the claim (one per claimed chunk): an outcome is written only while the row still
     # holds its chunk's token, so a write that arrives after the reaper (or another claim) is void.
     claim_token = models.BigIntegerField(null=True, blank=True)

@@ -131,3 +131,17 @@ def approval_policy_changes(*, limit: int = 50):
     from .models import ApprovalPolicyChange
 
     return ApprovalPolicyChange.objects.select_related("actor")[:limit]
+
+
+def delivery_wave_plan(*, delivery, now) -> dict:
+    """A send per recipient's time: recipients per due hour, waves due, the next one (one GROUP BY)."""
+    from .waves import wave_plan
+
+    return wave_plan(delivery=delivery, now=now)
+
+
+def delivery_due_passed(*, delivery, at) -> int:
+    """Recipients whose own send time is already past at `at`: confirmed now, they get it at once."""
+    from .waves import passed_before
+
+    return passed_before(delivery=delivery, at=at)

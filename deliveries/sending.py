@@ -33,14 +33,14 @@ from datetime import timedelta
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import DatabaseError, InterfaceError, OperationalError, connection, transaction
-from django.db.models import Case, Count, DateTimeField, ExpressionWrapper, F, Min, Q, TextField, Value, When
+from django.db.models import Case, Count, F, Min, Q, TextField, Value, When
 from django.db.models.functions import Greatest
-from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 
 from audiences.models import Profile
 
+from . import clock
 from .channels.base import Outcome
 from .channels.email import skeleton_for, uses_smtp_relay
 from .connections import AsyncSmtpSender, ThreadedSender, Work
@@ -98,6 +98,7 @@ class Claimed:
     token: int
     profile: dict
     known_address: bool  # the address has a quarantine row (a success may change it)
+    due_at: object = None  # its own send time (a send per recipient's time): its validity runs from it
     message_id: str = ""
 
 
@@ -118,12 +119,14 @@ def claim_chunk(*, delivery: Delivery, lo: int, hi: int, limit: int, now) -> lis
     else:
         rows = _claim_portable(delivery=delivery, lo=lo, hi=hi, limit=limit, now=now, token=token)
     claimed = []
-    for log_id, address, attempts, known, email, first, last, language, tz, phone, attributes in rows:
+    for log_id, address, attempts, known, due_at, email, first, last, language, tz, phone, attributes in rows:
         if isinstance(attributes, str):
             attributes = json.loads(attributes)
+        if isinstance(due_at, str):  # SQLite
+            due_at = connection.ops.convert_datetimefield_value(due_at, None, connection) if due_at else None
         profile = {"email": email or address, "first_name": first, "last_name": last, "language": language,
                    "time_zone": tz, "phone": phone, "attributes": attributes or {}}  # fmt: skip
-        claimed.append(Claimed(log_id, address, attempts, token, profile, bool(known)))
+        claimed.append(Claimed(log_id, address, attempts, token, profile, bool(known), due_at))
     return claimed
 
 
@@ -146,7 +149,7 @@ def _pick_sql() -> tuple[str, str]:
     active = ", ".join(f"'{s.value}'" for s in ACTIVE)
     return (
         f"SELECT id FROM {table} WHERE delivery_id = %(d)s AND status = 'pending' AND id BETWEEN %(lo)s AND %(hi)s"
-        f" AND (next_attempt_at IS NULL OR next_attempt_at <= %(now)s)"
+        f" AND (next_attempt_at IS NULL OR next_attempt_at <= %(now)s) AND (due_at IS NULL OR due_at <= %(now)s)"
         f" AND EXISTS (SELECT 1 FROM {deliveries} WHERE id = %(d)s AND state IN ({active})) ORDER BY id LIMIT %(limit)s",
         table,
     )
@@ -173,7 +176,7 @@ def _claim_postgresql(*, delivery, lo, hi, limit, now, token):
                 failure_type = CASE WHEN j.cause IS NULL THEN t.failure_type ELSE '' END,
                 failure_reason = CASE WHEN j.cause IS NULL THEN t.failure_reason ELSE '' END
             FROM judged j WHERE t.id = j.id
-            RETURNING t.id, t.address, t.attempts, t.profile_id, j.cause, j.known
+            RETURNING t.id, t.address, t.attempts, t.profile_id, j.cause, j.known, t.due_at
         ),
         excluded AS (
             INSERT INTO {ExclusionLog._meta.db_table} (delivery_id, profile_id, address, cause, found_at)
@@ -183,7 +186,7 @@ def _claim_postgresql(*, delivery, lo, hi, limit, now, token):
             UPDATE {Delivery._meta.db_table} SET skipped_count = skipped_count + n.n, to_deliver_count = to_deliver_count - n.n
             FROM (SELECT COUNT(*) AS n FROM claimed WHERE cause IS NOT NULL) n WHERE id = %(d)s AND n.n > 0
         )
-        SELECT c.id, c.address, c.attempts, c.known, {_PROFILE_COLUMNS}, c.cause
+        SELECT c.id, c.address, c.attempts, c.known, c.due_at, {_PROFILE_COLUMNS}, c.cause
         FROM claimed c LEFT JOIN {Profile._meta.db_table} p ON p.id = c.profile_id ORDER BY c.id
     """
     with _bound_cursor() as cursor:
@@ -213,7 +216,7 @@ def _claim_portable(*, delivery, lo, hi, limit, now, token):
         marks = ", ".join(["%s"] * len(ids))
         cursor.execute(
             f"SELECT s.id, s.address, s.attempts, s.profile_id, {left_cause_sql(channel=delivery.channel)}, q.id IS NOT NULL,"
-            f" {_PROFILE_COLUMNS} FROM {table} s {left_joins_sql()} WHERE s.id IN ({marks}) ORDER BY s.id",
+            f" s.due_at, {_PROFILE_COLUMNS} FROM {table} s {left_joins_sql()} WHERE s.id IN ({marks}) ORDER BY s.id",
             [delivery.channel, *ids],
         )
         rows = cursor.fetchall()
@@ -235,7 +238,7 @@ def _claim_portable(*, delivery, lo, hi, limit, now, token):
             Delivery.objects.filter(pk=delivery.pk).update(
                 skipped_count=F("skipped_count") + len(gone), to_deliver_count=F("to_deliver_count") - len(gone)
             )
-    return [(r[0], r[1], r[2], r[5], *r[6:]) for r in send]
+    return [(r[0], r[1], r[2], r[5], r[6], *r[7:]) for r in send]
 
 
 # --- outcomes -----------------------------------------------------------------------------------
@@ -250,7 +253,7 @@ class Written:
     state: str = ""
 
 
-def outcome_row(*, row: Claimed, outcome: Outcome, now, validity_end) -> tuple:
+def outcome_row(*, row: Claimed, outcome: Outcome, now, validity_end) -> tuple:  # validity_end: the send's, or the row's own
     """(id, token, status, attempts, event_at, next_attempt_at, failure_type, failure_reason,
     failure_text, message_id) for one message's outcome (DOMAIN.md §4, §5)."""
     attempts = row.attempts + 1
@@ -337,8 +340,11 @@ def update_outcomes(*, delivery_id: int, rows: list[tuple]) -> Written:
 def write_outcomes(*, delivery: Delivery, results: list[tuple[Claimed, Outcome]], now) -> Written:
     """Write a group of outcomes (one statement), then what follows from them: the journal line of
     messages in an unknown state, quarantine (only where something can change), the auto-pause."""
-    validity_end = (delivery.started_at or now) + delivery.validity
-    rows = [outcome_row(row=row, outcome=outcome, now=now, validity_end=validity_end) for row, outcome in results]
+    start = delivery.started_at or now
+    rows = [
+        outcome_row(row=row, outcome=outcome, now=now, validity_end=(row.due_at or start) + delivery.validity)  # from its own time
+        for row, outcome in results
+    ]
     written = update_outcomes(delivery_id=delivery.pk, rows=rows)
     if written.unknown:
         journal_add(
@@ -383,7 +389,7 @@ def release_claimed(*, delivery_id: int, rows: list[Claimed], retry_at=None, why
     and Stop see each other. Returns how many rows were released."""
     if not rows:
         return 0
-    now = timezone.now()
+    now = clock.now()
     with transaction.atomic():
         state = Delivery.objects.select_for_update().filter(pk=delivery_id).values_list("state", flat=True).first()
         mine = Q()
@@ -473,7 +479,7 @@ class BatchRun:
         if not results:
             return ""
         try:
-            written = write_outcomes(delivery=self.delivery, results=results, now=timezone.now())
+            written = write_outcomes(delivery=self.delivery, results=results, now=clock.now())
         except DB_ERRORS:
             with self.work.lock:  # keep them: written when the database is back
                 self.work.results[:0] = results
@@ -501,7 +507,7 @@ class BatchRun:
                 # 1. claim ahead, so the connections never wait for the database
                 if not exhausted and self._claim_wanted(time.monotonic()):
                     try:
-                        rows = self._claim(timezone.now())
+                        rows = self._claim(clock.now())
                     except DB_ERRORS as e:
                         self._db_failed(e)
                         rows = None
@@ -612,7 +618,7 @@ class BatchRun:
             self._db_failed(e)
 
     def _budget_spent(self) -> bool:
-        return rate_room(delivery=self.delivery, now=timezone.now(), chunk_size=self.chunk) <= 0
+        return rate_room(delivery=self.delivery, now=clock.now(), chunk_size=self.chunk) <= 0
 
     relay_released = 0
     relay_retry_at = None
@@ -621,7 +627,7 @@ class BatchRun:
         """Hand the queued rows back (a row a connection still holds comes back to the queue and is
         handed back in turn); the journal says it once, when the batch ends."""
         if self.relay_retry_at is None:
-            self.relay_retry_at = timezone.now() + timedelta(seconds=self.relay_retry_seconds)
+            self.relay_retry_at = clock.now() + timedelta(seconds=self.relay_retry_seconds)
         why = _("Relay unreachable: %(error)s") % {"error": self.work.last_error or _("no connection could be opened")}
         self.relay_released += self._release_queue(retry_at=self.relay_retry_at, why=why)
 
@@ -680,7 +686,12 @@ def rate_room(*, delivery: Delivery, now, chunk_size: int) -> int:
 
 # --- dispatch and the end of a pass -------------------------------------------------------------
 def _due_q(now) -> Q:
-    return Q(status=SendingStatus.PENDING) & (Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
+    """Pending rows that may go now: not waiting for a retry, nor for their own send time."""
+    return (
+        Q(status=SendingStatus.PENDING)
+        & (Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
+        & (Q(due_at__isnull=True) | Q(due_at__lte=now))
+    )
 
 
 def dispatch(*, delivery_id: int) -> int:
@@ -688,7 +699,7 @@ def dispatch(*, delivery_id: int) -> int:
     task per range. A send waiting for its retry time starts its retry pass here."""
     from .tasks import send_batch_task
 
-    now = timezone.now()
+    now = clock.now()
     d = Delivery.objects.filter(pk=delivery_id).first()
     if d is None:
         return 0
@@ -739,10 +750,11 @@ def batch_ended(*, delivery_id: int, close_pass: bool = True, opened: int = 1) -
 def pass_end(*, delivery_id: int, now=None) -> str | None:
     """After a batch: finished when every log is final; retry pending ONLY when every remaining log
     waits for a retry time (rows never tried, or due, are always being sent: by a batch still open,
-    or one enqueued now). Each outcome is one conditional update of the state: said once."""
+    or one enqueued now; rows waiting for their own send time keep the send in progress). Each
+    outcome is one conditional update of the state: said once."""
     from .tasks import dispatch_delivery
 
-    now = now or timezone.now()
+    now = now or clock.now()
     d = Delivery.objects.filter(pk=delivery_id).values("state", "batches_open", "sent_count", "failed_count").first()
     if d is None or d["state"] not in ACTIVE:
         return None
@@ -754,6 +766,8 @@ def pass_end(*, delivery_id: int, now=None) -> str | None:
             # a second later: a row locked by a transaction in flight must not make batches spin
             _enqueue(f"the dispatch of delivery {delivery_id}", lambda: dispatch_delivery.apply_async((delivery_id,), countdown=1))
         return None
+    if logs.filter(status=SendingStatus.PENDING, attempts=0, due_at__gt=now).exists():
+        return None  # recipients wait for their own send time (a wave to come): the beat's tick wakes the send then
     waiting = logs.filter(status=SendingStatus.PENDING).aggregate(n=Count("id"), next_due=Min("next_attempt_at"))
     if waiting["n"]:
         next_due = waiting["next_due"]
@@ -796,26 +810,28 @@ delivery_finish_if_done = pass_end
 
 # --- the beat's minute --------------------------------------------------------------------------
 def deliveries_expire(*, now=None) -> int:
-    """Fail the pending logs of sends whose validity period ended (DOMAIN.md §5: soft failures are
-    retried until then; a send paused past it sends nothing more). One UPDATE per message, not per
+    """Fail the pending logs whose validity period ended (DOMAIN.md §5: soft failures are retried
+    until then; a send paused past it sends nothing more). The period runs from the send's start, or
+    from a row's own send time (a send per recipient's time). One UPDATE per message, not per
     recipient; a log keeps the reason of its last soft failure. Returns how many logs failed."""
-    now = now or timezone.now()
-    ends = ExpressionWrapper(F("started_at") + F("validity"), output_field=DateTimeField())
-    expired = (
-        Delivery.objects.filter(state__in=(*ACTIVE, State.RETRY_PENDING, State.PAUSED), started_at__isnull=False)
-        .annotate(ends=ends)
-        .filter(ends__lte=now)
-        .values_list("pk", "state", "validity")
-    )
+    now = now or clock.now()
+    candidates = Delivery.objects.filter(state__in=(*ACTIVE, State.RETRY_PENDING, State.PAUSED), started_at__isnull=False)
     text = _("Not sent: the validity period of the send ended.")
     total = 0
-    for delivery_id, state, validity in expired:
+    for delivery_id, state, validity, started_at in candidates.values_list("pk", "state", "validity", "started_at"):
+        cutoff = now - validity
+        if started_at > cutoff and not SendingLog.objects.filter(delivery_id=delivery_id, due_at__lte=cutoff).exists():
+            continue
+        ended = Q(due_at__lte=cutoff) | (Q(due_at__isnull=True) if started_at <= cutoff else Q(pk__in=[]))
         with transaction.atomic():
-            n = SendingLog.objects.filter(delivery_id=delivery_id, status=SendingStatus.PENDING).update(
-                status=SendingStatus.FAILED, event_at=now, next_attempt_at=None,
-                failure_type=Case(When(failure_type="", then=Value(FailureType.SOFT)), default=F("failure_type")),
-                failure_reason=Case(When(failure_reason="", then=Value(FailureReason.NOT_DEFINED)), default=F("failure_reason")),
-                failure_text=Case(When(failure_text="", then=Value(text)), default=F("failure_text"), output_field=TextField()),
+            n = (
+                SendingLog.objects.filter(ended, delivery_id=delivery_id, status=SendingStatus.PENDING)
+                .update(
+                    status=SendingStatus.FAILED, event_at=now, next_attempt_at=None,
+                    failure_type=Case(When(failure_type="", then=Value(FailureType.SOFT)), default=F("failure_type")),
+                    failure_reason=Case(When(failure_reason="", then=Value(FailureReason.NOT_DEFINED)), default=F("failure_reason")),
+                    failure_text=Case(When(failure_text="", then=Value(text)), default=F("failure_text"), output_field=TextField()),
+                )
             )  # fmt: skip
             if not n:
                 continue
@@ -842,7 +858,7 @@ def deliveries_reap(*, now=None) -> int:
     """Rows claimed longer than CLAIM_TIMEOUT_SECONDS had their worker die (a live worker writes
     within seconds, and keeps trying while the database is away): they become "unknown", never
     resent automatically, journaled with their count."""
-    now = now or timezone.now()
+    now = now or clock.now()
     claim_timeout = timedelta(seconds=int(_setting("CLAIM_TIMEOUT_SECONDS", 600)))
     stale = SendingLog.objects.filter(status=SendingStatus.SENDING, claimed_at__lt=now - claim_timeout)
     total = 0
@@ -876,7 +892,7 @@ def deliveries_reconcile(*, now=None) -> int:
     Claims make a duplicate harmless; the quiet period keeps a long queue from being enqueued twice."""
     from .tasks import dispatch_delivery
 
-    now = now or timezone.now()
+    now = now or clock.now()
     quiet = now - timedelta(seconds=int(_setting("RECONCILE_AFTER_SECONDS", 300)))
     count = 0
     for d in Delivery.objects.filter(state__in=ACTIVE, started_at__lt=quiet).only("pk"):
@@ -898,18 +914,35 @@ def deliveries_reconcile(*, now=None) -> int:
 
 def deliveries_tick(*, now=None) -> dict:
     """Beat, every SEND_TICK_SECONDS: start retry passes that are due, fail logs whose validity
-    ended, reap claims whose worker died (-> unknown), re-dispatch stalled sends."""
+    ended, reap claims whose worker died (-> unknown), wake sends whose next wave is due,
+    re-dispatch stalled sends."""
     from .tasks import dispatch_delivery
 
-    now = now or timezone.now()
+    now = now or clock.now()
     report = {"retries": 0, "expired": deliveries_expire(now=now)}
     for pk in Delivery.objects.filter(state=State.RETRY_PENDING).values_list("pk", flat=True):
         if SendingLog.objects.filter(delivery_id=pk, status=SendingStatus.PENDING, next_attempt_at__lte=now).exists():
             _enqueue(f"the retry pass of delivery {pk}", lambda pk=pk: dispatch_delivery.delay(pk))
             report["retries"] += 1
     report["reaped"] = deliveries_reap(now=now)
+    report["waves"] = deliveries_wake(now=now)
     report["redispatched"] = deliveries_reconcile(now=now)
     return report
+
+
+def deliveries_wake(*, now=None) -> int:
+    """A send in progress with no batch open whose next recipients' time has come (a wave of a send
+    per recipient's time, rows handed back when the relay was away): enqueue it."""
+    from .tasks import dispatch_delivery
+
+    now = now or clock.now()
+    woken = 0
+    for pk in Delivery.objects.filter(state__in=ACTIVE, batches_open=0).values_list("pk", flat=True):
+        logs = SendingLog.objects.filter(delivery_id=pk)
+        if logs.filter(_due_q(now)).exists() and not logs.filter(status=SendingStatus.SENDING).exists():
+            _enqueue(f"the dispatch of delivery {pk}", lambda pk=pk: dispatch_delivery.delay(pk))
+            woken += 1
+    return woken
 
 
 __all__ = [

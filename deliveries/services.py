@@ -7,6 +7,7 @@ Every state change is a conditional update (or a locked row) inside a transactio
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections import Counter
 from datetime import datetime, timedelta
@@ -15,7 +16,7 @@ from celery import current_app
 from django.conf import settings
 from django.core.exceptions import PermissionDenied
 from django.db import connection, transaction
-from django.db.models import F, OuterRef, Subquery
+from django.db.models import F, OuterRef, Q, Subquery
 from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_noop, ngettext
@@ -28,6 +29,7 @@ from audiences.emails import is_valid_email
 from audiences.models import Quarantine
 from audiences.selectors import audience_profiles
 
+from . import clock
 from .models import (
     FINAL_STATES,
     MAX_VALIDITY,
@@ -41,9 +43,11 @@ from .models import (
     MessageCategory,
     SendingLog,
     SendingStatus,
+    SendTime,
     State,
 )
 from .personalization import TemplateLimitError, check_template, compile_content, profile_context, render_with_missing
+from .waves import due_times_compute
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +64,7 @@ FINISHED_TEXT = "Delivery finished (all messages have been processed)."
 PREPARED_FIELDS = (
     "label", "channel", "sender_name", "sender_address", "reply_to", "subject", "html", "text",
     "audience", "schedule", "scheduled_at", "schedule_tz", "validity", "category",
+    "send_time", "send_time_attribute", "send_time_offset_hours",
 )  # fmt: skip
 EDITABLE_FIELDS = (*PREPARED_FIELDS, "rate_limit_per_hour")
 EDITABLE_STATES = (State.EDITING, State.READY, State.PREPARATION_FAILED)
@@ -138,22 +143,45 @@ def _clean(data: dict) -> dict:
         errors["reply_to"] = _("The reply-to address is not a valid email address.")
     if data.get("category") is None:
         data["category"] = MessageCategory.objects.get(pk=MessageCategory.default_id())
+    send_time = data.get("send_time") or SendTime.NONE
+    if send_time not in SendTime.values:
+        errors["send_time"] = _("Choose how to optimize the sending time: no optimization, the recipient's time zone, or a profile attribute.")
+    elif send_time == SendTime.RECIPIENT_TZ and data.get("schedule") != Delivery.Schedule.AT:
+        errors["send_time"] = _(
+            "Sending at the recipient's time zone needs a contact date: choose “At a date and time” (each recipient gets it at that time in their own zone)."
+        )
+    elif send_time == SendTime.ATTRIBUTE and not re.fullmatch(r"[\w.-]{1,100}", (data.get("send_time_attribute") or "").strip()):
+        errors["send_time_attribute"] = _("Name the profile attribute that holds the send date (for example: birthday).")
+    offset = data.get("send_time_offset_hours") or 0
+    if not isinstance(offset, int) or not -720 <= offset <= 720:
+        errors["send_time_offset_hours"] = _("The offset is a whole number of hours between -720 and 720.")
+    if send_time != SendTime.ATTRIBUTE:
+        data["send_time_attribute"], data["send_time_offset_hours"] = "", 0
+    else:
+        data["send_time_attribute"] = (data.get("send_time_attribute") or "").strip()
     if errors:
         raise InvalidInput(" ".join(errors.values()), code="invalid", fields=errors)
     return data
 
 
 def _refuse_past_schedule(data: dict) -> None:
-    """A message is never saved to be sent at a time already gone (it would go out at once)."""
+    """A message is never saved to be sent at a time already gone (it would go out at once). At the
+    recipient's time zone the contact time is read in each zone: it may be past here and ahead
+    elsewhere, so the Confirm dialog warns instead (DECISIONS #9)."""
     at = data.get("scheduled_at")
-    if data.get("schedule") == Delivery.Schedule.AT and at is not None and at <= timezone.now():
+    if data.get("send_time") == SendTime.RECIPIENT_TZ:
+        return
+    if data.get("schedule") == Delivery.Schedule.AT and at is not None and at <= clock.now():
         message = _("The send time is in the past: choose a later time or Send once confirmed.")
         raise InvalidInput(message, code="schedule_in_the_past", fields={"scheduled_at": message})
 
 
 def schedule_passed(d: Delivery, now: datetime | None = None) -> bool:
-    """The message was scheduled for a time that has passed since it was saved."""
-    return d.schedule == Delivery.Schedule.AT and d.scheduled_at is not None and d.scheduled_at <= (now or timezone.now())
+    """The message was scheduled for a time that has passed since it was saved (a send at each
+    recipient's time zone is not: each recipient has their own time, the dialog counts who passed)."""
+    if d.send_time == SendTime.RECIPIENT_TZ:
+        return False
+    return d.schedule == Delivery.Schedule.AT and d.scheduled_at is not None and d.scheduled_at <= (now or clock.now())
 
 
 # --- editing --------------------------------------------------------------------------------
@@ -556,6 +584,12 @@ def _prepare(d: Delivery) -> None:
         log.info("prepare: delivery %s stopped", d.pk)
         return
 
+    # A send per recipient's time: each log's own due time (one statement), rows without one excluded.
+    no_date = due_times_compute(delivery=d)
+    if no_date:
+        causes[ExclusionCause.SEND_DATE_MISSING] += no_date
+        to_deliver -= no_date
+
     for error, count in render_errors.items():
         critical.append(
             sentence(
@@ -697,7 +731,7 @@ def delivery_confirm(*, delivery, user, revision: int | None = None, send_now: b
         if reason:
             code = {ALREADY_CONFIRMED: "already_confirmed", CHANGED_AFTER_PREPARATION: "changed_after_preparation", NOT_PREPARED: "not_prepared"}.get(reason, "invalid_state")
             raise DispatchError(reason, code=code)
-        now = timezone.now()
+        now = clock.now()
         passed = schedule_passed(d, now)
         if passed and not send_now:
             raise DispatchError(
@@ -712,9 +746,13 @@ def delivery_confirm(*, delivery, user, revision: int | None = None, send_now: b
                 delivery=d, user=user,
                 text=_("The send time, %(when)s, had passed: sent now at the request of %(who)s.") % {"when": scheduled_text(d), "who": who(user)},
             )  # fmt: skip
-        if d.schedule == Delivery.Schedule.AT and d.scheduled_at and d.scheduled_at > now:
+        starts_at = d.first_due_at if d.send_time != SendTime.NONE else (d.scheduled_at if d.schedule == Delivery.Schedule.AT else None)
+        if starts_at and starts_at > now:
             d.state = State.START_PENDING
-            journal_add(delivery=d, user=user, text=_("Waiting for the scheduled date: %(when)s.") % {"when": scheduled_text(d)})
+            if d.send_time != SendTime.NONE:
+                journal_add(delivery=d, user=user, text=_("Waiting for the first recipients' time: %(when)s.") % {"when": f"{starts_at:%Y-%m-%d %H:%M} UTC"})
+            else:
+                journal_add(delivery=d, user=user, text=_("Waiting for the scheduled date: %(when)s.") % {"when": scheduled_text(d)})
         else:
             d.state, d.started_at = State.IN_PROGRESS, now
             dispatch_delivery.delay_on_commit(d.pk)
@@ -736,9 +774,10 @@ def deliveries_start_due(*, now: datetime | None = None) -> list[int]:
     """Start scheduled messages whose time has come (beat, every minute)."""
     from .tasks import dispatch_delivery
 
-    now = now or timezone.now()
+    now = now or clock.now()
     started = []
-    for pk in Delivery.objects.filter(state=State.START_PENDING, scheduled_at__lte=now).values_list("pk", flat=True):
+    due = Q(send_time=SendTime.NONE, scheduled_at__lte=now) | (~Q(send_time=SendTime.NONE) & Q(first_due_at__lte=now))
+    for pk in Delivery.objects.filter(due, state=State.START_PENDING).values_list("pk", flat=True):
         with transaction.atomic():
             if Delivery.objects.filter(pk=pk, state=State.START_PENDING).update(state=State.IN_PROGRESS, started_at=now):
                 journal_add(delivery=pk, text=_("The scheduled time has come: sending started."))

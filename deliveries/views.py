@@ -17,9 +17,18 @@ from accounts.roles import APPROVE_DELIVERY, PREPARE_DELIVERY, SIGNED_IN, START_
 from accounts.selectors import holds_access, user_has_role
 from audiences.models import Profile
 
-from . import selectors, services
+from . import clock, selectors, services
 from .forms import CategoryForm, DeliveryForm
-from .models import PAUSABLE_STATES, SENDING_STATES, STOPPABLE_STATES, Delivery, LogicalStatus, SendingStatus, State
+from .models import (
+    PAUSABLE_STATES,
+    SENDING_STATES,
+    STOPPABLE_STATES,
+    Delivery,
+    LogicalStatus,
+    SendingStatus,
+    SendTime,
+    State,
+)
 from .personalization import render_message
 
 LIVE_STATES = (State.PREPARING, State.START_PENDING, *SENDING_STATES)
@@ -130,6 +139,11 @@ def _dashboard_context(request, d: Delivery) -> dict:
         ctx.update(_stopped_context(d))
     if can_start and d.state in services.RESENDABLE_STATES:
         ctx["unknown_count"] = selectors.sending_log_counts(delivery=d).get(SendingStatus.UNKNOWN, 0)
+    if d.send_time != SendTime.NONE and d.prepared_at and d.state not in (State.EDITING, State.PREPARING, State.PREPARATION_FAILED):
+        now = clock.now()
+        ctx["plan"] = selectors.delivery_wave_plan(delivery=d, now=now)
+        if ctx["show_confirm"]:
+            ctx["passed_count"] = selectors.delivery_due_passed(delivery=d, at=now)
     return ctx
 
 

@@ -196,11 +196,12 @@ def kpis_compute_after_send(*, delivery_id: int) -> bool:
 
 
 def recent_deliveries_q(*, now=None) -> Q:
-    """Messages sent in the last KPI_RECOMPUTE_WINDOW_DAYS days (started or finished then), or sending now."""
+    """Messages sent in the last KPI_RECOMPUTE_WINDOW_DAYS days (started or finished then, or whose
+    last wave of a send per recipient's time went then), or sending now."""
     now = now or timezone.now()
     cutoff = now - timedelta(days=settings.KPI_RECOMPUTE_WINDOW_DAYS)
     return Q(state__in=STARTED_STATES) & (
-        Q(started_at__gte=cutoff) | Q(finished_at__gte=cutoff) | Q(state__in=SENDING_STATES)
+        Q(started_at__gte=cutoff) | Q(finished_at__gte=cutoff) | Q(last_due_at__gte=cutoff) | Q(state__in=SENDING_STATES)
     )
 
 
