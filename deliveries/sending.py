@@ -7,10 +7,10 @@ delivery's sending logs) runs one `BatchRun`:
   claim token; FOR UPDATE SKIP LOCKED where workers compete) that also re-checks consent (a
   recipient who left since preparation ends `skipped`, with an exclusion log and the delivery's
   counters, in the same statement) and returns the profile data to render;
-- several connection threads (`SEND_CONNECTIONS` per worker process, at most
-  `SEND_MAX_CONNECTIONS_PER_RELAY` per relay across every process) each keep one relay connection,
-  render the next claimed row and send it (pipelined where the relay allows it), so rendering
-  overlaps the network waits;
+- `SEND_CONNECTIONS` relay connections per worker process (coroutines of one event-loop thread,
+  deliveries/connections.py; at most `SEND_MAX_CONNECTIONS_PER_RELAY` per relay across every
+  process) each render the next claimed row and send it (pipelined where the relay allows it), so
+  rendering overlaps the network waits;
 - the batch's thread writes the outcomes of many messages with ONE statement (the logs, only where
   they still hold their claim token, and the delivery's counters), while the connections go on
   sending. When the database is away, outcomes wait in memory and are written when it returns.
@@ -159,6 +159,9 @@ def _claim_postgresql(*, delivery, lo, hi, limit, now, token):
     pick, table = _pick_sql()
     params = {"d": delivery.pk, "lo": lo, "hi": hi, "now": now, "limit": limit, "token": token, "channel": delivery.channel}
     joins = left_joins_sql().replace("%s", "%(channel)s")
+    # the sentence a skipped log shows, per cause, as parameters (in the worker's language)
+    params |= {f"text_{cause}": _skipped_text(cause) for cause in ExclusionCause.values}
+    skipped_texts = "CASE j.cause " + " ".join(f"WHEN '{c}' THEN %(text_{c})s" for c in ExclusionCause.values) + " END"
     sql = f"""
         WITH picked AS MATERIALIZED ({pick} FOR UPDATE OF {table} SKIP LOCKED),
         judged AS (
@@ -171,6 +174,7 @@ def _claim_postgresql(*, delivery, lo, hi, limit, now, token):
                 claimed_at = CASE WHEN j.cause IS NULL THEN %(now)s END,
                 claim_token = CASE WHEN j.cause IS NULL THEN %(token)s END,
                 exclusion_cause = COALESCE(j.cause, ''),
+                failure_text = CASE WHEN j.cause IS NULL THEN t.failure_text ELSE {skipped_texts} END,
                 event_at = CASE WHEN j.cause IS NULL THEN t.event_at ELSE %(now)s END,
                 next_attempt_at = CASE WHEN j.cause IS NULL THEN t.next_attempt_at END,
                 failure_type = CASE WHEN j.cause IS NULL THEN t.failure_type ELSE '' END,
@@ -192,16 +196,7 @@ def _claim_postgresql(*, delivery, lo, hi, limit, now, token):
     with _bound_cursor() as cursor:
         cursor.execute(sql, params)
         rows = cursor.fetchall()
-    skipped = [r for r in rows if r[-1]]
-    if skipped:
-        _skipped_texts(delivery_id=delivery.pk, ids=[r[0] for r in skipped])
     return [r[:-1] for r in rows if not r[-1]]
-
-
-def _skipped_texts(*, delivery_id: int, ids: list[int]) -> None:
-    """The sentence a skipped log shows (per cause: a handful of statements at most)."""
-    for cause in ExclusionCause.values:
-        SendingLog.objects.filter(id__in=ids, exclusion_cause=cause).update(failure_text=_skipped_text(cause))
 
 
 def _claim_portable(*, delivery, lo, hi, limit, now, token):

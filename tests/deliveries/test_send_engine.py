@@ -166,20 +166,25 @@ def test_recipients_who_left_since_preparation_are_not_sent_and_say_why(
 def test_claiming_a_chunk_is_one_statement_whatever_its_size(postgres_only, ready_delivery, marketer, django_capture_on_commit_callbacks):
     from deliveries.sending import claim_chunk, update_outcomes
 
-    d = ready_delivery(audience=make_audience(make_profiles([f"q{i:03d}@example.com" for i in range(120)])))
+    profiles = make_profiles([f"q{i:03d}@example.com" for i in range(120)])
+    d = ready_delivery(audience=make_audience(profiles))
     with django_capture_on_commit_callbacks(execute=False):
         delivery_confirm(delivery=d, user=marketer)
+    for p in profiles[3:5]:  # two of the first chunk unsubscribe meanwhile
+        profile_denylist_set(profile_id=p.pk)
     d.refresh_from_db()
-    for size in (10, 100):
+    for size, skipped in ((10, 2), (100, 0)):
         with CaptureQueriesContext(connection) as queries:
             rows = claim_chunk(delivery=d, lo=0, hi=10**12, limit=size, now=timezone.now())
-        assert len(rows) == size and len(queries) == 1  # consent, exclusions and counters included
+        assert len(rows) == size - skipped and len(queries) == 1  # consent, exclusion logs, texts and counters included
         now = timezone.now()
         with CaptureQueriesContext(connection) as queries:
             written = update_outcomes(
                 delivery_id=d.pk, rows=[(r.id, r.token, "sent", 1, now, None, "", "", "", "<x>") for r in rows]
             )
-        assert written.sent == size and len(queries) == 1  # the logs and the delivery's counters together
+        assert written.sent == size - skipped and len(queries) == 1  # the logs and the delivery's counters together
+    texts = set(SendingLog.objects.filter(delivery=d, status="skipped").values_list("failure_text", flat=True))
+    assert texts == {"Not sent: the recipient left since preparation (Address on denylist)."}
 
 
 def test_a_late_outcome_after_the_reaper_changes_nothing_and_counts_nothing(ready_delivery, marketer, django_capture_on_commit_callbacks):
