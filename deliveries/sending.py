@@ -431,7 +431,7 @@ def autopause_if_needed(*, delivery_id: int, now) -> bool:
 
 # --- the batch ----------------------------------------------------------------------------------
 class BatchRun:
-    """One batch task's send: connection threads, claims ahead, outcomes written in groups."""
+    """One batch task's send: the connections (deliveries/connections.py), claims ahead, outcomes written in groups."""
 
     def __init__(self, *, delivery: Delivery, lo: int, hi: int):
         self.delivery = delivery

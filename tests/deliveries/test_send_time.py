@@ -10,7 +10,6 @@ from zoneinfo import ZoneInfo
 import pytest
 from django.urls import reverse
 
-from audiences.models import Profile
 from deliveries import clock
 from deliveries.models import Delivery, ExclusionLog, SendingLog, State
 from deliveries.services import delivery_confirm, delivery_prepare, delivery_stop
