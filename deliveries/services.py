@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import logging
 import re
-import time
-from collections import Counter
 from datetime import datetime, timedelta
 
 from celery import current_app
 from django.conf import settings
 from django.core.exceptions import PermissionDenied
-from django.db import connection, transaction
-from django.db.models import F, OuterRef, Q, Subquery
+from django.db import transaction
+from django.db.models import F, Q
 from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_noop, ngettext
@@ -26,8 +24,6 @@ from accounts.roles import APPROVE_DELIVERY, MONITOR_DELIVERY, PREPARE_DELIVERY,
 from accounts.selectors import user_has_any_role, user_has_role
 from accounts.services import require_role
 from audiences.emails import is_valid_email
-from audiences.models import Quarantine
-from audiences.selectors import audience_profiles
 
 from . import clock
 from .models import (
@@ -37,8 +33,6 @@ from .models import (
     ApprovalPolicy,
     ApprovalPolicyChange,
     Delivery,
-    ExclusionCause,
-    ExclusionLog,
     JournalEntry,
     MessageCategory,
     SendingLog,
@@ -46,8 +40,10 @@ from .models import (
     SendTime,
     State,
 )
-from .personalization import TemplateLimitError, check_template, compile_content, profile_context, render_with_missing
-from .waves import due_times_compute
+from .preparation import (  # noqa: F401  (the task, the tick and callers find them here)
+    deliveries_fail_stuck_preparations,
+    delivery_prepare_run,
+)
 
 log = logging.getLogger(__name__)
 
@@ -347,314 +343,6 @@ def delivery_stop_preparation(*, delivery, user) -> Delivery:
         d.save(update_fields=["state", "stop_requested", "progress", "updated_at"])
         journal_add(delivery=d, user=user, text=_("Preparation stopped by %(who)s.") % {"who": who(user)})
     return d
-
-
-STOP_CHECK_SECONDS = 0.5  # how often a preparation reads its stop flag while personalization is slow
-
-# What the links look like while checking personalization (the real ones are made per recipient).
-CHECK_LINKS = {"unsubscribe_url": "https://check/u", "mirror_url": "https://check/m"}
-
-
-SENDING_LOG_COLUMNS = (
-    "delivery_id", "profile_id", "address", "status", "failure_type", "failure_reason", "failure_text", "attempts", "message_id",
-)  # fmt: skip
-
-
-def insert_rows(model, columns: tuple[str, ...], rows: list[tuple]) -> None:
-    """Insert many rows in one statement: COPY on PostgreSQL (~10x faster than INSERT for 100k
-    rows), a bulk INSERT elsewhere."""
-    if not rows:
-        return
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor, cursor.cursor.copy(f"COPY {model._meta.db_table} ({', '.join(columns)}) FROM STDIN") as copy:
-            for row in rows:
-                copy.write_row(row)
-        return
-    model.objects.bulk_create([model(**dict(zip(columns, row, strict=True))) for row in rows], batch_size=2000)
-
-
-class _Stopped(Exception):
-    pass
-
-
-class _TooLong(Exception):
-    """The preparation ran past PREPARATION_TIME_LIMIT."""
-
-
-def _preparation_time_limit() -> float:
-    return float(getattr(settings, "PREPARATION_TIME_LIMIT", 3600))
-
-
-def _preparation_failed(*, delivery_id: int, revision: int, text: str) -> None:
-    """End a preparation that could not finish: its rows are removed and the message says why
-    (preparation failed, a critical journal line), so it never stays "Preparing…"."""
-    with transaction.atomic():
-        ExclusionLog.objects.filter(delivery_id=delivery_id).delete()
-        SendingLog.objects.filter(delivery_id=delivery_id).delete()
-        changed = Delivery.objects.filter(pk=delivery_id, state=State.PREPARING, revision=revision).update(
-            state=State.PREPARATION_FAILED, prepared_revision=None, progress=0, updated_at=timezone.now()
-        )
-        if changed:
-            journal_add(delivery=delivery_id, level=JournalEntry.Level.CRITICAL, text=text)
-
-
-def deliveries_fail_stuck_preparations(*, now=None) -> int:
-    """A preparation whose worker died outright (kill -9, out of memory) never ends on its own: past
-    PREPARATION_TIME_LIMIT and a grace period since it started (its `updated_at`: nothing else saves
-    the message while it prepares), it fails and says so. Run by the beat's tick."""
-    now = now or timezone.now()
-    limit = timedelta(seconds=_preparation_time_limit() + PREPARATION_STUCK_GRACE_SECONDS)
-    failed = 0
-    for pk, revision in Delivery.objects.filter(state=State.PREPARING, updated_at__lt=now - limit).values_list("pk", "revision"):
-        _preparation_failed(
-            delivery_id=pk,
-            revision=revision,
-            text=_("The preparation stopped without finishing (its worker stopped). Prepare the message again."),
-        )
-        failed += 1
-    return failed
-
-
-PREPARATION_STUCK_GRACE_SECONDS = 300
-
-
-def _excluded_domains() -> set[str]:
-    return {d.strip().lower() for d in getattr(settings, "EXCLUDED_DOMAINS", []) if d.strip()}
-
-
-def delivery_prepare_run(*, delivery_id: int) -> None:
-    """The preparation itself (run by the task): target, exclusions, content checks, sending logs.
-
-    Sends nothing. Rows are written a chunk at a time with bulk inserts; the stop flag is read
-    between chunks and at least twice a second. Preparing again replaces the previous preparation.
-    A preparation never stays "Preparing…": past PREPARATION_TIME_LIMIT (or the task's soft time
-    limit), or on any error, it fails with a critical line of the journal that says why.
-    """
-    from celery.exceptions import SoftTimeLimitExceeded
-
-    d = Delivery.objects.filter(pk=delivery_id, state=State.PREPARING).select_related("audience").first()
-    if d is None:
-        log.info("prepare: delivery %s is not preparing; nothing to do", delivery_id)
-        return
-    too_long = _(
-        "The preparation took longer than %(s)s s and was stopped: simplify the personalization or split the "
-        "audience, then prepare again."
-    ) % {"s": f"{_preparation_time_limit():g}"}
-    try:
-        _prepare(d)
-    except (_TooLong, SoftTimeLimitExceeded):
-        log.warning("prepare: delivery %s ran past its time limit", d.pk)
-        _preparation_failed(delivery_id=d.pk, revision=d.revision, text=too_long)
-    except Exception as e:
-        log.exception("prepare: delivery %s failed", d.pk)
-        _preparation_failed(
-            delivery_id=d.pk,
-            revision=d.revision,
-            text=_("The preparation stopped on an error (%(error)s). Prepare again; if it happens again, tell an administrator.")
-            % {"error": f"{type(e).__name__}: {e}"},
-        )
-
-
-def _prepare(d: Delivery) -> None:
-    started = time.monotonic()
-    deadline = started + _preparation_time_limit()
-    revision = d.revision
-    ExclusionLog.objects.filter(delivery=d).delete()
-    SendingLog.objects.filter(delivery=d).delete()
-
-    critical: list[str] = []
-    warnings: list[str] = []
-    if not d.subject.strip():
-        critical.append(_("The subject is empty: write a subject."))
-    if not d.sender_address or not is_valid_email(d.sender_address):
-        critical.append(_("The sender address is missing or not valid: set a sender address."))
-    compiled = compile_content(subject=d.subject, html=d.html, text=d.text)
-    critical += [p.text for p in compiled.problems if p.level == "critical"]
-    checks = []
-    compiled_ok = compiled.ok
-    if compiled.ok:
-        # What each recipient's copy evaluates, in one template rendered once per recipient: the
-        # subject, the HTML and an explicit text part (a derived text evaluates what the HTML does).
-        checked = "\n".join(part for part in (d.subject, d.html, d.text) if part)
-        checks = [check_template(checked, autoescape=False)]
-    if d.html and "unsubscribe_url" not in d.html:
-        warnings.append(_("The HTML content has no unsubscribe link: add {{ unsubscribe_url }} (recipients and mailbox providers expect one)."))
-    try:
-        from .links import tracked_urls_sync
-
-        tracked_urls_sync(delivery=d)
-    except ImportError:  # pragma: no cover
-        pass
-
-    excluded_domains = _excluded_domains()
-    quarantine = Quarantine.objects.filter(channel=d.channel, address=OuterRef("email_key")).values("status")[:1]
-    rows = (
-        audience_profiles(audience=d.audience)
-        .order_by("id")
-        .annotate(q_status=Subquery(quarantine))
-        .values_list(
-            "id", "email", "email_key", "email_denylisted", "q_status",
-            "first_name", "last_name", "language", "time_zone", "phone", "attributes",
-        )  # fmt: skip
-    )
-    chunk = int(getattr(settings, "PREPARATION_CHUNK", 5000))
-    total = audience_profiles(audience=d.audience).order_by().count() or 1
-    seen: set[str] = set()
-    causes: Counter = Counter()
-    missing_vars: Counter = Counter()
-    render_errors: Counter = Counter()
-    targeted = 0
-    to_deliver = 0
-    excl_buf: list[ExclusionLog] = []
-    logs_buf: list[SendingLog] = []
-
-    next_check = time.monotonic() + STOP_CHECK_SECONDS
-
-    def check_stop():
-        nonlocal next_check
-        state = Delivery.objects.filter(pk=d.pk).values_list("state", "stop_requested").first()
-        if state is None or state[0] != State.PREPARING or state[1]:
-            raise _Stopped
-        now = time.monotonic()
-        if now >= deadline:
-            raise _TooLong
-        next_check = now + STOP_CHECK_SECONDS
-
-    def flush():
-        insert_rows(ExclusionLog, ("delivery_id", "profile_id", "address", "cause"), excl_buf)
-        insert_rows(SendingLog, SENDING_LOG_COLUMNS, logs_buf)
-        excl_buf.clear()
-        logs_buf.clear()
-        check_stop()
-        Delivery.objects.filter(pk=d.pk).update(progress=min(99, int(targeted * 100 / total)))
-
-    try:
-        for pid, email, key, denylisted, q_status, first, last, lang, tz, phone, attrs in rows.iterator(chunk_size=chunk):
-            if time.monotonic() >= next_check:  # a slow personalization: Stop preparation still works at once
-                check_stop()
-            targeted += 1
-            key = key or (email or "").strip().lower()
-            if not email:
-                cause = ExclusionCause.NO_ADDRESS
-            elif not is_valid_email(email):
-                cause = ExclusionCause.INVALID_SYNTAX
-            elif denylisted or q_status == Quarantine.Status.DENYLIST:
-                cause = ExclusionCause.DENYLIST
-            elif q_status == Quarantine.Status.QUARANTINE:
-                cause = ExclusionCause.QUARANTINE
-            elif key in seen:
-                cause = ExclusionCause.DUPLICATE
-            elif key.rpartition("@")[2] in excluded_domains:
-                cause = ExclusionCause.EXCLUDED_DOMAIN
-            else:
-                cause = None
-            if cause:
-                causes[cause] += 1
-                excl_buf.append((d.pk, pid, email or "", cause))
-            else:
-                seen.add(key)
-                to_deliver += 1
-                logs_buf.append((d.pk, pid, email, SendingStatus.PENDING, "", "", "", 0, ""))
-                if compiled_ok:
-                    ctx = profile_context(
-                        {"email": email, "first_name": first, "last_name": last, "language": lang,
-                         "time_zone": tz, "phone": phone, "attributes": attrs}  # fmt: skip
-                    )
-                    ctx |= CHECK_LINKS
-                    missing_here: set[str] = set()
-                    for template in checks:
-                        try:
-                            _out, missing = render_with_missing(template, ctx)
-                        except TemplateLimitError as e:  # too slow, too big or unsafe: one is enough to tell
-                            render_errors[str(e)] += 1
-                            checks, compiled_ok = [], False
-                            break
-                        except Exception as e:  # a template that fails for this profile's data
-                            render_errors[f"{type(e).__name__}: {e}"] += 1
-                            continue
-                        missing_here |= missing
-                    for name in missing_here:
-                        missing_vars[name] += 1
-            if len(excl_buf) + len(logs_buf) >= chunk:
-                flush()
-        flush()
-    except _Stopped:
-        ExclusionLog.objects.filter(delivery=d).delete()
-        SendingLog.objects.filter(delivery=d).delete()
-        log.info("prepare: delivery %s stopped", d.pk)
-        return
-
-    # A send per recipient's time: each log's own due time (one statement), rows without one excluded.
-    no_date = due_times_compute(delivery=d)
-    if no_date:
-        causes[ExclusionCause.SEND_DATE_MISSING] += no_date
-        to_deliver -= no_date
-
-    for error, count in render_errors.items():
-        critical.append(
-            sentence(
-                ngettext("Personalization failed for %(n)d profile: %(error)s", "Personalization failed for %(n)d profiles: %(error)s", count)
-                % {"n": count, "error": error}
-            )
-        )
-    for name, count in sorted(missing_vars.items()):
-        warnings.append(
-            ngettext(
-                "The variable “%(name)s” is missing for %(n)d profile: that recipient will see it empty (use |default(…)).",
-                "The variable “%(name)s” is missing for %(n)d profiles: they will see it empty (use |default(…)).",
-                count,
-            )
-            % {"name": name, "n": count}
-        )
-    if targeted and not to_deliver and not critical:
-        critical.append(_("Every targeted profile was excluded: there is nobody to send to."))
-    elif not targeted:
-        critical.append(_("The audience is empty: choose an audience with profiles."))
-
-    elapsed = time.monotonic() - started
-    with transaction.atomic():
-        current = _locked(d)
-        if current.state != State.PREPARING or current.revision != revision:
-            ExclusionLog.objects.filter(delivery=d).delete()
-            SendingLog.objects.filter(delivery=d).delete()
-            return
-        for cause, count in sorted(causes.items()):
-            journal_add(
-                delivery=d,
-                text=ngettext("%(n)d profile excluded: %(cause)s.", "%(n)d profiles excluded: %(cause)s.", count)
-                % {"n": count, "cause": ExclusionCause(cause).label},
-            )
-        for text in warnings:
-            journal_add(delivery=d, level=JournalEntry.Level.WARNING, text=text)
-        for text in critical:
-            journal_add(delivery=d, level=JournalEntry.Level.CRITICAL, text=text)
-        current.targeted_count, current.to_deliver_count = targeted, to_deliver
-        current.warnings_count = len(warnings)
-        current.progress = 100
-        current.prepared_at = timezone.now()
-        current.sent_count = current.failed_count = current.processed_count = 0
-        if critical:
-            current.state = State.PREPARATION_FAILED
-            current.prepared_revision = None
-            journal_add(
-                delivery=d,
-                level=JournalEntry.Level.CRITICAL,
-                text=ngettext(
-                    "Analysis failed in %(s).1f s (%(k)d error): correct it and prepare again.",
-                    "Analysis failed in %(s).1f s (%(k)d errors): correct them and prepare again.",
-                    len(critical),
-                )
-                % {"s": elapsed, "k": len(critical)},
-            )
-        else:
-            current.state = State.READY
-            current.prepared_revision = revision
-            journal_add(
-                delivery=d,
-                text=ngettext("Analysis completed in %(s).1f s (%(k)d warning).", "Analysis completed in %(s).1f s (%(k)d warnings).", len(warnings))
-                % {"s": elapsed, "k": len(warnings)},
-            )
-        current.save()
 
 
 # --- approval -------------------------------------------------------------------------------
