@@ -11,16 +11,25 @@ from .models import Audience, Channel, ImportJob, Profile, Quarantine
 QUARANTINE_BLOCKING = (Quarantine.Status.QUARANTINE, Quarantine.Status.DENYLIST)
 
 
-def audience_profiles(*, audience: Audience) -> QuerySet[Profile]:
+def audience_profiles(*, audience: Audience, ids: tuple[int, int] | None = None) -> QuerySet[Profile]:
     """The profiles of an audience, as a queryset (never loaded into Python here).
 
     A list is its members; a filter is its conditions evaluated in SQL. Usable in a subquery
-    (`.values("id")`) and with further filters.
+    (`.values("id")`) and with further filters. `ids` = (lo, hi): only profiles lo <= id < hi,
+    read through the list's (audience, profile) index rather than every member of the list.
     """
     if audience.kind == Audience.Kind.FILTER:
         q, aliases = conditions_to_q(audience.conditions)
-        return Profile.objects.alias(**aliases).filter(q)
-    return Profile.objects.filter(memberships__audience_id=audience.pk)
+        profiles = Profile.objects.alias(**aliases).filter(q)
+        return profiles if ids is None else profiles.filter(id__gte=ids[0], id__lt=ids[1])
+    if ids is None:
+        return Profile.objects.filter(memberships__audience_id=audience.pk)
+    # One filter() call: the range applies to the same membership join (PostgreSQL does not carry
+    # an inequality across the join's equality by itself).
+    return Profile.objects.filter(
+        memberships__audience_id=audience.pk, memberships__profile_id__gte=ids[0], memberships__profile_id__lt=ids[1],
+        id__gte=ids[0], id__lt=ids[1],
+    )  # fmt: skip
 
 
 def audience_count(*, audience: Audience) -> int:

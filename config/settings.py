@@ -317,6 +317,7 @@ SEND_RELAY_DOWN_SECONDS = float(os.environ.get("SEND_RELAY_DOWN_SECONDS", "60"))
 SEND_RELAY_RETRY_SECONDS = float(os.environ.get("SEND_RELAY_RETRY_SECONDS", "60"))  # ...and tried again this much later
 SEND_TICK_SECONDS = float(os.environ.get("SEND_TICK_SECONDS", "60"))  # the beat's sending check
 PREPARATION_CHUNK = 100_000  # profiles judged per statement (PostgreSQL); the stop flag is read between them
+PREPARATION_CONNECTIONS = int(os.environ.get("PREPARATION_CONNECTIONS", "2"))  # PostgreSQL: statements at once
 RETRY_BACKOFF_SECONDS = [int(s) for s in env_list("RETRY_BACKOFF_SECONDS", "900,1800,3600,7200,14400")]
 CLAIM_TIMEOUT_SECONDS = int(os.environ.get("CLAIM_TIMEOUT_SECONDS", "600"))
 RECONCILE_AFTER_SECONDS = int(os.environ.get("RECONCILE_AFTER_SECONDS", "300"))

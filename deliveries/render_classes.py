@@ -55,8 +55,14 @@ class Projection:
     name: str = ""
     by_value: bool = False
 
-    def sql(self, alias: str) -> tuple[str, list]:
-        """The SQL expression (and its parameters) of this projection of profile row `alias`."""
+    def lookup_sql(self, alias: str) -> tuple[str, list] | None:
+        """For an attribute: the expression reading its value from profile row `alias` (selected
+        once per row, then named in `sql`); None for the others."""
+        return (f"{alias}.attributes -> %s", [self.name]) if self.kind == "attr" else None
+
+    def sql(self, alias: str, value: str = "") -> tuple[str, list]:
+        """The SQL expression (and its parameters) of this projection of profile row `alias`;
+        `value`: for an attribute, the column holding its `lookup_sql`."""
         a = alias
         if self.kind == "field":
             return (f"{a}.{self.name}", []) if self.by_value else (f"({a}.{self.name} <> '')", [])
@@ -67,14 +73,12 @@ class Projection:
         if self.kind == "attributes":
             return f"{a}.attributes::text", []
         if self.by_value:
-            return f"({a}.attributes -> %s)::text", [self.name]
-        # Absent (no key, null or ""), present and false (false, 0, [], {}), present and true.
+            return f"({value})::text", []
+        # Absent (no key, null or ""), present and false (false, 0 in any notation, [], {}), present and true.
         return (
-            f"CASE WHEN {a}.attributes -> %s IS NULL OR {a}.attributes -> %s IN ('null'::jsonb, '\"\"'::jsonb) THEN 0"
-            f" WHEN {a}.attributes -> %s IN ('false'::jsonb, '[]'::jsonb, '{{}}'::jsonb)"
-            f" OR (jsonb_typeof({a}.attributes -> %s) = 'number' AND ({a}.attributes ->> %s)::numeric = 0) THEN 1"
-            f" ELSE 2 END",
-            [self.name] * 5,
+            f"CASE WHEN {value} IS NULL OR {value} IN ('null'::jsonb, '\"\"'::jsonb) THEN 0"
+            f" WHEN {value} IN ('false'::jsonb, '0'::jsonb, '[]'::jsonb, '{{}}'::jsonb) THEN 1 ELSE 2 END",
+            [],
         )
 
     def key(self, row: dict):
