@@ -241,9 +241,12 @@ def test_a_template_that_prints_and_tests_renders_a_handful_of_profiles_whatever
     assert d.journal.filter(level="warning", text__startswith="The variable “first_name” is missing for 500 profiles").exists()
 
 
-def test_stop_preparation_between_statements_leaves_no_log(new_delivery, marketer, settings, monkeypatch):
-    """Stop preparation while it runs: it ends after the statement in progress, and removes what it wrote."""
-    settings.PREPARATION_CHUNK = 2
+@pytest.mark.parametrize("connections", [1, 2])
+@pytest.mark.django_db(transaction=True)
+def test_stop_preparation_between_statements_leaves_no_log(connections, new_delivery, marketer, settings, monkeypatch):
+    """Stop preparation while it runs (on one connection, or on two outside a transaction, as a
+    worker does): it ends after the statements in progress, and removes what it wrote."""
+    settings.PREPARATION_CHUNK, settings.PREPARATION_CONNECTIONS = 2, connections
     profiles = Profile.objects.bulk_create([Profile(email=f"s{i}@example.com", email_key=f"s{i}@example.com") for i in range(9)])
     d = new_delivery(audience=make_audience(profiles))
     Delivery.objects.filter(pk=d.pk).update(state=State.PREPARING)
@@ -262,6 +265,24 @@ def test_stop_preparation_between_statements_leaves_no_log(new_delivery, markete
     assert 0 < progress[0] < 100
     assert d.state == State.EDITING and d.to_deliver_count == 0
     assert not SendingLog.objects.filter(delivery=d).exists() and not ExclusionLog.objects.filter(delivery=d).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_judges_ranges_on_two_connections_with_the_same_result(postgres_only, new_delivery, settings):
+    settings.PREPARATION_CHUNK, settings.PREPARATION_CONNECTIONS = 4, 2
+    profiles = Profile.objects.bulk_create(
+        [Profile(email=f"w{i}@example.com", email_key=f"w{i}@example.com", email_denylisted=i % 7 == 0) for i in range(40)]
+        + [Profile(email=f"W{i}@example.com", email_key=None) for i in range(0, 40, 5)]  # keyless repeats
+        + [Profile(email="bad address", email_key=None), Profile(email="ünï@example.com", email_key="ünï@example.com")]
+    )
+    quarantine("w3@example.com", "quarantine")
+    d = new_delivery(audience=make_audience(profiles), html="<p>{{ first_name }}</p>{{ unsubscribe_url }}")
+    two = prepare(d, portable=False)
+    expected = reference_causes(profiles)
+    assert two["excluded"] == sorted((p.pk, p.email, c) for p in profiles if (c := expected[p.pk]))
+    assert two["sent"] == sorted((p.pk, p.email) for p in profiles if expected[p.pk] is None)
+    assert ("warning", f"The variable “first_name” is missing for {len(two['sent'])} profiles: they will see it empty (use |default(…)).") in two["journal"]
+    assert two == prepare(d, portable=True)
 
 
 def test_preparing_again_replaces_every_log(ready_delivery, django_capture_on_commit_callbacks, marketer):
