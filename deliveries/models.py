@@ -430,15 +430,21 @@ class SendingLog(models.Model):
     class Meta:
         constraints = [models.UniqueConstraint(fields=["delivery", "address"], name="sending_log_delivery_address_unique")]
         indexes = [
-            # Lists and counts by status (the Deployment window, KPIs).
-            models.Index(fields=["delivery", "status", "id"]),
+            # Lists by status (the Deployment window: a page of one status in id order) and the KPIs:
+            # the recompute is one GROUP BY that reads this index alone, the failure type and the
+            # first open / click times included, as a bare count by status would.
+            models.Index(
+                fields=["delivery", "status", "id"], include=["failure_type", "first_open_at", "first_click_at"], name="sending_log_status"
+            ),
             # The sender's claim and the pass checks read pending rows only: a partial index that
             # rows leave once sent, instead of (delivery, status, next_attempt_at) over every row.
             models.Index(fields=["delivery", "id"], condition=Q(status="pending"), name="sending_log_pending"),
             models.Index(fields=["profile", "delivery"]),
             # The reaper: claimed rows only.
             models.Index(fields=["claimed_at"], condition=Q(status="sending"), name="sending_log_claimed"),
-            models.Index(fields=["delivery", "event_at"]),
+            # Rows that reached a final status, by time (the progress rate, the charts). Partial: the
+            # rows preparation writes (no event_at yet) stay out of it.
+            models.Index(fields=["delivery", "event_at"], condition=Q(event_at__isnull=False), name="sending_log_event_at"),
         ]
 
     def __str__(self) -> str:

@@ -3,7 +3,7 @@ never a user's own messages; idempotent, a few queries each)."""
 
 from deliveries.models import STARTED_STATES, Delivery
 
-from .services import kpis_compute
+from .services import kpis_charts_store, kpis_compute
 
 
 def seed(command) -> None:
@@ -11,3 +11,4 @@ def seed(command) -> None:
     ids = Delivery.objects.filter(pk__in=demo, state__in=STARTED_STATES).values_list("pk", flat=True)
     for delivery_id in sorted(ids):
         kpis_compute(delivery_id=delivery_id)
+        kpis_charts_store(delivery_id=delivery_id)

@@ -23,6 +23,11 @@ class KpiSnapshot(models.Model):
     mirror_pages = models.PositiveIntegerField(default=0)
     computed_at = models.DateTimeField(null=True, blank=True)
     duration_ms = models.PositiveIntegerField(default=0)
+    # The Deployment window's chart rows (buckets and counts, a few hundred at most), computed by the
+    # worker right after the figures, as of `charts_as_of` (the `computed_at` they go with): the
+    # window draws them without reading a million logs.
+    charts = models.JSONField(null=True, blank=True)
+    charts_as_of = models.DateTimeField(null=True, blank=True)
     # The recompute lock: set by one conditional UPDATE when a recompute is enqueued, cleared when it
     # ends; a value older than KPI_COMPUTE_LOCK_TIMEOUT counts as free (its task vanished).
     computing_since = models.DateTimeField(null=True, blank=True)

@@ -6,8 +6,8 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied
-from django.db import transaction
-from django.db.models import Count, Q
+from django.db import connection, transaction
+from django.db.models import Q
 from django.utils import timezone
 from django.utils.formats import time_format
 from django.utils.translation import gettext as _
@@ -27,7 +27,7 @@ from deliveries.models import (
 from tracking.models import TrackingLog
 
 from .models import KpiSnapshot
-from .selectors import snapshot_covers_end, snapshot_of
+from .selectors import chart_data_compute, chart_data_dump, snapshot_covers_end, snapshot_of
 
 logger = logging.getLogger(__name__)
 
@@ -45,38 +45,61 @@ def lock_is_free_q(*, now=None) -> Q:
     return Q(computing_since__isnull=True) | Q(computing_since__lt=now - _lock_timeout())
 
 
-def _sending_counts(delivery_id: int) -> dict:
-    """One conditional aggregate over the delivery's sending logs (one pass, parallel on PostgreSQL)."""
-    sent, failed = Q(status=SendingStatus.SENT), Q(status=SendingStatus.FAILED)
-    return SendingLog.objects.filter(delivery_id=delivery_id).aggregate(
-        # Recipients who left since preparation are counted apart (DOMAIN.md §5), not to deliver.
-        to_deliver=Count("id", filter=~Q(status=SendingStatus.SKIPPED)),
-        skipped=Count("id", filter=Q(status=SendingStatus.SKIPPED)),
-        delivered=Count("id", filter=sent),
-        bounces=Count("id", filter=failed),
-        hard_bounces=Count("id", filter=failed & Q(failure_type=FailureType.HARD)),
-        soft_bounces=Count("id", filter=failed & Q(failure_type=FailureType.SOFT)),
-        unknown=Count("id", filter=Q(status=SendingStatus.UNKNOWN)),
-        cancelled=Count("id", filter=Q(status=SendingStatus.CANCELLED)),
-        pending=Count("id", filter=Q(status__in=(SendingStatus.PENDING, SendingStatus.SENDING))),
-    )
+_LOG, _TRK = SendingLog._meta.db_table, TrackingLog._meta.db_table
+# One statement. Its first part is the pass over the message's sending logs: counts by status and
+# failure type, and of the first human opens and clicks (which tracking keeps on the log: any human
+# event sets the first open, a click the first click); on PostgreSQL it reads the (delivery,
+# status, id) index alone, which carries those columns, as a bare count by status does. Opt-outs and
+# mirror pages are distinct sending logs of the few tracking logs of those kinds (index-only too).
+_KPI_SQL = f"""
+SELECT 'log', status, failure_type, count(*), count(first_open_at), count(first_click_at)
+FROM {_LOG} WHERE delivery_id = %(d)s GROUP BY status, failure_type
+UNION ALL
+SELECT 'tracking', kind, '', count(DISTINCT sending_log_id), 0, 0 FROM {_TRK}
+WHERE delivery_id = %(d)s AND kind IN (%(optout)s, %(mirror)s) AND is_machine = %(no)s GROUP BY kind
+"""
 
 
-def _tracking_counts(delivery_id: int) -> dict:
-    """One aggregate over the human tracking events, each figure counting sending logs once:
-    unique opens (any human event: a click, mirror view or opt-out implies an open), unique clicks,
-    opt-outs and mirror pages. Machine events (scanners, privacy proxies) are left out."""
-    kind = TrackingLog.Kind
-    return TrackingLog.objects.filter(delivery_id=delivery_id, is_machine=False).aggregate(
-        unique_opens=Count("sending_log_id", distinct=True),
-        unique_clicks=Count("sending_log_id", distinct=True, filter=Q(kind=kind.CLICK)),
-        opt_outs=Count("sending_log_id", distinct=True, filter=Q(kind=kind.OPTOUT)),
-        mirror_pages=Count("sending_log_id", distinct=True, filter=Q(kind=kind.MIRROR)),
-    )
+def _figures(delivery_id: int) -> dict:
+    """Every figure of a snapshot, from one statement (DOMAIN.md §4)."""
+    S, K = SendingStatus, TrackingLog.Kind
+    params = {"d": delivery_id, "optout": K.OPTOUT.value, "mirror": K.MIRROR.value, "no": False}
+    with connection.cursor() as cursor:
+        cursor.execute(_KPI_SQL, params)
+        rows = cursor.fetchall()
+    figures = dict.fromkeys(
+        ("to_deliver", "skipped", "delivered", "bounces", "hard_bounces", "soft_bounces", "unknown", "cancelled", "pending",
+         "unique_opens", "unique_clicks", "opt_outs", "mirror_pages"), 0,
+    )  # fmt: skip
+    for part, status, failure_type, n, opens, clicks in rows:
+        if part == "tracking":
+            figures["opt_outs" if status == K.OPTOUT else "mirror_pages"] += n
+            continue
+        figures["unique_opens"] += opens
+        figures["unique_clicks"] += clicks
+        if status == S.SKIPPED:  # left since preparation: counted apart (DOMAIN.md §5), not to deliver
+            figures["skipped"] += n
+            continue
+        figures["to_deliver"] += n
+        if status == S.SENT:
+            figures["delivered"] += n
+        elif status == S.FAILED:
+            figures["bounces"] += n
+            if failure_type == FailureType.HARD:
+                figures["hard_bounces"] += n
+            elif failure_type == FailureType.SOFT:
+                figures["soft_bounces"] += n
+        elif status == S.UNKNOWN:
+            figures["unknown"] += n
+        elif status == S.CANCELLED:
+            figures["cancelled"] += n
+        elif status in (S.PENDING, S.SENDING):
+            figures["pending"] += n
+    return figures
 
 
 def kpis_compute(*, delivery_id: int) -> KpiSnapshot:
-    """Recompute every KPI of a delivery from its logs (two set-based queries) and store the snapshot.
+    """Recompute every KPI of a delivery from its logs (one statement: `_KPI_SQL`) and store the snapshot.
 
     `computed_at` is when the logs were read (not when the write ended), so a recompute that read
     them before a send ended is seen as stale; and it never overwrites a snapshot read later (two
@@ -87,7 +110,7 @@ def kpis_compute(*, delivery_id: int) -> KpiSnapshot:
     started = time.perf_counter()
     if not Delivery.objects.filter(pk=delivery_id).exists():
         raise Delivery.DoesNotExist(f"Delivery {delivery_id} does not exist.")
-    values = {**_sending_counts(delivery_id), **_tracking_counts(delivery_id)}
+    values = _figures(delivery_id)
     duration_ms = round((time.perf_counter() - started) * 1000)
     KpiSnapshot.objects.bulk_create([KpiSnapshot(delivery_id=delivery_id)], ignore_conflicts=True)
     written = KpiSnapshot.objects.filter(Q(computed_at__isnull=True) | Q(computed_at__lte=as_of), delivery_id=delivery_id).update(
@@ -96,6 +119,21 @@ def kpis_compute(*, delivery_id: int) -> KpiSnapshot:
     if not written:  # a recompute that read the logs after this one already wrote its figures
         kpis_lock_release(delivery_id=delivery_id)
     return KpiSnapshot.objects.get(delivery_id=delivery_id)
+
+
+def kpis_charts_store(*, delivery_id: int) -> bool:
+    """After a recompute, in the worker: read the Deployment window's chart rows from the logs and
+    store them with the figures they go with (only if no later recompute replaced those figures
+    meanwhile). The window then draws them without reading the logs. True when stored."""
+    snapshot = KpiSnapshot.objects.select_related("delivery").filter(delivery_id=delivery_id).first()
+    if snapshot is None or snapshot.computed_at is None:
+        return False
+    data = chart_data_dump(chart_data_compute(delivery=snapshot.delivery))
+    return bool(
+        KpiSnapshot.objects.filter(delivery_id=delivery_id, computed_at=snapshot.computed_at).update(
+            charts=data, charts_as_of=snapshot.computed_at
+        )
+    )
 
 
 def kpis_lock_release(*, delivery_id: int) -> None:
@@ -192,6 +230,7 @@ def kpis_compute_after_send(*, delivery_id: int) -> bool:
     if not taken:
         return False
     kpis_compute(delivery_id=delivery_id)
+    kpis_charts_store(delivery_id=delivery_id)
     return True
 
 

@@ -14,6 +14,7 @@ def kpis_recompute(delivery_id: int) -> None:
     """Recompute one delivery's KPIs (idempotent: it always rewrites the snapshot from the logs)."""
     try:
         services.kpis_compute(delivery_id=delivery_id)
+        services.kpis_charts_store(delivery_id=delivery_id)  # the window's charts go with the figures
     except Delivery.DoesNotExist:
         logger.info("kpis.recompute: delivery %s no longer exists; nothing to do", delivery_id)
     except Exception:

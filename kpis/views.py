@@ -238,10 +238,10 @@ def deployment(request, pk: int):
 @require_GET
 def deployment_charts(request, pk: int):
     delivery = _delivery(pk)
-    data = selectors.deployment_chart_data(delivery=delivery)
+    data, as_of = selectors.deployment_chart_data(delivery=delivery)
     processed = charts.processed_chart(*data["processed"], started_at=delivery.started_at)
     engagement = charts.engagement_chart(*data["engagement"])
-    return render(request, "kpis/charts.html", {"delivery": delivery, "charts": [processed, engagement]})
+    return render(request, "kpis/charts.html", {"delivery": delivery, "charts": [processed, engagement], "as_of": as_of})
 
 
 @allowed("read")

@@ -8,6 +8,7 @@ from django.utils import timezone
 
 from deliveries.models import Delivery, ExclusionLog, JournalEntry, SendingLog, SendingStatus, State, TrackedUrl
 from tracking.models import TrackingLog
+from tracking.services import first_times_recompute
 
 _seq = count(1)
 
@@ -54,7 +55,7 @@ def track(db):
 
     def _track(log, kind, machine=False, url=None, at=None, times=1):
         at = at or timezone.now() - timedelta(minutes=30)
-        return TrackingLog.objects.bulk_create(
+        created = TrackingLog.objects.bulk_create(
             [
                 TrackingLog(
                     delivery_id=log.delivery_id,
@@ -68,6 +69,8 @@ def track(db):
                 for _ in range(times)
             ]
         )
+        first_times_recompute(log_ids=[log.pk])  # what tracking's writers keep on the sending log
+        return created
 
     return _track
 
