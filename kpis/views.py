@@ -95,6 +95,7 @@ STATUS_TEXT = {
 }
 
 
+TAB_TARGET = "deployment-tab"  # the id of the Deployment window's tab section (swapped alone by htmx)
 EMBED_TARGET = "deployment-kpis"  # the id of the element the message dashboard loads this partial into
 
 
@@ -185,7 +186,9 @@ def deployment(request, pk: int):
     if tab not in dict(TABS):
         tab = "log"
     filters = _filters(request, tab)
-    context = block_context(request, delivery, in_window=True)
+    # A tab, a filter or a page asked by htmx: only the tab's section, swapped in place.
+    tab_only = bool(request.htmx and request.htmx.target == TAB_TARGET)
+    context = {"delivery": delivery} if tab_only else block_context(request, delivery, in_window=True)
     filter_rows = [
         {
             "name": name,
@@ -231,7 +234,7 @@ def deployment(request, pk: int):
         context["page"] = Paginator(rows, PAGE_SIZE).get_page(page_number)
     elif tab == "urls":
         context["urls"] = selectors.tracked_url_list(delivery=delivery)
-    return render(request, "kpis/deployment.html", context)
+    return render(request, "kpis/deployment.html" + ("#deployment-tab" if tab_only else ""), context)
 
 
 @allowed("read")

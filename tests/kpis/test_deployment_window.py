@@ -167,3 +167,21 @@ def test_charts_of_an_ended_send_follow_each_recompute(client, marketer, sent, t
     assert "Opens: 1" in client.get(url).content.decode()  # cached until the figures are recomputed
     kpis_compute(delivery_id=sent.pk)
     assert "Opens: 3" in client.get(url).content.decode()
+
+
+def test_a_tab_asked_by_htmx_comes_alone_and_its_links_stay_in_place(client, marketer, sent):
+    """The tabs, filters and pages swap the tab's section only (htmx), the address following."""
+    client.force_login(marketer)
+    full = page(client, sent)
+    assert 'hx-get="?tab=sending" hx-target="#deployment-tab"' in full and 'hx-push-url="true"' in full
+    response = client.get(
+        reverse("kpis:deployment", args=[sent.pk]),
+        {"tab": "sending", "status": "failed"},
+        HTTP_HX_REQUEST="true",
+        HTTP_HX_TARGET="deployment-tab",
+    )
+    html = response.content.decode()
+    assert html.lstrip().startswith('<section class="card" id="deployment-tab" data-tab="sending">')
+    assert "<h1>" not in html and "deployment-charts" not in html and "Compute stats" not in html
+    assert html.count("<td>Failed</td>") == 5 and 'data-testid="tab-sending"' in html
+    assert '<option value="failed" selected>' in html  # the filter shows what was chosen
