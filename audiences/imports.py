@@ -327,24 +327,190 @@ def _copy_text(value: str) -> str:
     return value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
 
 
+# Rows whose values PostgreSQL judges exactly as `make_validator` does: every address and phone in
+# ASCII, domains of at most 63 characters (see `ASCII_EMAIL_SQL_RE`). The others (rare: non-ASCII
+# addresses or phones, longer domains, rows over several lines, rows of the wrong shape) are judged
+# in Python.
+ASCII_EMAIL_SQL_RE = (
+    r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+    r"@(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?\.)+(?:[A-Za-z][A-Za-z]+|xn--[A-Za-z0-9-]+)$"
+)
+# `_LANGUAGE` without its nested bounds, which PostgreSQL's regular expressions pay for: this shape,
+# at most 3 separators, and no run of 9 letters or digits (the first part has at most 3, by the shape).
+_LANGUAGE_SHAPE_SQL = r"^[A-Za-z][A-Za-z][A-Za-z]?([-_][A-Za-z0-9][A-Za-z0-9]+)*$"
+_LANGUAGE_RUN_SQL = r"[A-Za-z0-9]{9}"
+WHITESPACE = "".join(c for c in map(chr, range(0x110000)) if c.isspace())  # what str.strip() removes
+ASCII_WHITESPACE = "".join(c for c in WHITESPACE if c.isascii())
+BLOCK_BYTES = 8 << 20  # bytes of the file PostgreSQL's CSV reader takes at a time
+
+
+def _e164_sql(value: str) -> str:
+    """`_E164` (+, a digit 1-9, 6 to 14 more digits) for an ASCII value, without a regular expression."""
+    return (
+        f"(left({value}, 1) = '+' AND strpos('123456789', substr({value}, 2, 1)) > 0"
+        f" AND char_length({value}) BETWEEN 8 AND 16 AND btrim(substr({value}, 3), '0123456789') = '')"
+    )
+
+
+@dataclass
+class Staged:
+    """A part of the file handed to the database. Either `raw`: bytes of whole lines without a
+    quote, for PostgreSQL's own CSV reader (COPY), their first line being `first_line`; or rows
+    read by csv.reader: `lines` (COPY text: line number and cells) for PostgreSQL to judge, and the
+    rows judged in Python (valid `rows`, refused ones with their `rejections`)."""
+
+    raw: bytes | None = None
+    first_line: int = 0
+    read: int = 0
+    rejected: int = 0
+    rejections: list = field(default_factory=list)
+    rows: list = field(default_factory=list)  # (line, row dict) judged in Python and valid
+    lines: list = field(default_factory=list)
+
+
+def iter_rows_staged(reader, columns: list[str], *, line_offset: int = 0, chunk_rows: int | None = None):
+    """Rows read by csv.reader, a Staged per `chunk_rows` data rows: cells trimmed and left to
+    PostgreSQL, except the rows it cannot judge exactly (validated here by `make_validator`)."""
+    chunk_rows = chunk_rows or CHUNK_ROWS
+    n = len(columns)
+    email_i = columns.index("email")
+    phone_i = columns.index("phone") if "phone" in columns else None
+    validate = make_validator(columns)
+    search, strip = _NEEDS_ESCAPE.search, str.strip
+    chunk = Staged()
+    ended = reader.line_num  # the physical line the previous row ended on
+    for values in reader:
+        start, ended = ended + 1, reader.line_num  # a quoted value may span lines
+        if not values or (len(values) == 1 and not values[0].strip()):
+            continue
+        chunk.read += 1
+        if ended == start and len(values) == n:
+            cells = list(map(strip, values))
+            email = cells[email_i]
+            if email.isascii() and len(email) - email.rfind("@") <= 64 and (phone_i is None or cells[phone_i].isascii()):
+                text = "\t".join(cells)
+                if search(text):
+                    text = "\t".join(map(_copy_text, cells))
+                chunk.lines.append(f"{ended + line_offset}\t{text}\n")
+                if chunk.read >= chunk_rows:
+                    yield chunk
+                    chunk = Staged()
+                continue
+        problems: list = []
+        if ended > start:
+            row = validate(values, start + line_offset, problems, end=ended + line_offset)
+        else:
+            row = validate(values, ended + line_offset, problems)
+        chunk.rejections += problems
+        if row is None:
+            chunk.rejected += 1
+        else:
+            chunk.rows.append((ended + line_offset, row))
+        if chunk.read >= chunk_rows:
+            yield chunk
+            chunk = Staged()
+    if chunk.read:
+        yield chunk
+
+
+def _text_reader(data, delimiter: str):
+    return csv.reader(data, delimiter=delimiter, strict=False)
+
+
+def parse_block(block: Staged, columns: list[str], delimiter: str) -> list[Staged]:
+    """A block PostgreSQL's CSV reader refused (a line of the wrong shape, a blank line…): read by
+    csv.reader instead (a block holds no quote, so its rows are its lines)."""
+    reader = _text_reader(io.StringIO(block.raw.decode("utf-8"), newline=""), delimiter)
+    return list(iter_rows_staged(reader, columns, line_offset=block.first_line - 1, chunk_rows=1 << 30))
+
+
+def iter_staged(binary, columns: list[str], delimiter: str, *, block_bytes: int | None = None, chunk_rows: int | None = None):
+    """Read the file once, from the line after its header, and yield Staged parts.
+
+    While the file holds no quote character, blocks of whole lines go to PostgreSQL's own CSV reader
+    as they are (for such lines it reads what csv.reader reads; a block it refuses is read again by
+    csv.reader). From the first quote on (a quoted value may hold line breaks and delimiters), or for
+    a one-column file (PostgreSQL would take a blank line for a row), csv.reader reads the rest."""
+    block_bytes = block_bytes or BLOCK_BYTES
+    binary.seek(0)
+    head = binary.read(min(block_bytes, 1 << 20))
+    bom = len(codecs.BOM_UTF8) if head.startswith(codecs.BOM_UTF8) else 0
+    end = head.find(b"\n", bom)
+    header = head[bom:end] if end >= 0 else b""
+    fast = len(columns) > 1 and end >= 0 and b'"' not in header and b"\r" not in header.rstrip(b"\r")
+    position, line = (end + 1, 2) if fast else (0, 0)
+    while fast:
+        binary.seek(position)
+        data = binary.read(block_bytes)
+        if not data:
+            return
+        if len(data) == block_bytes:  # end the block with its last whole line
+            more = b""
+            while not data.endswith(b"\n") and (more := binary.read(1 << 16)):
+                cut = more.find(b"\n")
+                data += more if cut < 0 else more[: cut + 1]
+        if b'"' in data or data.count(b"\r") != data.count(b"\r\n"):
+            break  # csv.reader from here on
+        if len(data) < block_bytes:  # the end of the file: blank lines after the last row are no rows
+            tail = data.rstrip(b"\r\n")
+            data = tail + data[len(tail):].split(b"\n", 1)[0] + b"\n" if tail else b""
+            if not data:
+                return
+        yield Staged(raw=data, first_line=line)
+        position += len(data)
+        line += data.count(b"\n")
+    binary.seek(position)
+    text = io.TextIOWrapper(binary, encoding="utf-8-sig" if position == 0 else "utf-8", errors="strict", newline="")
+    try:
+        reader = _text_reader(text, delimiter)
+        offset = 0
+        if position == 0:
+            next(reader, None)  # the header
+        else:
+            offset = line - 1
+        yield from iter_rows_staged(reader, columns, line_offset=offset, chunk_rows=chunk_rows)
+    finally:
+        text.detach()  # the file is the caller's: leave it open
+
+
+def _sql_template(text: str) -> str:
+    """A translated sentence as a template for PostgreSQL's format(): its value as %s."""
+    return text.replace("%", "%%").replace("%%(v)s", "%s")
+
+
 class PostgresStage:
-    """The staging side of an import on PostgreSQL (one per import, on one connection).
+    """The staging side of an import on PostgreSQL (one per import).
 
-    `add(rows)` COPYs valid rows into temporary tables, one per hash partition of the addresses
-    (so all the rows of one address land in the same table, and each table is read once);
-    `merge_part(i)` then merges one partition into the profiles: duplicates inside the file
-    become one row (for each column the last non-empty value; attributes merged in file order),
-    then one INSERT … ON CONFLICT DO UPDATE … WHERE <something changes>. Every duplicate, wherever
-    it is in the file, is merged before anything is written, so importing a file twice changes
-    nothing."""
+    `raw` tables (one per connection that judges) receive the rows PostgreSQL judges: their cells
+    as read (COPY csv of the file's own bytes, or COPY text of the cells csv.reader read) and their
+    line. `check_raw(k)` judges raw table k in one statement, with the rules of `make_validator`
+    (the same problems, sentences and order): rejections are written with their lines, valid rows
+    go to the `clean` table of their address's hash partition (so all the rows of one address meet,
+    and each partition is read once), and the rows it cannot judge exactly come back to be judged
+    in Python (`add` stages those, and the rows csv.reader's side judged). The clean table is
+    partitioned by hash of the address (PostgreSQL routes each row, whoever writes it).
+    `merge_part(i)` then merges partition i into the profiles: duplicates inside the file become
+    one row (for each column the last non-empty value; attributes merged in file order), then one
+    INSERT … ON CONFLICT DO UPDATE … WHERE <something changes>. Every duplicate, wherever it is in
+    the file, is merged before anything is written, so importing a file twice changes nothing."""
 
-    def __init__(self, *, name: str = _STAGE, parts: int = 8, shared: bool = False):
-        """`shared`: UNLOGGED tables that other connections can read, so partitions can be merged
-        by several connections at once (only outside a transaction: the tables must be
-        committed). Otherwise TEMP tables, private to this connection."""
+    CLEAN_COLUMNS = "line, email, email_key, phone, first_name, last_name, language, time_zone, attributes"
+
+    def __init__(self, *, columns: list[str] | None = None, name: str = _STAGE, parts: int = 8, raws: int = 1, shared: bool = False):
+        """`shared`: UNLOGGED tables that other connections can read, so raw tables and partitions
+        can be judged and merged by several connections at once (only outside a transaction: the
+        tables must be committed). Otherwise TEMP tables, private to this connection. Table names
+        end with a number, as the reaper expects: the clean partitions 0…parts-1, the clean table,
+        the raw ones, then the sequence numbering the lines PostgreSQL reads."""
         self.parts = parts
         self.shared = shared
+        self.columns = list(columns or ["email"])
         self.tables = [f"{name}_{i}" for i in range(parts)]
+        self.clean = f"{name}_{parts}"  # partitioned by hash of the address: the tables above
+        self.raw_tables = [f"{name}_{parts + 1 + k}" for k in range(max(1, raws))]
+        self.line_sequence = f"{name}_{parts + 1 + len(self.raw_tables)}"
+        self.added = 0  # raw parts handed out, to spread them over the raw tables
+        kind = "UNLOGGED" if shared else "TEMP"
         with connection.cursor() as cursor:
             if not shared:
                 try:  # more memory for temporary tables: only possible before the session's first one
@@ -352,43 +518,167 @@ class PostgresStage:
                         cursor.execute("SET temp_buffers = '128MB'")
                 except DatabaseError:
                     pass
-            kind = "UNLOGGED TABLE" if shared else "TEMP TABLE"
-            for table in self.tables:
+            cursor.execute(f"DROP TABLE IF EXISTS {self.clean}")
+            cursor.execute(
+                f"CREATE {'TEMP ' if not shared else ''}TABLE {self.clean} (line integer, email text, email_key text, phone text, "
+                "first_name text, last_name text, language text, time_zone text, attributes jsonb) PARTITION BY HASH (email_key)"
+            )
+            for i, table in enumerate(self.tables):
                 cursor.execute(f"DROP TABLE IF EXISTS {table}")
-                cursor.execute(
-                    f"CREATE {kind} {table} (line integer, email text, email_key text, phone text, "
-                    "first_name text, last_name text, language text, time_zone text, attributes jsonb)"
-                )
+                cursor.execute(f"CREATE {kind} TABLE {table} PARTITION OF {self.clean} FOR VALUES WITH (MODULUS {parts}, REMAINDER {i})")
+            cursor.execute(f"DROP SEQUENCE IF EXISTS {self.line_sequence}")
+            cursor.execute(f"CREATE {kind} SEQUENCE {self.line_sequence}")
+            raw_columns = ", ".join(f"c{i} text" for i in range(len(self.columns)))
+            for raw in self.raw_tables:
+                cursor.execute(f"DROP TABLE IF EXISTS {raw}")
+                cursor.execute(f"CREATE {kind} TABLE {raw} (line integer DEFAULT nextval('{self.line_sequence}'), {raw_columns})")
+
+    def _next_raw(self) -> str:
+        self.added += 1
+        return self.raw_tables[self.added % len(self.raw_tables)]
+
+    def copy_block(self, block: Staged, *, delimiter: str) -> int | None:
+        """COPY a block of the file's own bytes through PostgreSQL's CSV reader, its rows numbered
+        from `block.first_line`; returns the rows read, or None when PostgreSQL refused the block
+        (then nothing of it stays)."""
+        delimiter_sql = {",": "','", ";": "';'", "\t": "E'\\t'", "|": "'|'"}[delimiter]
+        columns = ", ".join(f"c{i}" for i in range(len(self.columns)))
+        table = self._next_raw()
+        try:
+            with transaction.atomic(), connection.cursor() as cursor:
+                cursor.execute("SELECT setval(%s::regclass, %s, false)", [self.line_sequence, block.first_line])
+                # FORCE_NOT_NULL: an empty cell is '' (as csv.reader reads it), not NULL.
+                copy_sql = f"COPY {table} ({columns}) FROM STDIN WITH (FORMAT csv, DELIMITER {delimiter_sql}, FORCE_NOT_NULL ({columns}))"
+                with cursor.cursor.copy(copy_sql) as copy:
+                    copy.write(block.raw)
+                return cursor.cursor.rowcount
+        except (DatabaseError, connection.Database.Error):  # COPY speaks to the driver's cursor: its errors
+            return None
+
+    def add_lines(self, lines: list[str]) -> None:
+        """COPY rows read by csv.reader (line number and trimmed cells, COPY text) into a raw table."""
+        if not lines:
+            return
+        columns = ", ".join(["line", *(f"c{i}" for i in range(len(self.columns)))])
+        with connection.cursor() as cursor, cursor.cursor.copy(f"COPY {self._next_raw()} ({columns}) FROM STDIN") as copy:
+            copy.write("".join(lines))
 
     def add(self, rows: list) -> None:
-        dumps, parts, search = _JSON, self.parts, _NEEDS_ESCAPE.search
-        buffers: list[list[str]] = [[] for _ in range(parts)]
+        """Stage rows judged in Python (valid, normalized) in the partition of their address."""
+        if not rows:
+            return
+        dumps, search = _JSON, _NEEDS_ESCAPE.search
+        lines = []
         for line, row in rows:
-            key = row["key"]
             get = row.get
-            fields = (row["email"], key, get("phone", ""), get("first_name", ""), get("last_name", ""),
+            fields = (row["email"], row["key"], get("phone", ""), get("first_name", ""), get("last_name", ""),
                       get("language", ""), get("time_zone", ""), dumps(row["attributes"]) if row["attributes"] else "{}")
-            if search("".join(fields)):
-                text = "\t".join(_copy_text(f) for f in fields)
-            else:
-                text = "\t".join(fields)
-            buffers[hash(key) % parts].append(f"{line}\t{text}\n")
-        columns = "line, email, email_key, phone, first_name, last_name, language, time_zone, attributes"
-        with connection.cursor() as cursor:
-            for table, lines in zip(self.tables, buffers, strict=True):
-                if lines:
-                    with cursor.cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
-                        copy.write("".join(lines))
+            text = "\t".join(_copy_text(f) for f in fields) if search("".join(fields)) else "\t".join(fields)
+            lines.append(f"{line}\t{text}\n")
+        with connection.cursor() as cursor, cursor.cursor.copy(f"COPY {self.clean} ({self.CLEAN_COLUMNS}) FROM STDIN") as copy:
+            copy.write("".join(lines))
 
-    def prepare(self) -> int:
-        """Return the number of rows merged into an earlier duplicate."""
-        merged = 0
-        with connection.cursor() as cursor:
-            for table in self.tables:
-                cursor.execute(f"ANALYZE {table}")
-                cursor.execute(f"SELECT count(*) - count(DISTINCT email_key) FROM {table}")
-                merged += cursor.fetchone()[0]
-        return merged
+    def check_sql(self, raw: str) -> tuple[str, dict]:
+        """The statement that judges raw table `raw` (params included, but the job)."""
+        columns = self.columns
+
+        def cell(name: str) -> str:
+            if name not in columns:
+                return "''"
+            c = f"c{columns.index(name)}"  # trimmed as str.strip() does (cheaply when ASCII)
+            return f"CASE WHEN octet_length({c}) = char_length({c}) THEN btrim({c}, %(ascii_ws)s) ELSE btrim({c}, %(ws)s) END"
+
+        params = {
+            "ascii_ws": ASCII_WHITESPACE, "ws": WHITESPACE,
+            "email_re": ASCII_EMAIL_SQL_RE, "language_shape": _LANGUAGE_SHAPE_SQL, "language_run": _LANGUAGE_RUN_SQL,
+            "zones": sorted(time_zones()),
+            "missing": _("The email address is missing."), "invalid": _sql_template(_("“%(v)s” is not a valid email address.")),
+            "phone": _sql_template(_phone_problem("%(v)s")), "time_zone": _sql_template(_time_zone_problem("%(v)s")),
+            "language": _sql_template(_language_problem("%(v)s")),
+        }  # fmt: skip
+        problems = {  # column -> (the condition that refuses its value, the sentence)
+            "phone": (f"phone <> '' AND NOT phone_ok AND NOT {_e164_sql('phone_n')}", "format(%(phone)s, left(phone, 100))"),
+            "time_zone": ("time_zone <> '' AND time_zone NOT IN (SELECT unnest(%(zones)s::text[]))", "format(%(time_zone)s, left(time_zone, 100))"),
+            "language": (
+                "language <> '' AND NOT (language ~ %(language_shape)s AND language !~ %(language_run)s"
+                " AND char_length(language) - char_length(translate(language, '-_', '')) <= 3)",
+                "format(%(language)s, left(language, 100))",
+            ),
+        }  # fmt: skip
+        for name, limit in MAX_LEN.items():
+            params[f"long_{name}"] = _length_problem(limit)
+            problems[name] = (f"char_length({name}) > {int(limit)}", f"%(long_{name})s")
+        present = [name for name in columns if name in problems]
+        checks = "".join(f", ({problems[name][0]}) AS bad_{name}" for name in present)
+        refused = "".join(f" OR bad_{name}" for name in present)
+        reasons = "".join(
+            f", ({columns.index(name)}, '{name}', left({name}, 200), CASE WHEN bad_{name} THEN {problems[name][1]} END)" for name in present
+        )
+        pairs = []
+        for n, name in enumerate(name for name in columns if name not in KNOWN):
+            params[f"a{n}"] = name
+            pairs.append(f"%(a{n})s, NULLIF({cell(name)}, '')")
+        objects = [f"jsonb_build_object({', '.join(pairs[k:k + 40])})" for k in range(0, len(pairs), 40)]
+        attrs = f"jsonb_strip_nulls({' || '.join(objects)})" if objects else "'{}'::jsonb"
+        raw_cells = ", ".join(f"c{i}" for i in range(len(columns)))
+        sql = f"""
+            WITH r AS (
+              SELECT line, {cell("email")} AS email, {cell("phone")} AS phone, {cell("first_name")} AS first_name,
+                     {cell("last_name")} AS last_name, {cell("language")} AS language, {cell("time_zone")} AS time_zone,
+                     {attrs} AS attributes, {raw_cells}
+              FROM {raw} OFFSET 0  -- a fence: each cell trimmed once per row, not once per use below
+            ), r2 AS (
+              SELECT r.*, NOT (octet_length(email) = char_length(email) AND octet_length(phone) = char_length(phone)
+                               AND char_length(split_part(email, '@', -1)) <= 63) AS unsure,
+                     {_e164_sql("phone")} AS phone_ok, lower(email) AS email_key
+              FROM r OFFSET 0
+            ), r3 AS (  -- a phone not in international format as written: normalized (_PHONE_STRIP, 00 -> +)
+              SELECT r2.*, CASE WHEN phone_ok THEN phone ELSE regexp_replace(translate(phone, ' .-()/', ''), '^00', '+') END AS phone_n
+              FROM r2
+            ), v AS (
+              SELECT r3.*,
+                     CASE WHEN unsure THEN 0 WHEN email = '' THEN 1
+                          WHEN NOT (char_length(email) <= 254 AND char_length(email) - char_length(split_part(email, '@', -1)) <= 65
+                                    AND email ~ %(email_re)s) THEN 2
+                          ELSE 0 END AS bad_email{checks}
+              FROM r3
+            ), rejected AS (
+              INSERT INTO {ImportRejection._meta.db_table} (job_id, line, "column", value, reason)
+              SELECT %(job)s, v.line, p.col, p.value, p.reason FROM v CROSS JOIN LATERAL (VALUES
+                (-1, 'email', CASE WHEN bad_email = 2 THEN left(email, 200) ELSE '' END,
+                 CASE bad_email WHEN 1 THEN %(missing)s WHEN 2 THEN format(%(invalid)s, left(email, 100)) END){reasons}
+              ) AS p(pos, col, value, reason)
+              WHERE NOT unsure AND (bad_email > 0{refused}) AND p.reason IS NOT NULL ORDER BY v.line, p.pos
+              RETURNING line
+            ), valid AS (  -- into the partition of its address
+              INSERT INTO {self.clean} ({self.CLEAN_COLUMNS})
+              SELECT line, substr(email, 1, strpos(email, '@')) || lower(substr(email, strpos(email, '@') + 1)), email_key,
+                     CASE WHEN phone = '' THEN '' ELSE phone_n END, first_name, last_name, language, time_zone, attributes
+              FROM v WHERE NOT unsure AND NOT (bad_email > 0{refused})
+            )
+            SELECT count(DISTINCT line), NULL::integer, {", ".join("NULL::text" for _c in columns)} FROM rejected
+            UNION ALL
+            SELECT NULL, line, {raw_cells} FROM v WHERE unsure
+        """
+        return sql, params
+
+    def check_raw(self, k: int, *, job_id: int) -> tuple[int, list]:
+        """Judge raw table k (rejections written, valid rows staged in their partition); returns the
+        rows refused and the rows left to Python: (line, cells as read)."""
+        sql, params = self.check_sql(self.raw_tables[k])
+        params["job"] = job_id
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute("SET LOCAL work_mem = '128MB'; SET LOCAL jit = off")
+            cursor.execute(sql, params)
+            rejected, unsure = 0, []
+            for count, line, *cells in cursor.fetchall():
+                if line is None:
+                    rejected = count
+                else:
+                    unsure.append((line, cells))
+            if not self.shared:
+                cursor.execute(f"TRUNCATE {self.raw_tables[k]}")
+        return rejected, unsure
 
     @staticmethod
     def merge_sql(table: str) -> str:
@@ -432,12 +722,13 @@ class PostgresStage:
                         IS DISTINCT FROM (EXCLUDED.email, {", ".join(keep(c) for c in _KEPT)}, p.attributes || EXCLUDED.attributes)
                       RETURNING (xmax = 0) AS inserted
                     )
-                    SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM up
+                    SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted),
+                           (SELECT count(*) - count(DISTINCT email_key) FROM part WHERE n > 1) FROM up
                     """
         )
 
-    def merge_part(self, part: int, *, audience_id: int | None) -> tuple[int, int]:
-        """Upsert one partition; returns (created, updated)."""
+    def merge_part(self, part: int, *, audience_id: int | None) -> tuple[int, int, int]:
+        """Upsert one partition; returns (created, updated, rows merged into an earlier duplicate)."""
         now = timezone.now()
         table = self.tables[part]
 
@@ -448,7 +739,7 @@ class PostgresStage:
                 self.merge_sql(table),
                 [now, now],
             )
-            created, updated = cursor.fetchone()
+            created, updated, merged = cursor.fetchone()
             if audience_id:
                 cursor.execute(
                     f"INSERT INTO audiences_audiencemember (audience_id, profile_id, added_at) "
@@ -459,12 +750,13 @@ class PostgresStage:
                 )
             if not self.shared:
                 cursor.execute(f"TRUNCATE {table}")  # its rows are merged: free the space now
-        return created, updated
+        return created, updated, merged
 
     def close(self) -> None:
         with connection.cursor() as cursor:
-            for table in self.tables:
+            for table in (self.clean, *self.raw_tables):  # the partitions go with their table
                 cursor.execute(f"DROP TABLE IF EXISTS {table}")
+            cursor.execute(f"DROP SEQUENCE IF EXISTS {self.line_sequence}")
 
 
 # --- elsewhere (SQLite): chunk by chunk through the ORM -------------------------------------------

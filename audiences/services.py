@@ -6,6 +6,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from datetime import datetime, timedelta
+from functools import partial
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied
@@ -488,27 +489,28 @@ def import_run(*, job_id: int) -> ImportJob | None:
 _READ_SHARE = 80  # percent of the progress bar for reading the file (the rest: merging)
 
 
-def _parsed_chunks(binary, reader, columns):
-    """Parse the file in a background thread, a couple of chunks ahead of the database work
-    (memory stays bounded: the queue holds at most two chunks). Yields (chunk, bytes read)."""
-    chunks: queue.Queue = queue.Queue(maxsize=2)
+def _parsed_chunks(chunks, binary):
+    """Run the reader (`chunks`, a generator) in a background thread, a couple of chunks ahead of
+    the database work (memory stays bounded: the queue holds at most two chunks). Yields (chunk,
+    bytes read)."""
+    queued: queue.Queue = queue.Queue(maxsize=2)
     stop = threading.Event()
 
     def produce():
         try:
-            for chunk in imports.iter_chunks(reader, columns):
+            for chunk in chunks:
                 if stop.is_set():
                     return
-                chunks.put((chunk, binary.tell()))
-            chunks.put(None)
+                queued.put((chunk, binary.tell()))
+            queued.put(None)
         except BaseException as e:  # noqa: BLE001 - handed to the consumer
-            chunks.put(e)
+            queued.put(e)
 
     thread = threading.Thread(target=produce, name="import-parser", daemon=True)
     thread.start()
     try:
         while True:
-            item = chunks.get()
+            item = queued.get()
             if item is None:
                 return
             if isinstance(item, BaseException):
@@ -518,60 +520,94 @@ def _parsed_chunks(binary, reader, columns):
         stop.set()
         while thread.is_alive():  # unblock a producer waiting on a full queue
             try:
-                chunks.get(timeout=0.1)
+                queued.get(timeout=0.1)
             except queue.Empty:
                 pass
         thread.join()
 
 
 def _import_postgresql(job, binary, reader, columns) -> dict:
+    """Read the file once in a background thread while this thread stages it: blocks of plain lines
+    go to PostgreSQL's own CSV reader as they are, the rest is read by csv.reader (cells trimmed).
+    Then the staged rows are judged (one statement per raw table: rejections with their lines, valid
+    rows staged by address) and each partition merged (one statement), on IMPORT_MERGE_CONNECTIONS
+    connections at once; the rare rows PostgreSQL cannot judge exactly are judged in Python."""
     totals = {"rows_read": 0, "created_count": 0, "updated_count": 0, "merged_count": 0, "rejected_count": 0}
     started = time.monotonic()
-    # Outside a transaction (a worker), partitions are merged by several connections at once.
+    # Outside a transaction (a worker), raw tables and partitions are handled by several connections at once.
     workers = max(1, settings.IMPORT_MERGE_CONNECTIONS) if not connection.in_atomic_block else 1
-    stage = imports.PostgresStage(name=f"audiences_import_{job.pk}", shared=workers > 1)
+    delimiter = reader.dialect.delimiter
+    stage = imports.PostgresStage(columns=columns, name=f"audiences_import_{job.pk}", raws=workers, shared=workers > 1)
+
+    def staged(part) -> None:
+        stage.add_lines(part.lines)
+        stage.add(part.rows)
+        if part.rejections:
+            imports.save_rejections(job_id=job.pk, rejections=part.rejections)
+        totals["rows_read"] += part.read
+        totals["rejected_count"] += part.rejected
+
     try:
-        for chunk, bytes_read in _parsed_chunks(binary, reader, columns):
-            stage.add(chunk.rows)
-            if chunk.rejections:
-                imports.save_rejections(job_id=job.pk, rejections=chunk.rejections)
-            totals["rows_read"] += chunk.read
-            totals["rejected_count"] += chunk.rejected
+        for part, bytes_read in _parsed_chunks(imports.iter_staged(binary, columns, delimiter), binary):
+            if part.raw is not None:
+                copied = stage.copy_block(part, delimiter=delimiter)
+                if copied is None:  # PostgreSQL refused a line of it: csv.reader reads the block
+                    for again in imports.parse_block(part, columns, delimiter):
+                        staged(again)
+                else:
+                    totals["rows_read"] += copied
+            else:
+                staged(part)
             ImportJob.objects.filter(pk=job.pk).update(
                 bytes_done=bytes_read, progress=int(_READ_SHARE * bytes_read / max(job.size, 1)), **totals
             )
         read_done = time.monotonic()
-        totals["merged_count"] = stage.prepare()
+        validate = imports.make_validator(columns)
+        for rejected, unsure in _in_parallel(stage.check_raw, range(len(stage.raw_tables)), workers=workers, job_id=job.pk):
+            totals["rejected_count"] += rejected
+            problems, rows = [], []
+            for line, cells in unsure:  # non-ASCII addresses or phones, long domains: judged in Python
+                row = validate(cells, line, problems)
+                if row is None:
+                    totals["rejected_count"] += 1
+                else:
+                    rows.append((line, row))
+            stage.add(rows)
+            imports.save_rejections(job_id=job.pk, rejections=problems)
+        checked = time.monotonic()
         done = 0
-        for created, updated in _merge_parts(stage, audience_id=job.audience_id, workers=workers):
+        merge = partial(stage.merge_part, audience_id=job.audience_id)
+        for created, updated, merged in _in_parallel(merge, range(stage.parts), workers=workers):
             done += 1
             totals["created_count"] += created
             totals["updated_count"] += updated
+            totals["merged_count"] += merged
             ImportJob.objects.filter(pk=job.pk).update(
                 progress=_READ_SHARE + int((100 - _READ_SHARE) * done / stage.parts) - 1, **totals
             )
-        logger.info("import %s: read and staged in %.1fs, merged in %.1fs (%d connection(s))", job.pk,
-                    read_done - started, time.monotonic() - read_done, workers)
+        logger.info("import %s: read and staged in %.1fs, judged in %.1fs, merged in %.1fs (%d connection(s))", job.pk,
+                    read_done - started, checked - read_done, time.monotonic() - checked, workers)
     finally:
         stage.close()
     return totals
 
 
-def _merge_parts(stage, *, audience_id, workers: int):
-    """Yield (created, updated) per merged partition, merging on `workers` connections."""
+def _in_parallel(function, items, *, workers: int, **kwargs):
+    """Yield function(item, **kwargs) for each item, run on `workers` connections at once (each
+    thread its own connection) or here when 1; in the order they end."""
     if workers <= 1:
-        for part in range(stage.parts):
-            yield stage.merge_part(part, audience_id=audience_id)
+        for item in items:
+            yield function(item, **kwargs)
         return
 
-    def merge(part):
+    def run(item):
         try:
-            return stage.merge_part(part, audience_id=audience_id)
+            return function(item, **kwargs)
         finally:
             connection.close()  # this thread's own connection
 
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="import-merge") as pool:
-        yield from (future.result() for future in as_completed([pool.submit(merge, p) for p in range(stage.parts)]))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="import") as pool:
+        yield from (future.result() for future in as_completed([pool.submit(run, item) for item in items]))
 
 
 def _import_portable(job, binary, reader, columns) -> dict:
@@ -620,6 +656,11 @@ def import_reap(*, now=None, stale_after: timedelta = timedelta(hours=6)) -> int
             for (table,) in cursor.fetchall():
                 if int(table.split("_")[2]) not in running:
                     cursor.execute(f'DROP TABLE IF EXISTS "{table}"')
+            cursor.execute("SELECT sequencename FROM pg_sequences WHERE schemaname = current_schema() "
+                           "AND sequencename ~ '^audiences_import_[0-9]+_[0-9]+$'")
+            for (sequence,) in cursor.fetchall():
+                if int(sequence.split("_")[2]) not in running:
+                    cursor.execute(f'DROP SEQUENCE IF EXISTS "{sequence}"')
     if count:
         logger.warning("import reaper: %d import(s) marked failed", count)
     return count

@@ -13,6 +13,7 @@ import argparse
 import os
 import random
 import resource
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -46,6 +47,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--keep", action="store_true", help="keep the imported profiles (default: delete them first)")
     parser.add_argument("--again", action="store_true", help="import the same file a second time")
+    parser.add_argument("--rounds", type=int, default=1, help="rounds (each: the bare COPY, then the import)")
     args = parser.parse_args()
 
     import django
@@ -70,24 +72,56 @@ def main() -> None:
         with connection.cursor() as c:
             c.execute("TRUNCATE audiences_profile, audiences_audiencemember, audiences_importrejection CASCADE")
 
-    print(f"database: {connection.vendor} {settings.DATABASES['default']['NAME']}")
-    for run in range(2 if args.again else 1):
-        with path.open("rb") as f:
-            job = ImportJob(file_name=path.name, size=path.stat().st_size)
-            job.file.save(path.name, File(f), save=False)
-            job.save()
+    print(f"database: {connection.vendor} {settings.DATABASES['default']['NAME']}, {os.cpu_count()} CPUs")
+    with connection.cursor() as c:
+        c.execute("DROP TABLE IF EXISTS bench_bare_copy")
+        c.execute("CREATE TABLE bench_bare_copy (" + ", ".join(f"c{i} text" for i in range(8)) + ")")
+
+    def bare_copy() -> float:
+        """PostgreSQL's own CSV reader: COPY … FROM STDIN of the same file into an unindexed table."""
+        with connection.cursor() as c:
+            c.execute("TRUNCATE bench_bare_copy")
         t = time.perf_counter()
-        import_run.apply(args=[job.pk])  # the task, run here as a worker would
-        elapsed = time.perf_counter() - t
-        job.refresh_from_db()
-        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        print(
-            f"run {run + 1}: {job.get_status_display()} — {job.rows_read:,} rows read in {elapsed:.1f}s = "
-            f"{job.rows_read / elapsed:,.0f} rows/s; created {job.created_count:,}, updated {job.updated_count:,}, "
-            f"merged {job.merged_count:,}, unchanged {job.unchanged_count:,}, rejected {job.rejected_count:,}; "
-            f"peak RSS of this process {peak_mb:.0f} MB"
-        )
-    print(f"profiles in the database: {Profile.objects.count():,}")
+        with connection.cursor() as c, path.open("rb") as f, c.cursor.copy("COPY bench_bare_copy FROM STDIN WITH (FORMAT csv, HEADER true)") as copy:
+            while data := f.read(1 << 20):
+                copy.write(data)
+        return time.perf_counter() - t
+
+    results: dict[str, list[float]] = {}
+    for rnd in range(1, args.rounds + 1):
+        if not args.keep:
+            with connection.cursor() as c:
+                c.execute("TRUNCATE audiences_profile, audiences_audiencemember, audiences_importrejection CASCADE")
+                c.execute("CHECKPOINT")
+        load = os.getloadavg()[0]
+        bare = bare_copy()
+        results.setdefault("bare COPY of the file (unindexed table)", []).append(bare)
+        print(f"round {rnd}: bare COPY {bare:.2f} s ({args.rows / bare:,.0f} rows/s)  [load {load:.2f}]")
+        for run in range(2 if args.again else 1):
+            with path.open("rb") as f:
+                job = ImportJob(file_name=path.name, size=path.stat().st_size)
+                job.file.save(path.name, File(f), save=False)
+                job.save()
+            load = os.getloadavg()[0]
+            t = time.perf_counter()
+            import_run.apply(args=[job.pk])  # the task, run here as a worker would
+            elapsed = time.perf_counter() - t
+            job.refresh_from_db()
+            name = "Dispatch import, first" if run == 0 else "Dispatch import, same file again"
+            results.setdefault(name, []).append(elapsed)
+            peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            print(
+                f"round {rnd}: {name}: {job.get_status_display()} — {job.rows_read:,} rows in {elapsed:.2f} s = "
+                f"{job.rows_read / elapsed:,.0f} rows/s ({elapsed / bare:.1f}x the bare COPY); created {job.created_count:,}, "
+                f"updated {job.updated_count:,}, merged {job.merged_count:,}, unchanged {job.unchanged_count:,}, "
+                f"rejected {job.rejected_count:,}; peak RSS of this process {peak_mb:.0f} MB  [load {load:.2f}]"
+            )
+    print(f"profiles in the database: {Profile.objects.count():,}; load average now {os.getloadavg()[0]:.2f}")
+    reference = statistics.median(results["bare COPY of the file (unindexed table)"])
+    for name, values in results.items():
+        median = statistics.median(values)
+        print(f"  {name:<45} median {median:6.2f} s  {args.rows / median:>9,.0f} rows/s  {median / reference:5.1f}x  "
+              f"(rounds: {', '.join(f'{v:.2f}' for v in values)})")
 
 
 if __name__ == "__main__":

@@ -204,3 +204,29 @@ def test_a_profile_without_an_address_is_named_by_its_name(db):
     assert str(Profile(pk=8, first_name="Zoé", last_name="Martin")) == "Zoé Martin"
     assert str(Profile(pk=8)) == "Profile 8"
     assert str(Profile(pk=8, email="zoe@example.com", first_name="Zoé")) == "zoe@example.com"
+
+
+def test_the_reaper_drops_what_a_dead_import_left_in_the_database(postgres_only, marketer):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from audiences import imports
+    from audiences.services import import_reap
+
+    job = ImportJob.objects.create(file_name="x.csv", status=ImportJob.Status.RUNNING, created_by=marketer,
+                                   started_at=timezone.now() - timedelta(hours=7))
+    imports.PostgresStage(columns=["email", "first_name"], name=f"audiences_import_{job.pk}", raws=2, shared=True)
+
+    def left() -> list[str]:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT tablename FROM pg_tables WHERE tablename LIKE %s UNION ALL "
+                "SELECT sequencename FROM pg_sequences WHERE sequencename LIKE %s",
+                [f"audiences_import_{job.pk}_%", f"audiences_import_{job.pk}_%"],
+            )
+            return [name for (name,) in cursor.fetchall()]
+
+    assert len(left()) == 8 + 1 + 2 + 1  # partitions, the clean table, 2 raw tables, the line sequence
+    assert import_reap() == 1
+    assert left() == []
