@@ -35,6 +35,7 @@ from contextlib import closing
 from dataclasses import dataclass, field
 from itertools import islice
 
+from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Count as CountAgg
@@ -49,7 +50,7 @@ from audiences.selectors import audience_profiles, quarantine_status_of
 
 from .links import tracked_urls_sync
 from .models import Delivery, ExclusionCause, ExclusionLog, JournalEntry, SendingLog, SendingStatus, State
-from .personalization import check_template, compile_content, profile_context, render_with_missing
+from .personalization import TemplateLimitError, check_template, compile_content, profile_context, render_with_missing
 from .render_classes import WHITESPACE, Classes, classes_of
 
 log = logging.getLogger(__name__)
@@ -175,6 +176,9 @@ class Checker:
     missing: Counter = field(default_factory=Counter)
     errors: Counter = field(default_factory=Counter)
     renders: int = 0
+    guard: object = None  # called at most every STOP_CHECK_SECONDS while rendering: raises to stop
+    refused: bool = False  # the sandbox refused a render (too slow, too big, unsafe): no more renders
+    next_guard: float = 0.0
 
     @classmethod
     def for_content(cls, *, subject: str, html: str, text: str) -> Checker:
@@ -185,10 +189,19 @@ class Checker:
 
     def add(self, row: dict, count: int) -> None:
         """Count `row`'s outcome `count` times (the size of its class)."""
+        if self.refused:
+            return
+        if self.guard is not None and (now := time.monotonic()) >= self.next_guard:
+            self.guard()
+            self.next_guard = now + STOP_CHECK_SECONDS
         self.renders += 1
         ctx = profile_context(row) | CHECK_LINKS
         try:
             _out, missing = render_with_missing(self.template, ctx)
+        except TemplateLimitError as e:  # too slow, too big or unsafe: one is enough to tell
+            self.errors[str(e)] += 1
+            self.refused = True
+            return
         except Exception as e:  # a template that fails for this profile's data
             self.errors[f"{type(e).__name__}: {e}"] += count
             return
@@ -214,6 +227,13 @@ class Tally:
 
 class _Stopped(Exception):
     pass
+
+
+class _TooLong(Exception):
+    """The preparation ran past PREPARATION_TIME_LIMIT."""
+
+
+STOP_CHECK_SECONDS = 0.5  # how often a preparation reads its stop flag while personalization is slow
 
 
 # --- writing the logs of a range of the target -----------------------------------------------------
@@ -429,12 +449,16 @@ def target_ranges(*, audience, chunk: int) -> tuple[int, list[tuple[int, int]]]:
     return n, [(start, min(start + width, hi)) for start in range(lo, hi, width)]
 
 
-def _check_running(d: Delivery, *, done: int, total: int) -> None:
-    """Between statements: stop when asked (or when the message left preparation), else note progress."""
+def _check_running(d: Delivery, *, done: int | None = None, total: int = 0, deadline: float | None = None) -> None:
+    """Between statements (and between renders): stop when asked (or when the message left
+    preparation), fail past the time limit, else note the progress."""
     state = Delivery.objects.filter(pk=d.pk).values_list("state", "stop_requested").first()
     if state is None or state[0] != State.PREPARING or state[1]:
         raise _Stopped
-    Delivery.objects.filter(pk=d.pk).update(progress=min(99, int(done * 100 / max(total, 1))))
+    if deadline is not None and time.monotonic() >= deadline:
+        raise _TooLong
+    if done is not None:
+        Delivery.objects.filter(pk=d.pk).update(progress=min(99, int(done * 100 / max(total, 1))))
 
 
 def check_problems(checker: Checker | None) -> tuple[list[str], list[str]]:
@@ -510,16 +534,41 @@ def finish(*, d: Delivery, revision: int, tally: Tally, critical: list[str], war
 
 def delivery_prepare_run(*, delivery_id: int, portable: bool | None = None) -> None:
     """The preparation itself (run by the task). Preparing again replaces the previous preparation.
-    `portable`: force the Python path (tests compare it with PostgreSQL's)."""
+    It never stays "Preparing…": past PREPARATION_TIME_LIMIT (or the task's soft time limit), or on
+    any error, it fails with a critical line of the journal that says why. `portable`: force the
+    Python path (tests compare it with PostgreSQL's)."""
     d = Delivery.objects.filter(pk=delivery_id, state=State.PREPARING).select_related("audience").first()
     if d is None:
         log.info("prepare: delivery %s is not preparing; nothing to do", delivery_id)
         return
+    too_long = _(
+        "The preparation took longer than %(s)s s and was stopped: simplify the personalization or split the "
+        "audience, then prepare again."
+    ) % {"s": f"{_preparation_time_limit():g}"}
+    try:
+        _prepare(d, portable=portable)
+    except (_TooLong, SoftTimeLimitExceeded):
+        log.warning("prepare: delivery %s ran past its time limit", d.pk)
+        _preparation_failed(delivery_id=d.pk, revision=d.revision, text=too_long)
+    except Exception as e:
+        log.exception("prepare: delivery %s failed", d.pk)
+        _preparation_failed(
+            delivery_id=d.pk,
+            revision=d.revision,
+            text=_("The preparation stopped on an error (%(error)s). Prepare again; if it happens again, tell an administrator.")
+            % {"error": f"{type(e).__name__}: {e}"},
+        )
+
+
+def _prepare(d: Delivery, *, portable: bool | None) -> None:
     started = time.monotonic()
+    deadline = started + _preparation_time_limit()
     revision = d.revision
     _delete_logs(d.pk)
 
     critical, warnings, checker = content_problems(d)
+    if checker:  # a slow personalization: Stop preparation and the time limit still work at once
+        checker.guard = lambda: _check_running(d, deadline=deadline)
     domains = excluded_domains()
     chunk = int(getattr(settings, "PREPARATION_CHUNK", 100_000))
     total, ranges = target_ranges(audience=d.audience, chunk=chunk)
@@ -531,12 +580,12 @@ def delivery_prepare_run(*, delivery_id: int, portable: bool | None = None) -> N
             with closing(writer.ranges_postgresql(ranges, connections=connections)) as results:
                 for rows in results:
                     writer.take(rows)
-                    _check_running(d, done=writer.tally.targeted, total=total)
+                    _check_running(d, done=writer.tally.targeted, total=total, deadline=deadline)
         else:
             for lo, hi in ranges:
                 for rows in writer.portable_rows(lo, hi):
                     writer.judge_rows(rows)
-                    _check_running(d, done=writer.tally.targeted, total=total)
+                    _check_running(d, done=writer.tally.targeted, total=total, deadline=deadline)
     except _Stopped:
         _delete_logs(d.pk)
         log.info("prepare: delivery %s stopped", d.pk)
