@@ -52,6 +52,7 @@ from .links import tracked_urls_sync
 from .models import Delivery, ExclusionCause, ExclusionLog, JournalEntry, SendingLog, SendingStatus, State
 from .personalization import TemplateLimitError, check_template, compile_content, profile_context, render_with_missing
 from .render_classes import WHITESPACE, Classes, classes_of
+from .waves import due_times_compute
 
 log = logging.getLogger(__name__)
 
@@ -592,6 +593,11 @@ def _prepare(d: Delivery, *, portable: bool | None) -> None:
         return
 
     tally = writer.tally
+    # A send per recipient's time (issue 14): each log's own due time (one statement), rows without one excluded.
+    no_date = due_times_compute(delivery=d)
+    if no_date:
+        tally.causes[ExclusionCause.SEND_DATE_MISSING] += no_date
+        tally.to_deliver -= no_date
     more_critical, more_warnings = check_problems(checker)
     critical += more_critical
     warnings += more_warnings

@@ -8,7 +8,7 @@ class Migration(migrations.Migration):
     mirror pages (distinct sending logs) are read from the index alone. Built before the old one goes."""
 
     dependencies = [
-        ('deliveries', '0008_issue17_kpi_indexes'),
+        ('deliveries', '0009_issue17_kpi_indexes'),
         ('tracking', '0004_tracking_log_lean_indexes'),
     ]
 

@@ -12,7 +12,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('audiences', '0005_profile_lighter_indexes'),
-        ('deliveries', '0007_issue15_category_required'),
+        ('deliveries', '0008_issue14_send_time'),
     ]
 
     operations = [
