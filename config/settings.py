@@ -308,8 +308,8 @@ CELERY_BEAT_SCHEDULE["tracking-provider-events-purge"] = {"task": "tracking.prov
 
 # --- deliveries -----------------------------------------------------------------------------
 EXCLUDED_DOMAINS = env_list("EXCLUDED_DOMAINS", "")  # preparation excludes these domains
-SEND_CHUNK = int(os.environ.get("SEND_CHUNK", "100"))  # rows claimed per statement (2 x this: most a dead worker leaves unknown)
-SEND_BATCH = int(os.environ.get("SEND_BATCH", "1000"))  # rows per batch task
+SEND_CHUNK = int(os.environ.get("SEND_CHUNK", "200"))  # rows claimed per statement (2 x this: most a dead worker leaves unknown)
+SEND_BATCH = int(os.environ.get("SEND_BATCH", "5000"))  # rows per batch task
 SEND_CONNECTIONS = int(os.environ.get("SEND_CONNECTIONS", "16"))  # relay connections per worker process
 SEND_MAX_CONNECTIONS_PER_RELAY = int(os.environ.get("SEND_MAX_CONNECTIONS_PER_RELAY", "50"))  # across every worker
 SEND_FLUSH_SECONDS = float(os.environ.get("SEND_FLUSH_SECONDS", "0.2"))  # outcomes written at least this often

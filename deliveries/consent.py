@@ -23,7 +23,7 @@ def left_cause_sql(*, channel: str, log: str = "s", profile: str = "p", quaranti
     `quarantine` LEFT JOINed on (channel, lower(address)). Only constants are inlined."""
     flag = DENYLIST_FLAG[Channel(channel)]
     return (
-        f"CASE WHEN {log}.profile_id IS NULL THEN '{ExclusionCause.PROFILE_DELETED.value}'"
+        f"CASE WHEN {log}.profile_id IS NULL OR {profile}.id IS NULL THEN '{ExclusionCause.PROFILE_DELETED.value}'"
         f" WHEN {profile}.{flag} THEN '{ExclusionCause.DENYLIST.value}'"
         f" WHEN {quarantine}.status = '{Quarantine.Status.DENYLIST.value}' THEN '{ExclusionCause.DENYLIST.value}'"
         f" WHEN {quarantine}.status = '{Quarantine.Status.QUARANTINE.value}' THEN '{ExclusionCause.QUARANTINE.value}'"

@@ -184,7 +184,8 @@ def _claim_postgresql(*, delivery, lo, hi, limit, now, token):
         ),
         excluded AS (
             INSERT INTO {ExclusionLog._meta.db_table} (delivery_id, profile_id, address, cause, found_at)
-            SELECT %(d)s, profile_id, address, cause, %(now)s FROM claimed WHERE cause IS NOT NULL
+            SELECT %(d)s, CASE WHEN cause = 'profile_deleted' THEN NULL ELSE profile_id END, address, cause, %(now)s
+            FROM claimed WHERE cause IS NOT NULL
         ),
         counted AS (
             UPDATE {Delivery._meta.db_table} SET skipped_count = skipped_count + n.n, to_deliver_count = to_deliver_count - n.n
@@ -228,7 +229,8 @@ def _claim_portable(*, delivery, lo, hi, limit, now, token):
                     failure_type="", failure_reason="", failure_text=_skipped_text(cause),
                 )  # fmt: skip
             ExclusionLog.objects.bulk_create(
-                [ExclusionLog(delivery_id=delivery.pk, profile_id=r[3], address=r[1], cause=r[4], found_at=now) for r in gone]
+                [ExclusionLog(delivery_id=delivery.pk, profile_id=None if r[4] == ExclusionCause.PROFILE_DELETED else r[3],
+                              address=r[1], cause=r[4], found_at=now) for r in gone]  # fmt: skip
             )
             Delivery.objects.filter(pk=delivery.pk).update(
                 skipped_count=F("skipped_count") + len(gone), to_deliver_count=F("to_deliver_count") - len(gone)
@@ -436,7 +438,7 @@ class BatchRun:
     def __init__(self, *, delivery: Delivery, lo: int, hi: int):
         self.delivery = delivery
         self.lo, self.hi = lo, hi
-        self.chunk = max(1, int(_setting("SEND_CHUNK", 50)))
+        self.chunk = max(1, int(_setting("SEND_CHUNK", 200)))
         self.flush_seconds = float(_setting("SEND_FLUSH_SECONDS", 0.2))
         self.relay_down_seconds = float(_setting("SEND_RELAY_DOWN_SECONDS", 60))
         self.relay_retry_seconds = float(_setting("SEND_RELAY_RETRY_SECONDS", 60))
@@ -689,6 +691,9 @@ def _due_q(now) -> Q:
     )
 
 
+MIN_BATCHES = 4  # a send of a few thousand still spreads over the worker processes
+
+
 def dispatch(*, delivery_id: int) -> int:
     """Cut the due pending logs into id ranges (computed in SQL, never loaded) and enqueue one batch
     task per range. A send waiting for its retry time starts its retry pass here."""
@@ -721,10 +726,13 @@ def dispatch(*, delivery_id: int) -> int:
         batch_ended(delivery_id=delivery_id, close_pass=True, opened=0)
         return 0
     hi = due.order_by("-id").values_list("id", flat=True).first()
-    size = max(1, int(_setting("SEND_BATCH", 1000)))
+    size = max(1, int(_setting("SEND_BATCH", 5000)))
+    chunk = max(1, int(_setting("SEND_CHUNK", 200)))
     if d.rate_limit_per_hour:
         size = span["count"]  # one batch paces the whole send (it re-enqueues itself when the budget is spent)
-    parts = max(1, -(-span["count"] // size))
+        parts = 1
+    else:  # big batches (a batch's start and end cost), but enough of them for several worker processes
+        parts = max(-(-span["count"] // size), min(MIN_BATCHES, -(-span["count"] // chunk)))
     width = max(1, -(-(hi - span["lo"] + 1) // parts))
     ranges = [(lo, min(lo + width - 1, hi)) for lo in range(span["lo"], hi + 1, width)]
     Delivery.objects.filter(pk=delivery_id).update(batches_open=F("batches_open") + len(ranges))

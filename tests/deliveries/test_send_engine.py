@@ -367,3 +367,17 @@ def test_a_preparation_whose_worker_died_fails_and_says_so(new_delivery, setting
     assert d.state == State.PREPARATION_FAILED
     assert d.journal.filter(level="critical", text__startswith="The preparation stopped without finishing").exists()
     assert Delivery.objects.get(pk=fresh.pk).state == State.PREPARING  # one that runs is left alone
+
+
+def test_a_profile_row_gone_without_the_orm_counts_as_deleted(ready_delivery, marketer, smtp_server, django_capture_on_commit_callbacks):
+    """The sending log keeps no database constraint on its profile (preparation's speed): a profile
+    removed by other means (a DBA's DELETE, a restore) leaves a dangling id, judged 'Profile deleted'."""
+    profiles = make_profiles(["keep@example.com", "gone@example.com"])
+    d = ready_delivery(audience=make_audience(profiles))
+    with connection.cursor() as cursor:
+        cursor.execute("DELETE FROM audiences_audiencemember WHERE profile_id = %s", [profiles[1].pk])
+        cursor.execute("DELETE FROM audiences_profile WHERE id = %s", [profiles[1].pk])
+    assert delivery_left_since_preparation_by_cause(delivery=d) == {"profile_deleted": 1}
+    d = send(d, marketer, django_capture_on_commit_callbacks)
+    assert received(smtp_server) == Counter({"keep@example.com": 1})
+    assert SendingLog.objects.get(delivery=d, address="gone@example.com").exclusion_cause == "profile_deleted"
