@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from datetime import datetime, timedelta
 from functools import partial
 
+from celery import current_app
 from django.conf import settings
 from django.core.exceptions import PermissionDenied
 from django.db import IntegrityError, connection, transaction
@@ -418,6 +419,16 @@ def audience_members_remove(*, user, audience: Audience, profile_ids=(), emails=
 
 
 # --- CSV import ----------------------------------------------------------------------------------
+IMPORT_TASK = "audiences.import_run"  # tasks.py registers it under this name
+
+
+def _enqueue_after_commit(name: str, *args) -> None:
+    """Enqueue the task registered as `name` once the transaction commits. Looked up by name in the
+    Celery app's registry: tasks import services, never the other way round (eager mode in tests
+    still runs it at once; AudiencesConfig.ready registers the tasks in every process)."""
+    transaction.on_commit(lambda: current_app.tasks[name].delay(*args))
+
+
 
 
 def import_create(*, user, uploaded, audience: Audience | None = None, source: str = "page") -> ImportJob:
@@ -438,13 +449,11 @@ def import_create(*, user, uploaded, audience: Audience | None = None, source: s
         imports.preflight(uploaded)
     except imports.FileRefused as e:
         raise InvalidInput(str(e), code="file_refused")
-    from .tasks import import_run
-
     job = ImportJob(audience=audience, file_name=(uploaded.name or "import.csv")[:255], size=uploaded.size or 0, created_by=user)
     uploaded.seek(0)
     job.file.save(f"import-{timezone.now():%Y%m%d%H%M%S}.csv", uploaded, save=False)
     job.save()
-    import_run.delay_on_commit(job.pk)
+    _enqueue_after_commit(IMPORT_TASK, job.pk)
     return job
 
 

@@ -7,7 +7,7 @@ from . import services
 logger = logging.getLogger(__name__)
 
 
-@shared_task(name="audiences.import_run", ignore_result=True)
+@shared_task(name=services.IMPORT_TASK, ignore_result=True)
 def import_run(job_id: int) -> None:
     """Import one uploaded CSV (idempotent: a job already taken is left alone)."""
     services.import_run(job_id=job_id)

@@ -1,3 +1,4 @@
+from django.conf import settings
 from django.db.models import Count, F, Q, QuerySet
 
 from .models import Delivery, JournalEntry, LogicalStatus, SendingLog, State, logical_status_q, with_approval
@@ -145,3 +146,16 @@ def delivery_due_passed(*, delivery, at) -> int:
     from .waves import passed_before
 
     return passed_before(delivery=delivery, at=at)
+
+
+def sending_policy_get():
+    """The site's sending guards: the stored row, or the defaults from settings."""
+    from .models import SendingPolicy
+
+    row = SendingPolicy.objects.order_by("pk").first()
+    if row is None:
+        row = SendingPolicy(
+            autopause_bounce_rate=float(getattr(settings, "AUTOPAUSE_BOUNCE_RATE", 0.2)),
+            autopause_min_processed=int(getattr(settings, "AUTOPAUSE_MIN_PROCESSED", 500)),
+        )
+    return row

@@ -39,8 +39,9 @@ from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 
 from audiences.models import Profile
+from audiences.services import quarantine_record_failures, quarantine_record_successes
 
-from . import clock
+from . import clock, queue
 from .channels.base import Outcome
 from .channels.email import skeleton_for, uses_smtp_relay
 from .connections import AsyncSmtpSender, ThreadedSender, Work
@@ -56,6 +57,7 @@ from .models import (
     SendingStatus,
     State,
 )
+from .selectors import sending_policy_get
 from .services import FINISHED_TEXT, delivery_send_ended, journal_add
 
 log = logging.getLogger(__name__)
@@ -66,15 +68,6 @@ DB_ERRORS = (OperationalError, InterfaceError)
 
 def _setting(name: str, default):
     return getattr(settings, name, default)
-
-
-def _enqueue(what: str, send) -> None:
-    """Enqueue a task; a broker that is away is logged, not raised: the beat's reconciler finds a
-    send with work left and no live batch (PostgreSQL, not the broker, says what is left)."""
-    try:
-        send()
-    except Exception as e:  # kombu's errors differ per transport
-        log.warning("could not enqueue %s (the reconciler will): %s", what, e)
 
 
 def backoff(attempts: int) -> timedelta:
@@ -365,8 +358,6 @@ def write_outcomes(*, delivery: Delivery, results: list[tuple[Claimed, Outcome]]
 def _quarantine(*, delivery, results, now) -> None:
     """A success changes only an address that has a quarantine row (the claim told which); a
     hard or soft failure about the address is recorded. No statement when nothing can change."""
-    from audiences.services import quarantine_record_failures, quarantine_record_successes
-
     known_sent = [row.address for row, outcome in results if outcome.ok and row.known_address]
     if known_sent:
         quarantine_record_successes(addresses=known_sent, channel=delivery.channel, at=now)
@@ -406,8 +397,6 @@ def release_claimed(*, delivery_id: int, rows: list[Claimed], retry_at=None, why
 def autopause_if_needed(*, delivery_id: int, now) -> bool:
     """Pause a send whose bounces + errors cross the hard limit (a broken list or a blocked sender
     stops before it burns the domain's reputation). One conditional UPDATE decides."""
-    from .services import sending_policy_get
-
     policy = sending_policy_get()
     paused = Delivery.objects.filter(
         pk=delivery_id,
@@ -667,9 +656,7 @@ RATE_RETRY_SECONDS = 10
 
 
 def dispatch_later(*, delivery_id: int, seconds: float) -> None:
-    from .tasks import dispatch_delivery
-
-    _enqueue(f"the dispatch of delivery {delivery_id}", lambda: dispatch_delivery.apply_async((delivery_id,), countdown=seconds))
+    queue.enqueue(queue.DISPATCH, delivery_id, countdown=seconds, what=f"the dispatch of delivery {delivery_id}")
 
 
 def rate_room(*, delivery: Delivery, now, chunk_size: int) -> int:
@@ -697,8 +684,6 @@ MIN_BATCHES = 4  # a send of a few thousand still spreads over the worker proces
 def dispatch(*, delivery_id: int) -> int:
     """Cut the due pending logs into id ranges (computed in SQL, never loaded) and enqueue one batch
     task per range. A send waiting for its retry time starts its retry pass here."""
-    from .tasks import send_batch_task
-
     now = clock.now()
     d = Delivery.objects.filter(pk=delivery_id).first()
     if d is None:
@@ -737,7 +722,7 @@ def dispatch(*, delivery_id: int) -> int:
     ranges = [(lo, min(lo + width - 1, hi)) for lo in range(span["lo"], hi + 1, width)]
     Delivery.objects.filter(pk=delivery_id).update(batches_open=F("batches_open") + len(ranges))
     for lo, top in ranges:
-        _enqueue(f"a batch of delivery {delivery_id}", lambda lo=lo, top=top: send_batch_task.delay(delivery_id, lo, top))
+        queue.enqueue(queue.SEND_BATCH, delivery_id, lo, top, what=f"a batch of delivery {delivery_id}")
     return len(ranges)
 
 
@@ -755,8 +740,6 @@ def pass_end(*, delivery_id: int, now=None) -> str | None:
     waits for a retry time (rows never tried, or due, are always being sent: by a batch still open,
     or one enqueued now; rows waiting for their own send time keep the send in progress). Each
     outcome is one conditional update of the state: said once."""
-    from .tasks import dispatch_delivery
-
     now = now or clock.now()
     d = Delivery.objects.filter(pk=delivery_id).values("state", "batches_open", "sent_count", "failed_count").first()
     if d is None or d["state"] not in ACTIVE:
@@ -767,7 +750,7 @@ def pass_end(*, delivery_id: int, now=None) -> str | None:
     if logs.filter(_due_q(now)).exists():
         if d["batches_open"] == 0:  # due rows and no batch left for them (a retry became due meanwhile, released rows)
             # a second later: a row locked by a transaction in flight must not make batches spin
-            _enqueue(f"the dispatch of delivery {delivery_id}", lambda: dispatch_delivery.apply_async((delivery_id,), countdown=1))
+            queue.enqueue(queue.DISPATCH, delivery_id, countdown=1, what=f"the dispatch of delivery {delivery_id}")
         return None
     if logs.filter(status=SendingStatus.PENDING, attempts=0, due_at__gt=now).exists():
         return None  # recipients wait for their own send time (a wave to come): the beat's tick wakes the send then
@@ -786,8 +769,8 @@ def pass_end(*, delivery_id: int, now=None) -> str | None:
                     % {"n": _n(waiting["n"]), "when": f"{next_due:%Y-%m-%d %H:%M:%S} UTC"},
                 )
                 countdown = max(0.0, (next_due - now).total_seconds())
-                transaction.on_commit(lambda: _enqueue(f"the retry pass of delivery {delivery_id}",
-                                                       lambda: dispatch_delivery.apply_async((delivery_id,), countdown=countdown)))  # fmt: skip
+                queue.enqueue(queue.DISPATCH, delivery_id, countdown=countdown, after_commit=True,
+                              what=f"the retry pass of delivery {delivery_id}")  # fmt: skip
                 return State.RETRY_PENDING
         return None
     all_failed = d["sent_count"] == 0 and d["failed_count"] > 0 and not logs.exclude(status__in=(SendingStatus.FAILED, SendingStatus.SKIPPED)).exists()
@@ -893,8 +876,6 @@ def deliveries_reconcile(*, now=None) -> int:
     """A send in progress with due rows, nothing claimed and no outcome for RECONCILE_AFTER_SECONDS
     lost its tasks (a broker restarted without persistence, a worker killed): enqueue it again.
     Claims make a duplicate harmless; the quiet period keeps a long queue from being enqueued twice."""
-    from .tasks import dispatch_delivery
-
     now = now or clock.now()
     quiet = now - timedelta(seconds=int(_setting("RECONCILE_AFTER_SECONDS", 300)))
     count = 0
@@ -910,7 +891,7 @@ def deliveries_reconcile(*, now=None) -> int:
                 Delivery.objects.filter(pk=d.pk).update(batches_open=0)
                 journal_add(delivery=d.pk, level=JournalEntry.Level.WARNING,
                             text=_("The send had stalled (its tasks were lost): it was enqueued again."))  # fmt: skip
-            _enqueue(f"the dispatch of delivery {d.pk}", lambda pk=d.pk: dispatch_delivery.delay(pk))  # committed already
+            queue.enqueue(queue.DISPATCH, d.pk, what=f"the dispatch of delivery {d.pk}")  # committed already
             count += 1
     return count
 
@@ -919,13 +900,11 @@ def deliveries_tick(*, now=None) -> dict:
     """Beat, every SEND_TICK_SECONDS: start retry passes that are due, fail logs whose validity
     ended, reap claims whose worker died (-> unknown), wake sends whose next wave is due,
     re-dispatch stalled sends."""
-    from .tasks import dispatch_delivery
-
     now = now or clock.now()
     report = {"retries": 0, "expired": deliveries_expire(now=now)}
     for pk in Delivery.objects.filter(state=State.RETRY_PENDING).values_list("pk", flat=True):
         if SendingLog.objects.filter(delivery_id=pk, status=SendingStatus.PENDING, next_attempt_at__lte=now).exists():
-            _enqueue(f"the retry pass of delivery {pk}", lambda pk=pk: dispatch_delivery.delay(pk))
+            queue.enqueue(queue.DISPATCH, pk, what=f"the retry pass of delivery {pk}")
             report["retries"] += 1
     report["reaped"] = deliveries_reap(now=now)
     report["waves"] = deliveries_wake(now=now)
@@ -936,14 +915,12 @@ def deliveries_tick(*, now=None) -> dict:
 def deliveries_wake(*, now=None) -> int:
     """A send in progress with no batch open whose next recipients' time has come (a wave of a send
     per recipient's time, rows handed back when the relay was away): enqueue it."""
-    from .tasks import dispatch_delivery
-
     now = now or clock.now()
     woken = 0
     for pk in Delivery.objects.filter(state__in=ACTIVE, batches_open=0).values_list("pk", flat=True):
         logs = SendingLog.objects.filter(delivery_id=pk)
         if logs.filter(_due_q(now)).exists() and not logs.filter(status=SendingStatus.SENDING).exists():
-            _enqueue(f"the dispatch of delivery {pk}", lambda pk=pk: dispatch_delivery.delay(pk))
+            queue.enqueue(queue.DISPATCH, pk, what=f"the dispatch of delivery {pk}")
             woken += 1
     return woken
 

@@ -11,7 +11,6 @@ import re
 from datetime import datetime, timedelta
 
 from celery import current_app
-from django.conf import settings
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.db.models import F, Q
@@ -20,12 +19,13 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_noop, ngettext
 
 from accounts.errors import DispatchError, InvalidInput
-from accounts.roles import APPROVE_DELIVERY, MONITOR_DELIVERY, PREPARE_DELIVERY, START_DELIVERY
+from accounts.models import RoleAuditLog
+from accounts.roles import ADMINISTRATION, APPROVE_DELIVERY, MONITOR_DELIVERY, PREPARE_DELIVERY, START_DELIVERY
 from accounts.selectors import user_has_any_role, user_has_role
-from accounts.services import require_role
+from accounts.services import audit_record, require_role
 from audiences.emails import is_valid_email
 
-from . import clock
+from . import clock, queue
 from .models import (
     FINAL_STATES,
     MAX_VALIDITY,
@@ -36,6 +36,7 @@ from .models import (
     JournalEntry,
     MessageCategory,
     SendingLog,
+    SendingPolicy,
     SendingStatus,
     SendTime,
     State,
@@ -44,6 +45,7 @@ from .preparation import (  # noqa: F401  (the task, the tick and callers find t
     deliveries_fail_stuck_preparations,
     delivery_prepare_run,
 )
+from .selectors import sending_policy_get  # noqa: F401  (a read: callers found it here)
 
 log = logging.getLogger(__name__)
 
@@ -262,9 +264,6 @@ def delivery_delete(*, delivery, user, source: str = "page") -> None:
     """Delete a message never sent (Editing, prepared, or whose preparation failed) with its
     journal, logs and KPIs; the audit trail keeps a line saying who and what. A message whose send
     started cannot be deleted: once ended it is archived (delivery_archive)."""
-    from accounts.models import RoleAuditLog
-    from accounts.services import audit_record
-
     require_role(user=user, role=PREPARE_DELIVERY)
     with transaction.atomic():
         d = _locked(delivery)
@@ -286,9 +285,6 @@ def delivery_delete(*, delivery, user, source: str = "page") -> None:
 def delivery_archive(*, delivery, user, source: str = "page") -> Delivery:
     """Archive a message whose send ended: hidden from the lists, kept for the profiles' history,
     fatigue counts and KPIs. Journaled, and in the audit trail."""
-    from accounts.models import RoleAuditLog
-    from accounts.services import audit_record
-
     if not (user_has_role(user=user, role=PREPARE_DELIVERY) and user_has_role(user=user, role=START_DELIVERY)):
         raise PermissionDenied(_(ARCHIVE_DENIED))
     with transaction.atomic():
@@ -310,8 +306,6 @@ def delivery_archive(*, delivery, user, source: str = "page") -> Delivery:
 # --- preparation ----------------------------------------------------------------------------
 def delivery_prepare(*, delivery, user) -> Delivery:
     require_role(user=user, role=PREPARE_DELIVERY)
-    from .tasks import prepare_delivery
-
     with transaction.atomic():
         d = _locked(delivery)
         if d.state not in EDITABLE_STATES:
@@ -329,7 +323,7 @@ def delivery_prepare(*, delivery, user) -> Delivery:
         d.targeted_count = d.to_deliver_count = d.warnings_count = 0  # this preparation replaces the last one's figures
         d.save(update_fields=["state", "progress", "stop_requested", "targeted_count", "to_deliver_count", "warnings_count", "updated_at"])
         journal_add(delivery=d, user=user, text=_("Preparation started by %(who)s.") % {"who": who(user)})
-        prepare_delivery.delay_on_commit(d.pk)
+        queue.enqueue(queue.PREPARE, d.pk, after_commit=True)
     return d
 
 
@@ -411,8 +405,6 @@ def delivery_confirm(*, delivery, user, revision: int | None = None, send_now: b
     since it was saved is refused unless `send_now` says to send it now."""
     if not user_has_role(user=user, role=START_DELIVERY):
         raise PermissionDenied(_(CONFIRM_DENIED))
-    from .tasks import dispatch_delivery
-
     with transaction.atomic():
         d = _locked(delivery)
         reason = confirm_refusal(delivery=d, user=user, revision=revision)
@@ -443,7 +435,7 @@ def delivery_confirm(*, delivery, user, revision: int | None = None, send_now: b
                 journal_add(delivery=d, user=user, text=_("Waiting for the scheduled date: %(when)s.") % {"when": scheduled_text(d)})
         else:
             d.state, d.started_at = State.IN_PROGRESS, now
-            dispatch_delivery.delay_on_commit(d.pk)
+            queue.enqueue(queue.DISPATCH, d.pk, after_commit=True)
         d.save()
     return d
 
@@ -460,8 +452,6 @@ def scheduled_text(d: Delivery) -> str:
 
 def deliveries_start_due(*, now: datetime | None = None) -> list[int]:
     """Start scheduled messages whose time has come (beat, every minute)."""
-    from .tasks import dispatch_delivery
-
     now = now or clock.now()
     started = []
     due = Q(send_time=SendTime.NONE, scheduled_at__lte=now) | (~Q(send_time=SendTime.NONE) & Q(first_due_at__lte=now))
@@ -469,7 +459,7 @@ def deliveries_start_due(*, now: datetime | None = None) -> list[int]:
         with transaction.atomic():
             if Delivery.objects.filter(pk=pk, state=State.START_PENDING).update(state=State.IN_PROGRESS, started_at=now):
                 journal_add(delivery=pk, text=_("The scheduled time has come: sending started."))
-                dispatch_delivery.delay_on_commit(pk)
+                queue.enqueue(queue.DISPATCH, pk, after_commit=True)
                 started.append(pk)
     return started
 
@@ -503,8 +493,6 @@ def delivery_pause(*, delivery, user) -> Delivery:
 def delivery_resume(*, delivery, user) -> Delivery:
     if not user_has_role(user=user, role=START_DELIVERY):
         raise PermissionDenied(_(RESUME_DENIED))
-    from .tasks import dispatch_delivery
-
     with transaction.atomic():
         d = _locked(delivery)
         if d.state != State.PAUSED:
@@ -512,7 +500,7 @@ def delivery_resume(*, delivery, user) -> Delivery:
         d.state = State.IN_PROGRESS
         d.save(update_fields=["state", "updated_at"])
         journal_add(delivery=d, user=user, text=_("Delivery resumed by %(who)s.") % {"who": who(user)})
-        dispatch_delivery.delay_on_commit(d.pk)
+        queue.enqueue(queue.DISPATCH, d.pk, after_commit=True)
     return d
 
 
@@ -556,8 +544,6 @@ def delivery_resend_unknown(*, delivery, user) -> Delivery:
     never automatic: a recipient who got the first copy gets a second. Within the validity period
     only; a finished send goes back in progress (journaled with the count)."""
     require_role(user=user, role=START_DELIVERY)
-    from .tasks import dispatch_delivery
-
     with transaction.atomic():
         d = _locked(delivery)
         if d.state not in RESENDABLE_STATES:
@@ -594,31 +580,14 @@ def delivery_resend_unknown(*, delivery, user) -> Delivery:
             % {"n": f"{n:,}", "who": who(user)},
         )
         if d.state != State.PAUSED:
-            dispatch_delivery.delay_on_commit(d.pk)
+            queue.enqueue(queue.DISPATCH, d.pk, after_commit=True)
     d.refresh_from_db()
     return d
 
 
 # --- sending policy (auto-pause) --------------------------------------------------------------
-def sending_policy_get():
-    """The site's sending guards: the stored row, or the defaults from settings."""
-    from .models import SendingPolicy
-
-    row = SendingPolicy.objects.order_by("pk").first()
-    if row is None:
-        row = SendingPolicy(
-            autopause_bounce_rate=float(getattr(settings, "AUTOPAUSE_BOUNCE_RATE", 0.2)),
-            autopause_min_processed=int(getattr(settings, "AUTOPAUSE_MIN_PROCESSED", 500)),
-        )
-    return row
-
-
 def sending_policy_update(*, user, autopause_bounce_rate: float, autopause_min_processed: int):
     """Change the auto-pause limit (Administration)."""
-    from accounts.roles import ADMINISTRATION
-
-    from .models import SendingPolicy
-
     require_role(user=user, role=ADMINISTRATION)
     if not 0 < autopause_bounce_rate <= 1:
         raise InvalidInput(_("The auto-pause rate must be between 0 and 1 (0.2 means 20%)."), code="invalid")
@@ -635,8 +604,6 @@ def _policy_journal(*, user, text: str, source: str) -> None:
 
 def category_create(*, user, name: str, requires_approval: bool = False, source: str = "page") -> MessageCategory:
     """Add a message category (Administration). Journaled."""
-    from accounts.roles import ADMINISTRATION
-
     require_role(user=user, role=ADMINISTRATION)
     name = (name or "").strip()
     if not name:
@@ -656,8 +623,6 @@ def category_create(*, user, name: str, requires_approval: bool = False, source:
 
 def category_update(*, user, category: MessageCategory, name: str | None = None, requires_approval: bool | None = None, source: str = "page") -> MessageCategory:
     """Rename a category or switch whether its messages need approval (Administration). Journaled."""
-    from accounts.roles import ADMINISTRATION
-
     require_role(user=user, role=ADMINISTRATION)
     with transaction.atomic():
         row = MessageCategory.objects.select_for_update().get(pk=category.pk)
@@ -688,8 +653,6 @@ def approval_policy_get() -> ApprovalPolicy:
 
 def approval_policy_set(*, user, require_for_all: bool, source: str = "page") -> ApprovalPolicy:
     """Require approval for every message, whatever its category, or not (Administration). Journaled."""
-    from accounts.roles import ADMINISTRATION
-
     require_role(user=user, role=ADMINISTRATION)
     with transaction.atomic():
         row = ApprovalPolicy.objects.select_for_update().order_by("pk").first() or ApprovalPolicy()

@@ -4,6 +4,7 @@ import logging
 import time
 from datetime import timedelta
 
+from celery import current_app
 from django.conf import settings
 from django.core.exceptions import PermissionDenied
 from django.db import connection, transaction
@@ -151,14 +152,18 @@ def _lock_take(*, delivery_id: int, user=None) -> bool:
     return bool(taken)
 
 
+RECOMPUTE_TASK = "kpis.recompute"  # tasks.py registers it under this name
+
+
 def _enqueue(delivery_id: int) -> None:
     """Enqueue the recompute after commit (what `delay_on_commit` does), releasing the lock if the
-    broker cannot take it, so a broker outage does not block Compute stats until the lock times out."""
-    from .tasks import kpis_recompute  # tasks import this module
+    broker cannot take it, so a broker outage does not block Compute stats until the lock times out.
+    The task is looked up by name in the Celery app's registry: tasks import services, never the
+    other way round (KpisConfig.ready registers the tasks in every process)."""
 
     def send() -> None:
         try:
-            kpis_recompute.delay(delivery_id)
+            current_app.tasks[RECOMPUTE_TASK].delay(delivery_id)
         except Exception:
             kpis_lock_release(delivery_id=delivery_id)
             raise

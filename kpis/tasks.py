@@ -9,7 +9,7 @@ from . import services
 logger = logging.getLogger(__name__)
 
 
-@shared_task(name="kpis.recompute", ignore_result=True)
+@shared_task(name=services.RECOMPUTE_TASK, ignore_result=True)
 def kpis_recompute(delivery_id: int) -> None:
     """Recompute one delivery's KPIs (idempotent: it always rewrites the snapshot from the logs)."""
     try:
