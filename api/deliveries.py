@@ -4,15 +4,14 @@ from datetime import timedelta
 
 from django.http import Http404
 from django.urls import path
-from drf_spectacular.utils import extend_schema, extend_schema_view
+from drf_spectacular.utils import extend_schema, extend_schema_field, extend_schema_view
 from rest_framework import generics, serializers, status
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from deliveries import selectors, services
-from deliveries.models import FINAL_STATES, Delivery, ExclusionLog, JournalEntry, MessageCategory, SendingLog
-from deliveries.views import ACTION_ACCESS, ACTION_DENIED
+from deliveries import lifecycle, selectors, services
+from deliveries.models import Delivery, ExclusionLog, JournalEntry, MessageCategory, SendingLog
 
 from .permissions import read_write
 from .queries import DeliveryQuery, ExclusionQuery, SendingLogQuery, validated
@@ -29,6 +28,10 @@ class DeliverySerializer(serializers.ModelSerializer):
     requires_approval = serializers.BooleanField(
         read_only=True, help_text="Set by Administration (the message's category, or every message), never by the author."
     )
+    actions = serializers.SerializerMethodField(
+        help_text="What you may do to this message now (the page's buttons): POST /api/deliveries/<id>/<action>/; "
+        "“edit” is a PATCH, “delete” and “archive” a DELETE, “send-now” a confirm with send_now."
+    )
 
     class Meta:
         model = Delivery
@@ -40,7 +43,7 @@ class DeliverySerializer(serializers.ModelSerializer):
             "to_deliver_count", "skipped_count", "warnings_count", "sent_count", "failed_count", "processed_count",
             "content_approved_by", "content_approved_at", "target_approved_by", "target_approved_at",
             "created_by", "created_at", "updated_at", "confirmed_by", "confirmed_at", "started_at", "finished_at",
-            "archived_at", "archived_by",
+            "archived_at", "archived_by", "actions",
         ]  # fmt: skip
         read_only_fields = [
             "archived_at", "archived_by", "first_due_at", "last_due_at",
@@ -49,6 +52,14 @@ class DeliverySerializer(serializers.ModelSerializer):
             "target_approved_at", "created_by", "created_at", "updated_at", "confirmed_by", "confirmed_at",
             "started_at", "finished_at",
         ]  # fmt: skip
+
+    @extend_schema_field(serializers.ListField(child=serializers.ChoiceField(choices=lifecycle.USER_ACTIONS)))
+    def get_actions(self, instance) -> list[str]:
+        request = self.context.get("request")
+        if request is None:
+            return []
+        actions = selectors.delivery_actions(delivery=instance, user=request.user)
+        return [name for name in lifecycle.USER_ACTIONS if name in actions]
 
     def to_representation(self, instance):
         data = super().to_representation(instance)
@@ -146,12 +157,12 @@ class DeliveryDetail(generics.RetrieveUpdateDestroyAPIView):
     @extend_schema(responses={200: DeliverySerializer, 204: None, **ERRORS})
     def delete(self, request, *args, **kwargs):
         d = self.get_object()
-        if d.can_be_deleted:
+        if d.state in lifecycle.ACTIONS["delete"].sources:
             services.delivery_delete(delivery=d, user=request.user, source="api")
             return Response(status=status.HTTP_204_NO_CONTENT)
-        if d.state in FINAL_STATES:
+        if d.state in lifecycle.ACTIONS["archive"].sources:
             d = services.delivery_archive(delivery=d, user=request.user, source="api")
-            return Response(DeliverySerializer(selectors.delivery_get(pk=d.pk)).data)
+            return Response(DeliverySerializer(selectors.delivery_get(pk=d.pk), context={"request": request}).data)
         services.delivery_delete(delivery=d, user=request.user, source="api")  # refused with the sentence saying why
 
     def perform_update(self, serializer):
@@ -160,8 +171,8 @@ class DeliveryDetail(generics.RetrieveUpdateDestroyAPIView):
 
 def _action(name, service, request_serializer=None, doc=""):
     class ActionView(APIView):
-        access = ACTION_ACCESS[name]
-        access_denied_message = ACTION_DENIED.get(name)
+        access = lifecycle.ACTION_ACCESS[name]
+        access_denied_message = lifecycle.ACTION_DENIED.get(name)
 
         @extend_schema(request=request_serializer, responses={200: DeliverySerializer, 201: DeliverySerializer, **ERRORS}, description=doc, operation_id=f"deliveries_{name.replace('-', '_')}")
         def post(self, request, pk):
@@ -173,7 +184,7 @@ def _action(name, service, request_serializer=None, doc=""):
                 kwargs = dict(s.validated_data)
             result = service(delivery=d, user=request.user, **kwargs)
             code = status.HTTP_201_CREATED if name == "duplicate" else status.HTTP_200_OK
-            return Response(DeliverySerializer(selectors.delivery_get(pk=result.pk)).data, status=code)
+            return Response(DeliverySerializer(selectors.delivery_get(pk=result.pk), context={"request": request}).data, status=code)
 
     ActionView.__name__ = f"Delivery{name.title().replace('-', '')}"
     return ActionView.as_view()

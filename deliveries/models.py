@@ -298,24 +298,6 @@ class Delivery(models.Model):
         return State(self.state).label
 
     @property
-    def can_be_deleted(self) -> bool:
-        """Never sent (Editing, prepared or failed preparation): deleted with everything it has."""
-        return self.state in (State.EDITING, State.READY, State.PREPARATION_FAILED)
-
-    @property
-    def can_be_archived(self) -> bool:
-        """Its send ended: archived (hidden from lists), not deleted."""
-        return self.state in FINAL_STATES and self.archived_at is None
-
-    @property
-    def can_be_paused(self) -> bool:
-        return self.state in PAUSABLE_STATES
-
-    @property
-    def can_be_stopped(self) -> bool:
-        return self.state in STOPPABLE_STATES
-
-    @property
     def shows_to_deliver(self) -> bool:
         """Its "To deliver" is that of the current preparation (not of one an edit or a new
         preparation made obsolete, nor of a failed one, which delivers nothing)."""

@@ -1,7 +1,37 @@
 from django.conf import settings
-from django.db.models import Count, F, Q, QuerySet
+from django.db.models import Count, Exists, F, OuterRef, Q, QuerySet
 
-from .models import Delivery, JournalEntry, LogicalStatus, SendingLog, State, logical_status_q, with_approval
+from .lifecycle import ACTIONS, USER_ACTIONS, action_refusal
+from .models import (
+    Delivery,
+    JournalEntry,
+    LogicalStatus,
+    SendingLog,
+    SendingStatus,
+    State,
+    logical_status_q,
+    with_approval,
+)
+
+
+def with_actions(queryset):
+    """Messages with what `delivery_actions` reads, in the same query: whether approval is needed,
+    and whether some of their messages are in an unknown state (Resend unknown)."""
+    unknown = SendingLog.objects.filter(delivery=OuterRef("pk"), status=SendingStatus.UNKNOWN)
+    return with_approval(queryset).annotate(has_unknown=Exists(unknown))
+
+
+def delivery_actions(*, delivery, user, among=USER_ACTIONS) -> set[str]:
+    """What `user` may do to `delivery` now (the state table and access of deliveries.lifecycle),
+    of the actions `among` (all by default): the action bar shows these buttons, the API lists
+    them, and the services refuse the others with a sentence. No query for a message fetched by
+    `delivery_get` or `delivery_list` (pause and stop never need one)."""
+    return {name for name in among if action_refusal(delivery=delivery, user=user, action=name) is None}
+
+
+def delivery_state_allows(*, delivery, action: str) -> bool:
+    """Whether the message's state allows `action` now, whoever asks (e.g. "stop")."""
+    return ACTIONS[action].refuse(delivery) is None
 
 
 def _filtered(qs: QuerySet[Delivery], *, channel: str = "", search: str = "") -> QuerySet[Delivery]:
@@ -20,7 +50,7 @@ def delivery_list(*, status: str = "", channel: str = "", search: str = "", arch
     """Messages, newest first, filtered by logical status, channel and label/ID. Archived messages
     are left out (or listed alone with `archived`)."""
     # "kpis" is the snapshot the kpis app keeps (reverse one-to-one): the list's mini KPIs read it.
-    qs = with_approval(Delivery.objects.select_related("audience", "created_by", "kpis")).filter(archived_at__isnull=not archived)
+    qs = with_actions(Delivery.objects.select_related("audience", "created_by", "kpis")).filter(archived_at__isnull=not archived)
     if status in LogicalStatus.values:
         qs = qs.filter(logical_status_q(status))
     return _filtered(qs, channel=channel, search=search).order_by("-id")
@@ -37,7 +67,7 @@ def delivery_status_counts(*, channel: str = "", search: str = "") -> dict[str, 
 
 
 def delivery_get(*, pk) -> Delivery:
-    return with_approval(Delivery.objects).select_related(
+    return with_actions(Delivery.objects).select_related(
         "audience", "category", "created_by", "updated_by", "confirmed_by", "content_approved_by", "target_approved_by", "archived_by"
     ).get(pk=pk)
 

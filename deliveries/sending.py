@@ -46,6 +46,7 @@ from .channels.base import Outcome
 from .channels.email import skeleton_for, uses_smtp_relay
 from .connections import AsyncSmtpSender, ThreadedSender, Work
 from .consent import left_cause_sql, left_joins_sql
+from .lifecycle import FINISHED_TEXT, delivery_send_ended, journal_add
 from .models import (
     Delivery,
     ExclusionCause,
@@ -58,7 +59,6 @@ from .models import (
     State,
 )
 from .selectors import sending_policy_get
-from .services import FINISHED_TEXT, delivery_send_ended, journal_add
 
 log = logging.getLogger(__name__)
 

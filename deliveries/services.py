@@ -10,26 +10,48 @@ import logging
 import re
 from datetime import datetime, timedelta
 
-from celery import current_app
-from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 from django.utils.translation import gettext as _
-from django.utils.translation import gettext_noop, ngettext
+from django.utils.translation import ngettext
 
 from accounts.errors import DispatchError, InvalidInput
 from accounts.models import RoleAuditLog
-from accounts.roles import ADMINISTRATION, APPROVE_DELIVERY, MONITOR_DELIVERY, PREPARE_DELIVERY, START_DELIVERY
-from accounts.selectors import user_has_any_role, user_has_role
+from accounts.roles import ADMINISTRATION, PREPARE_DELIVERY
 from accounts.services import audit_record, require_role
 from audiences.emails import is_valid_email
 
-from . import clock, queue
+from . import clock
+from .lifecycle import (  # noqa: F401  (the names callers found here)
+    ALREADY_CONFIRMED,
+    ARCHIVE_DENIED,
+    CHANGED_AFTER_PREPARATION,
+    CONFIRM_CODES,
+    CONFIRM_DENIED,
+    EDITABLE_STATES,
+    FINISHED_TEXT,
+    NOT_PREPARED,
+    PAUSE_DENIED,
+    RESENDABLE_STATES,
+    RESUME_DENIED,
+    STOP_DENIED,
+    access_refusal,
+    confirm_refusal,
+    delivery_send_ended,
+    illegal,
+    is_approved,
+    journal_add,
+    lock,
+    may,
+    schedule_passed,
+    sentence,
+    started_text,
+    transition,
+    who,
+)
 from .models import (
-    FINAL_STATES,
     MAX_VALIDITY,
-    STARTED_STATES,
     ApprovalPolicy,
     ApprovalPolicyChange,
     Delivery,
@@ -49,15 +71,6 @@ from .selectors import sending_policy_get  # noqa: F401  (a read: callers found 
 
 log = logging.getLogger(__name__)
 
-CONFIRM_DENIED = gettext_noop("Confirming a send needs the “Start deliveries” role. Ask an administrator.")
-ALREADY_CONFIRMED = "This message has already been confirmed."
-CHANGED_AFTER_PREPARATION = (
-    "The sending cannot be confirmed because the message changed after preparation. "
-    "Please restart the preparation."
-)
-NOT_PREPARED = "This message must be prepared before it can be confirmed."
-FINISHED_TEXT = "Delivery finished (all messages have been processed)."
-
 # Fields whose change sends a prepared message back to editing.
 PREPARED_FIELDS = (
     "label", "channel", "sender_name", "sender_address", "reply_to", "subject", "html", "text",
@@ -65,59 +78,8 @@ PREPARED_FIELDS = (
     "send_time", "send_time_attribute", "send_time_offset_hours",
 )  # fmt: skip
 EDITABLE_FIELDS = (*PREPARED_FIELDS, "rate_limit_per_hour")
-EDITABLE_STATES = (State.EDITING, State.READY, State.PREPARATION_FAILED)
 
-
-# --- helpers --------------------------------------------------------------------------------
-def who(user) -> str:
-    return f"{user.get_full_name() or user.username} ({user.username})" if user else "system"
-
-
-def sentence(text: str) -> str:
-    """`text` ending with one full stop (or its own ?, ! or …): never none, never two."""
-    text = str(text).rstrip()
-    return text if text.endswith((".", "!", "?", "…")) else f"{text}."
-
-
-def started_text(user) -> str:
-    """The journal line of Confirm send (DOMAIN §1.4), as a sentence with curly quotes."""
-    return _("Delivery started by user “%(who)s”.") % {"who": who(user)}
-
-
-def journal_add(*, delivery, text: str, level: str = JournalEntry.Level.INFO, user=None) -> JournalEntry:
-    return JournalEntry.objects.create(delivery_id=getattr(delivery, "pk", delivery), text=text, level=level, user=user)
-
-
-# The KPI app's task that recomputes the figures of a send that just ended. Named, not imported:
-# kpis sits above deliveries (DESIGN.md), as the pages load its partials by URL name.
-SEND_ENDED_TASK = "kpis.send_ended"
-
-
-def delivery_send_ended(*, delivery_id: int) -> None:
-    """Call inside the transaction that ends a send (finished, failed or stopped): after commit,
-    enqueue the recompute of its KPIs, so they cover the end whichever path ended it, without
-    waiting for someone to open the page. Each end is one conditional update, so it is enqueued
-    once. A broker that cannot take it is logged: the page or the hourly job recomputes later."""
-
-    def enqueue() -> None:
-        try:
-            current_app.signature(SEND_ENDED_TASK, args=(delivery_id,)).delay()
-        except Exception:
-            log.exception("delivery %s: could not enqueue %s", delivery_id, SEND_ENDED_TASK)
-
-    transaction.on_commit(enqueue)
-
-
-def illegal(action: str, delivery: Delivery) -> DispatchError:
-    return DispatchError(
-        _("You cannot %(action)s this message while it is “%(state)s”.")
-        % {"action": action, "state": State(delivery.state).label},
-        code="invalid_state",
-    )
-
-
-def _locked(delivery) -> Delivery:
-    return Delivery.objects.select_for_update().get(pk=getattr(delivery, "pk", delivery))
+_locked = lock
 
 
 def _clean(data: dict) -> dict:
@@ -174,14 +136,6 @@ def _refuse_past_schedule(data: dict) -> None:
         raise InvalidInput(message, code="schedule_in_the_past", fields={"scheduled_at": message})
 
 
-def schedule_passed(d: Delivery, now: datetime | None = None) -> bool:
-    """The message was scheduled for a time that has passed since it was saved (a send at each
-    recipient's time zone is not: each recipient has their own time, the dialog counts who passed)."""
-    if d.send_time == SendTime.RECIPIENT_TZ:
-        return False
-    return d.schedule == Delivery.Schedule.AT and d.scheduled_at is not None and d.scheduled_at <= (now or clock.now())
-
-
 # --- editing --------------------------------------------------------------------------------
 def delivery_create(*, user, data: dict) -> Delivery:
     require_role(user=user, role=PREPARE_DELIVERY)
@@ -196,16 +150,15 @@ def delivery_create(*, user, data: dict) -> Delivery:
 def delivery_update(*, delivery, user, data: dict) -> Delivery:
     """Edit a message. Editing content, audience or schedule after preparation sends it back to
     editing (journaled) and clears approvals; a message whose send has started is read-only."""
-    require_role(user=user, role=PREPARE_DELIVERY)
+    denied = access_refusal(user=user, action="edit")
+    if denied:
+        raise denied
     data = _clean({**{f: getattr(delivery, f) for f in EDITABLE_FIELDS}, **data})
-    with transaction.atomic():
-        d = _locked(delivery)
-        if d.state in STARTED_STATES:
-            raise DispatchError(_("This message's send has started: it is read-only. Duplicate it to change it."), code="read_only")
-        if d.state == State.PREPARING:
-            raise DispatchError(_("The preparation is running: stop it before editing the message."), code="invalid_state")
+    with transition(delivery=delivery, action="edit", user=user) as step:
+        d = step.delivery
         changed = [f for f in EDITABLE_FIELDS if getattr(d, f) != data[f]]
         if not changed:
+            step.nothing()
             return d
         _refuse_past_schedule(data)
         before_category = d.category
@@ -231,16 +184,13 @@ def delivery_update(*, delivery, user, data: dict) -> Delivery:
             d.content_approved_by = d.target_approved_by = None
             d.content_approved_at = d.target_approved_at = None
             if d.state in (State.READY, State.PREPARATION_FAILED):
-                d.state = State.EDITING
+                step.target = State.EDITING
                 d.targeted_count = d.to_deliver_count = d.warnings_count = 0  # the figures of a preparation now obsolete
-                journal_add(
-                    delivery=d,
+                step.journal(
+                    _("Message edited by %(who)s after preparation: back to editing. Prepare it again before sending.") % {"who": who(user)},
                     level=JournalEntry.Level.WARNING,
-                    user=user,
-                    text=_("Message edited by %(who)s after preparation: back to editing. Prepare it again before sending.")
-                    % {"who": who(user)},
                 )
-        d.save()
+        step.save()
     return d
 
 
@@ -255,162 +205,83 @@ def delivery_duplicate(*, delivery, user) -> Delivery:
     return copy
 
 
-ARCHIVE_DENIED = gettext_noop(
-    "Archiving a sent message needs the “Prepare deliveries” and “Start deliveries” roles. Ask an administrator."
-)
-
-
 def delivery_delete(*, delivery, user, source: str = "page") -> None:
     """Delete a message never sent (Editing, prepared, or whose preparation failed) with its
     journal, logs and KPIs; the audit trail keeps a line saying who and what. A message whose send
     started cannot be deleted: once ended it is archived (delivery_archive)."""
-    require_role(user=user, role=PREPARE_DELIVERY)
-    with transaction.atomic():
-        d = _locked(delivery)
-        if d.state not in EDITABLE_STATES:
-            if d.state in FINAL_STATES:
-                raise DispatchError(
-                    _("A message that was sent is not deleted: archive it to hide it from the lists (its history and KPIs are kept)."),
-                    code="sent_message",
-                )
-            raise DispatchError(
-                _("You cannot delete this message while it is “%(state)s”: stop its send first, then archive it.")
-                % {"state": State(d.state).label},
-                code="invalid_state",
-            )
+    with transition(delivery=delivery, action="delete", user=user) as step:
+        d = step.delivery
         audit_record(actor=user, action=RoleAuditLog.Action.MESSAGE_DELETED, target=str(d), source=source)
         d.delete()
+        step.nothing()
 
 
 def delivery_archive(*, delivery, user, source: str = "page") -> Delivery:
     """Archive a message whose send ended: hidden from the lists, kept for the profiles' history,
     fatigue counts and KPIs. Journaled, and in the audit trail."""
-    if not (user_has_role(user=user, role=PREPARE_DELIVERY) and user_has_role(user=user, role=START_DELIVERY)):
-        raise PermissionDenied(_(ARCHIVE_DENIED))
-    with transaction.atomic():
-        d = _locked(delivery)
-        if d.archived_at is not None:
-            raise DispatchError(_("This message is already archived."), code="already_archived")
-        if d.state not in FINAL_STATES:
-            raise DispatchError(
-                _("Only a message whose send ended can be archived (it is “%(state)s”).") % {"state": State(d.state).label},
-                code="invalid_state",
-            )
+    with transition(delivery=delivery, action="archive", user=user) as step:
+        d = step.delivery
         d.archived_at, d.archived_by = timezone.now(), user
-        d.save(update_fields=["archived_at", "archived_by", "updated_at"])
-        journal_add(delivery=d, user=user, text=_("Message archived by %(who)s.") % {"who": who(user)})
+        step.save("archived_at", "archived_by")
         audit_record(actor=user, action=RoleAuditLog.Action.MESSAGE_ARCHIVED, target=str(d), source=source)
     return d
 
 
 # --- preparation ----------------------------------------------------------------------------
 def delivery_prepare(*, delivery, user) -> Delivery:
-    require_role(user=user, role=PREPARE_DELIVERY)
-    with transaction.atomic():
-        d = _locked(delivery)
-        if d.state not in EDITABLE_STATES:
-            raise illegal(_("prepare"), d)
+    """Start the preparation (Prepare deliveries): the task runs it after commit."""
+    with transition(delivery=delivery, action="prepare", user=user) as step:
+        d = step.delivery
         missing = []
         if d.audience_id is None:
             missing.append(_("an audience"))
         if not (d.html or d.text):
             missing.append(_("content"))
         if missing:
-            raise DispatchError(
-                _("Set %(what)s before preparing the message.") % {"what": _(" and ").join(missing)}, code="incomplete"
-            )
-        d.state, d.progress, d.stop_requested = State.PREPARING, 0, False
+            raise DispatchError(_("Set %(what)s before preparing the message.") % {"what": _(" and ").join(missing)}, code="incomplete")
+        d.progress, d.stop_requested = 0, False
         d.targeted_count = d.to_deliver_count = d.warnings_count = 0  # this preparation replaces the last one's figures
-        d.save(update_fields=["state", "progress", "stop_requested", "targeted_count", "to_deliver_count", "warnings_count", "updated_at"])
-        journal_add(delivery=d, user=user, text=_("Preparation started by %(who)s.") % {"who": who(user)})
-        queue.enqueue(queue.PREPARE, d.pk, after_commit=True)
+        step.save("progress", "stop_requested", "targeted_count", "to_deliver_count", "warnings_count")
     return d
 
 
 def delivery_stop_preparation(*, delivery, user) -> Delivery:
-    require_role(user=user, role=PREPARE_DELIVERY)
-    with transaction.atomic():
-        d = _locked(delivery)
-        if d.state != State.PREPARING:
-            raise illegal(_("stop the preparation of"), d)
-        d.state, d.stop_requested, d.progress = State.EDITING, True, 0
-        d.save(update_fields=["state", "stop_requested", "progress", "updated_at"])
-        journal_add(delivery=d, user=user, text=_("Preparation stopped by %(who)s.") % {"who": who(user)})
+    with transition(delivery=delivery, action="stop-preparation", user=user) as step:
+        d = step.delivery
+        d.stop_requested, d.progress = True, 0
+        step.save("stop_requested", "progress")
     return d
 
 
 # --- approval -------------------------------------------------------------------------------
 def delivery_approve(*, delivery, user, part: str) -> Delivery:
     """Approve the content or the target of someone else's prepared message."""
-    require_role(user=user, role=APPROVE_DELIVERY)
+    denied = access_refusal(user=user, action="approve")
+    if denied:
+        raise denied
     if part not in ("content", "target"):
         raise InvalidInput(_("Choose what to approve: “content” or “target”."), code="invalid")
-    with transaction.atomic():
-        d = _locked(delivery)
-        if d.state != State.READY:
-            raise DispatchError(_("Only a prepared message can be approved (it is “%(state)s”).") % {"state": State(d.state).label}, code="invalid_state")
-        if d.created_by_id == user.pk:
-            raise DispatchError(_("You wrote this message: someone else must approve it."), code="own_message")
-        if user.pk in (d.edited_since_approval or []):
-            raise DispatchError(
-                _("You edited this message since its last approval: someone who did not change it must approve it."),
-                code="edited_by_you",
-            )
-        if not d.requires_approval:
-            raise DispatchError(_("This message does not require approval."), code="not_required")
+    with transition(delivery=delivery, action="approve", user=user) as step:
+        d = step.delivery
         setattr(d, f"{part}_approved_by", user)
         setattr(d, f"{part}_approved_at", timezone.now())
         d.edited_since_approval = []  # whoever edits from now on is the next one who cannot approve
-        d.save(update_fields=[f"{part}_approved_by", f"{part}_approved_at", "edited_since_approval", "updated_at"])
-        journal_add(delivery=d, user=user, text=_("%(part)s approved by %(who)s.") % {"part": _("Content") if part == "content" else _("Target"), "who": who(user)})
+        step.save(f"{part}_approved_by", f"{part}_approved_at", "edited_since_approval")
+        step.journal(_("%(part)s approved by %(who)s.") % {"part": _("Content") if part == "content" else _("Target"), "who": who(user)})
     return d
 
 
-def is_approved(d: Delivery) -> bool:
-    return not d.requires_approval or bool(d.content_approved_at and d.target_approved_at)
-
-
 # --- Confirm send ---------------------------------------------------------------------------
-def confirm_refusal(*, delivery, user, revision: int | None = None, check_role: bool = True) -> str | None:
-    """Why `user` cannot confirm `delivery` now (None when they can). Used by the page and the
-    service. Without `check_role`: why nobody could confirm it now (None: Confirm send is offered
-    to whoever holds Start deliveries)."""
-    if check_role and not user_has_role(user=user, role=START_DELIVERY):
-        return _(CONFIRM_DENIED)
-    d = delivery
-    if d.state in STARTED_STATES:
-        return ALREADY_CONFIRMED
-    if d.state == State.PREPARING:
-        return _("The preparation is still running: wait for it to finish, then confirm.")
-    if d.state == State.PREPARATION_FAILED:
-        return _("The preparation failed: correct the errors shown in the journal and prepare again.")
-    if d.state == State.EDITING:
-        return CHANGED_AFTER_PREPARATION if d.prepared_at else NOT_PREPARED
-    if d.prepared_revision != d.revision or (revision is not None and int(revision) != d.revision):
-        return CHANGED_AFTER_PREPARATION
-    if not is_approved(d):
-        parts = [p for p, at in (("content", d.content_approved_at), ("target", d.target_approved_at)) if not at]
-        if len(parts) == 2:
-            return _("This message needs its content and target approved by an approver before it can be sent.")
-        if parts == ["content"]:
-            return _("This message needs its content approved by an approver before it can be sent.")
-        return _("This message needs its target approved by an approver before it can be sent.")
-    return None
-
-
 def delivery_confirm(*, delivery, user, revision: int | None = None, send_now: bool = False) -> Delivery:
     """Confirm send: in one transaction with the row locked, check role, state, approvals and that
     nothing changed since preparation; then start (or schedule) the send and enqueue it after commit.
     A second confirmation is refused and enqueues nothing. A message whose send time has passed
     since it was saved is refused unless `send_now` says to send it now."""
-    if not user_has_role(user=user, role=START_DELIVERY):
-        raise PermissionDenied(_(CONFIRM_DENIED))
-    with transaction.atomic():
-        d = _locked(delivery)
-        reason = confirm_refusal(delivery=d, user=user, revision=revision)
+    with transition(delivery=delivery, action="confirm", user=user) as step:
+        d = step.delivery
+        reason = confirm_refusal(delivery=d, revision=revision, check_role=False)  # the revision the person reviewed
         if reason:
-            code = {ALREADY_CONFIRMED: "already_confirmed", CHANGED_AFTER_PREPARATION: "changed_after_preparation", NOT_PREPARED: "not_prepared"}.get(reason, "invalid_state")
-            raise DispatchError(reason, code=code)
+            raise DispatchError(reason, code=CONFIRM_CODES.get(reason, "invalid_state"))
         now = clock.now()
         passed = schedule_passed(d, now)
         if passed and not send_now:
@@ -420,23 +291,20 @@ def delivery_confirm(*, delivery, user, revision: int | None = None, send_now: b
                 code="schedule_passed",
             )
         d.confirmed_by, d.confirmed_at = user, now
-        journal_add(delivery=d, user=user, text=started_text(user))
+        step.save("confirmed_by", "confirmed_at")
+        step.journal(started_text(user))
         if passed:
-            journal_add(
-                delivery=d, user=user,
-                text=_("The send time, %(when)s, had passed: sent now at the request of %(who)s.") % {"when": scheduled_text(d), "who": who(user)},
-            )  # fmt: skip
+            step.journal(_("The send time, %(when)s, had passed: sent now at the request of %(who)s.") % {"when": scheduled_text(d), "who": who(user)})
         starts_at = d.first_due_at if d.send_time != SendTime.NONE else (d.scheduled_at if d.schedule == Delivery.Schedule.AT else None)
         if starts_at and starts_at > now:
-            d.state = State.START_PENDING
+            step.target = State.START_PENDING
             if d.send_time != SendTime.NONE:
-                journal_add(delivery=d, user=user, text=_("Waiting for the first recipients' time: %(when)s.") % {"when": f"{starts_at:%Y-%m-%d %H:%M} UTC"})
+                step.journal(_("Waiting for the first recipients' time: %(when)s.") % {"when": f"{starts_at:%Y-%m-%d %H:%M} UTC"})
             else:
-                journal_add(delivery=d, user=user, text=_("Waiting for the scheduled date: %(when)s.") % {"when": scheduled_text(d)})
+                step.journal(_("Waiting for the scheduled date: %(when)s.") % {"when": scheduled_text(d)})
         else:
-            d.state, d.started_at = State.IN_PROGRESS, now
-            queue.enqueue(queue.DISPATCH, d.pk, after_commit=True)
-        d.save()
+            d.started_at = now
+            step.save("started_at")  # in progress: the dispatcher is enqueued after commit
     return d
 
 
@@ -456,86 +324,55 @@ def deliveries_start_due(*, now: datetime | None = None) -> list[int]:
     started = []
     due = Q(send_time=SendTime.NONE, scheduled_at__lte=now) | (~Q(send_time=SendTime.NONE) & Q(first_due_at__lte=now))
     for pk in Delivery.objects.filter(due, state=State.START_PENDING).values_list("pk", flat=True):
-        with transaction.atomic():
-            if Delivery.objects.filter(pk=pk, state=State.START_PENDING).update(state=State.IN_PROGRESS, started_at=now):
-                journal_add(delivery=pk, text=_("The scheduled time has come: sending started."))
-                queue.enqueue(queue.DISPATCH, pk, after_commit=True)
-                started.append(pk)
+        try:
+            with transition(delivery=pk, action="scheduled-time") as step:
+                step.delivery.started_at = now
+                step.save("started_at")
+        except (DispatchError, Delivery.DoesNotExist):  # stopped (or gone) since it was listed
+            continue
+        started.append(pk)
     return started
 
 
 # --- pause, resume, stop --------------------------------------------------------------------
 # Delivery supervisors watching an alert may pause or stop a send themselves (DOMAIN §3); resuming
-# it, like confirming, stays with Start deliveries.
-PAUSE_STOP_ROLES = (START_DELIVERY, MONITOR_DELIVERY)
-PAUSE_DENIED = gettext_noop("Pausing a send needs the “Start deliveries” or “Monitor deliveries” role. Ask an administrator.")
-STOP_DENIED = gettext_noop("Stopping a send needs the “Start deliveries” or “Monitor deliveries” role. Ask an administrator.")
-RESUME_DENIED = gettext_noop("Resuming a send needs the “Start deliveries” role. Ask an administrator.")
-
-
+# it, like confirming, stays with Start deliveries (the access table: deliveries.lifecycle.ACTIONS).
 def user_can_pause_stop(*, user) -> bool:
-    return user_has_any_role(user=user, roles=PAUSE_STOP_ROLES)
+    return may(user=user, action="pause")
 
 
 def delivery_pause(*, delivery, user) -> Delivery:
-    if not user_can_pause_stop(user=user):
-        raise PermissionDenied(_(PAUSE_DENIED))
-    with transaction.atomic():
-        d = _locked(delivery)
-        if d.state not in (State.IN_PROGRESS, State.RETRY_PENDING, State.RETRY_IN_PROGRESS):
-            raise illegal(_("pause"), d)
-        d.state = State.PAUSED
-        d.save(update_fields=["state", "updated_at"])
-        journal_add(delivery=d, user=user, text=_("Delivery paused by %(who)s.") % {"who": who(user)})
-    return d
+    with transition(delivery=delivery, action="pause", user=user) as step:
+        return step.delivery
 
 
 def delivery_resume(*, delivery, user) -> Delivery:
-    if not user_has_role(user=user, role=START_DELIVERY):
-        raise PermissionDenied(_(RESUME_DENIED))
-    with transaction.atomic():
-        d = _locked(delivery)
-        if d.state != State.PAUSED:
-            raise illegal(_("resume"), d)
-        d.state = State.IN_PROGRESS
-        d.save(update_fields=["state", "updated_at"])
-        journal_add(delivery=d, user=user, text=_("Delivery resumed by %(who)s.") % {"who": who(user)})
-        queue.enqueue(queue.DISPATCH, d.pk, after_commit=True)
-    return d
+    """Resume a paused send: the dispatcher is enqueued after commit."""
+    with transition(delivery=delivery, action="resume", user=user) as step:
+        return step.delivery
 
 
 def delivery_stop(*, delivery, user) -> Delivery:
     """Stop sending: unsent logs become cancelled (final); messages already handed over stay sent."""
-    if not user_can_pause_stop(user=user):
-        raise PermissionDenied(_(STOP_DENIED))
-    with transaction.atomic():
-        d = _locked(delivery)
-        if d.state not in (State.START_PENDING, State.IN_PROGRESS, State.RETRY_PENDING, State.RETRY_IN_PROGRESS, State.PAUSED):
-            raise illegal(_("stop"), d)
+    with transition(delivery=delivery, action="stop", user=user) as step:
+        d = step.delivery
         now = timezone.now()
         cancelled = SendingLog.objects.filter(delivery=d, status=SendingStatus.PENDING).update(
             status=SendingStatus.CANCELLED, event_at=now, next_attempt_at=None
         )
-        d.state, d.finished_at = State.STOPPED, now
+        d.finished_at = now
         d.processed_count = F("processed_count") + cancelled
-        d.save(update_fields=["state", "finished_at", "processed_count", "updated_at"])
-        delivery_send_ended(delivery_id=d.pk)
-        journal_add(
-            delivery=d,
-            user=user,
-            level=JournalEntry.Level.WARNING,
-            text=ngettext(
+        step.save("finished_at", "processed_count")
+        step.journal(
+            ngettext(
                 "Delivery stopped by %(who)s: %(n)d message not sent was cancelled.",
                 "Delivery stopped by %(who)s: %(n)d messages not sent were cancelled.",
                 cancelled,
             )
-            % {"who": who(user), "n": cancelled},
+            % {"who": who(user), "n": cancelled}
         )
     d.refresh_from_db()
     return d
-
-
-RESENDABLE_STATES = (State.IN_PROGRESS, State.RETRY_PENDING, State.RETRY_IN_PROGRESS, State.PAUSED, State.FINISHED, State.FAILED)
 
 
 def delivery_resend_unknown(*, delivery, user) -> Delivery:
@@ -543,11 +380,8 @@ def delivery_resend_unknown(*, delivery, user) -> Delivery:
     lost after their content went out: the relay may or may not have them). An operator's choice,
     never automatic: a recipient who got the first copy gets a second. Within the validity period
     only; a finished send goes back in progress (journaled with the count)."""
-    require_role(user=user, role=START_DELIVERY)
-    with transaction.atomic():
-        d = _locked(delivery)
-        if d.state not in RESENDABLE_STATES:
-            raise illegal(_("resend the messages in an unknown state of"), d)
+    with transition(delivery=delivery, action="resend-unknown", user=user) as step:
+        d = step.delivery
         now = timezone.now()
         ends = (d.started_at or now) + d.validity
         if ends <= now:
@@ -563,24 +397,20 @@ def delivery_resend_unknown(*, delivery, user) -> Delivery:
         if not n:
             raise DispatchError(_("No message of this send is in an unknown state: there is nothing to resend."), code="nothing_to_resend")
         d.processed_count = F("processed_count") - n
-        fields = ["processed_count", "updated_at"]
+        step.save("processed_count")
         if d.state in (State.FINISHED, State.FAILED, State.RETRY_PENDING):
-            d.state, d.finished_at = State.IN_PROGRESS, None
-            fields += ["state", "finished_at"]
-        d.save(update_fields=fields)
-        journal_add(
-            delivery=d,
-            user=user,
-            level=JournalEntry.Level.WARNING,
-            text=ngettext(
+            d.finished_at = None
+            step.save("finished_at")  # back in progress: the dispatcher is enqueued after commit
+        else:
+            step.target = None  # in progress or paused: it stays so (paused: resuming sends them)
+        step.journal(
+            ngettext(
                 "Resend of %(n)s message in an unknown state requested by %(who)s: if its recipient received the first copy, they get it twice.",
                 "Resend of %(n)s messages in an unknown state requested by %(who)s: recipients who received the first copy get it twice.",
                 n,
             )
-            % {"n": f"{n:,}", "who": who(user)},
+            % {"n": f"{n:,}", "who": who(user)}
         )
-        if d.state != State.PAUSED:
-            queue.enqueue(queue.DISPATCH, d.pk, after_commit=True)
     d.refresh_from_db()
     return d
 

@@ -3,7 +3,7 @@ from django.urls import path, re_path
 from . import views
 
 app_name = "deliveries"
-ACTIONS = "prepare|stop-preparation|confirm|pause|resume|stop|resend-unknown|approve|duplicate|delete|archive"
+ACTIONS = "|".join(views.ACTION_ACCESS)  # the action bar's actions (deliveries.lifecycle)
 urlpatterns = [
     path("deliveries/", views.delivery_list, name="list"),
     path("deliveries/new/", views.delivery_create, name="create"),

@@ -13,22 +13,13 @@ from django.utils.translation import gettext as _
 from accounts.decorators import allowed
 from accounts.errors import DispatchError
 from accounts.http import safe_next
-from accounts.roles import APPROVE_DELIVERY, PREPARE_DELIVERY, SIGNED_IN, START_DELIVERY, access_denied_message
+from accounts.roles import APPROVE_DELIVERY, SIGNED_IN, START_DELIVERY, access_denied_message
 from accounts.selectors import holds_access, user_has_role
 from audiences.models import Profile
 
-from . import clock, selectors, services
+from . import clock, lifecycle, selectors, services
 from .forms import CategoryForm, DeliveryForm
-from .models import (
-    PAUSABLE_STATES,
-    SENDING_STATES,
-    STOPPABLE_STATES,
-    Delivery,
-    LogicalStatus,
-    SendingStatus,
-    SendTime,
-    State,
-)
+from .models import SENDING_STATES, Delivery, LogicalStatus, SendingStatus, SendTime, State
 from .personalization import render_message
 
 LIVE_STATES = (State.PREPARING, State.START_PENDING, *SENDING_STATES)
@@ -102,47 +93,31 @@ def _validity_text(seconds: float) -> str:
 
 def _dashboard_context(request, d: Delivery) -> dict:
     user = request.user
-    can_start = user_has_role(user=user, role=START_DELIVERY)
-    can_prepare = user_has_role(user=user, role=PREPARE_DELIVERY)
-    can_approve = user_has_role(user=user, role=APPROVE_DELIVERY)
-    can_pause_stop = services.user_can_pause_stop(user=user)
-    refusal = services.confirm_refusal(delivery=d, user=user)
+    actions = selectors.delivery_actions(delivery=d, user=user)  # the action bar's buttons
+    can_start = lifecycle.may(user=user, action="confirm")
+    refusal = lifecycle.confirm_refusal(delivery=d, check_role=False)  # why nobody could confirm it now
     ctx = {
         "d": d,
+        "actions": actions,
         "live": d.state in LIVE_STATES,
-        "can_start": can_start,
-        "can_prepare": can_prepare,
-        "show_confirm": can_start and d.state == State.READY and refusal is None,
         "confirm_blocked": refusal if can_start and d.state == State.READY else None,
         # only where Confirm send would be offered to someone with the role (not on drafts, not while approvals wait)
-        "show_permission_banner": not can_start and services.confirm_refusal(delivery=d, user=user, check_role=False) is None,
-        "confirm_denied": _(services.CONFIRM_DENIED),
-        "show_delete": can_prepare and d.can_be_deleted,
-        "show_archive": can_prepare and can_start and d.can_be_archived,
-        "show_approve": can_approve
-        and d.requires_approval
-        and d.state == State.READY
-        and d.created_by_id != user.pk
-        and user.pk not in (d.edited_since_approval or []),
-        "approved": services.is_approved(d),
-        "show_pause": can_pause_stop and d.state in PAUSABLE_STATES,
-        "show_resume": can_start and d.state == State.PAUSED,
-        "show_stop": can_pause_stop and d.state in STOPPABLE_STATES,
+        "show_permission_banner": not can_start and refusal is None,
+        "confirm_denied": _(lifecycle.CONFIRM_DENIED),
         "scheduled_text": services.scheduled_text(d) if d.scheduled_at else "",
-        "schedule_passed": services.schedule_passed(d),
+        "schedule_passed": "send-now" in actions,
         "validity_text": _validity_text(d.validity.total_seconds()),
         "percent": int(d.processed_count * 100 / d.to_deliver_count) if d.to_deliver_count else 0,
         "STATE": State,
-        "SENDING_STATES": SENDING_STATES,
     }
     if d.state == State.STOPPED:
         ctx.update(_stopped_context(d))
-    if can_start and d.state in services.RESENDABLE_STATES:
+    if "resend-unknown" in actions:
         ctx["unknown_count"] = selectors.sending_log_counts(delivery=d).get(SendingStatus.UNKNOWN, 0)
     if d.send_time != SendTime.NONE and d.prepared_at and d.state not in (State.EDITING, State.PREPARING, State.PREPARATION_FAILED):
         now = clock.now()
         ctx["plan"] = selectors.delivery_wave_plan(delivery=d, now=now)
-        if ctx["show_confirm"]:
+        if "confirm" in ctx["actions"]:
             ctx["passed_count"] = selectors.delivery_due_passed(delivery=d, at=now)
     return ctx
 
@@ -179,7 +154,7 @@ def _stopped_context(d: Delivery) -> dict:
 def delivery_detail(request, pk):
     d = _delivery(pk)
     ctx = _dashboard_context(request, d)
-    if ctx["show_confirm"]:  # the Confirm send dialog says who will be skipped (one query)
+    if "confirm" in ctx["actions"]:  # the Confirm send dialog says who will be skipped (one query)
         ctx["left_since_preparation"] = selectors.delivery_left_since_preparation(delivery=d)
     samples = selectors.sample_profiles_for_preview(delivery=d)
     chosen = request.GET.get("profile")
@@ -221,17 +196,10 @@ def _act(request, pk, action, success: str, **kwargs):
     return redirect(safe_next(request, reverse("deliveries:detail", args=[pk])))
 
 
-# What each button of the action bar needs (accounts.roles.ACCESS), the same as the API's.
-ACTION_ACCESS = {
-    "prepare": "prepare", "stop-preparation": "prepare", "duplicate": "prepare", "delete": "prepare",
-    "confirm": "start", "resume": "start", "resend-unknown": "start", "pause": "pause_stop", "stop": "pause_stop",
-    "approve": "approve", "archive": "archive",
-}  # fmt: skip
-# The sentence a refusal says, where the service has its own.
-ACTION_DENIED = {
-    "confirm": services.CONFIRM_DENIED, "pause": services.PAUSE_DENIED, "stop": services.STOP_DENIED,
-    "resume": services.RESUME_DENIED, "archive": services.ARCHIVE_DENIED,
-}  # fmt: skip
+# What each button of the action bar needs (accounts.roles.ACCESS) and the sentence refusing the
+# others: the state table's (deliveries.lifecycle), the same as the API's.
+ACTION_ACCESS = {name: access for name, access in lifecycle.ACTION_ACCESS.items() if name not in ("edit", "send-now")}
+ACTION_DENIED = lifecycle.ACTION_DENIED
 
 
 @login_required

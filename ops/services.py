@@ -29,6 +29,7 @@ from accounts.roles import ACCESS, ADMINISTRATION, DELIVERY_SUPERVISORS, role_re
 from accounts.selectors import user_has_any_role
 from accounts.services import require_role
 from deliveries.models import SENDING_STATES, Delivery, SendingLog, State
+from deliveries.selectors import delivery_state_allows
 from deliveries.services import delivery_alert_flag_set, sending_policy_get, sending_policy_update, who
 
 from .models import Alert, AlertThresholds, Criterion, ProcessedHour
@@ -336,7 +337,7 @@ def _alert_lines(alert: Alert, site: str) -> list[str]:
         "",
         _("State: %(state)s. Owner: %(owner)s.")
         % {"state": State(d.state).label, "owner": who(d.created_by) if d.created_by_id else "—"},
-        (_("Pause or stop the send from the message: %(url)s") if d.can_be_stopped else _("Open the message: %(url)s"))
+        (_("Pause or stop the send from the message: %(url)s") if delivery_state_allows(delivery=d, action="stop") else _("Open the message: %(url)s"))
         % {"url": site + reverse("deliveries:detail", args=[d.pk])},
     ]
 
