@@ -27,7 +27,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from celery import current_app
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.utils.translation import gettext as _
@@ -37,7 +36,7 @@ from accounts.errors import DispatchError
 from accounts.roles import access_denied_message
 from accounts.selectors import holds_access
 
-from . import clock, queue
+from . import clock, hooks, queue
 from .models import (
     FINAL_STATES,
     PAUSABLE_STATES,
@@ -85,24 +84,8 @@ def journal_add(*, delivery, text: str, level: str = INFO, user=None) -> Journal
     return JournalEntry.objects.create(delivery_id=getattr(delivery, "pk", delivery), text=text, level=level, user=user)
 
 
-# The KPI app's task that recomputes the figures of a send that just ended. Named, not imported:
-# kpis sits above deliveries (DESIGN.md), as the pages load its partials by URL name.
-SEND_ENDED_TASK = "kpis.send_ended"
-
-
-def delivery_send_ended(*, delivery_id: int) -> None:
-    """Call inside the transaction that ends a send (finished, failed or stopped): after commit,
-    enqueue the recompute of its KPIs, so they cover the end whichever path ended it, without
-    waiting for someone to open the page. Each end is one conditional update, so it is enqueued
-    once. A broker that cannot take it is logged: the page or the hourly job recomputes later."""
-
-    def enqueue() -> None:
-        try:
-            current_app.signature(SEND_ENDED_TASK, args=(delivery_id,)).delay()
-        except Exception:
-            log.exception("delivery %s: could not enqueue %s", delivery_id, SEND_ENDED_TASK)
-
-    transaction.on_commit(enqueue)
+# The end of a send, whichever path ended it: the hook deliveries owns (kpis registers to it).
+delivery_send_ended = hooks.send_ended
 
 
 # --- refusals -----------------------------------------------------------------------------------

@@ -49,8 +49,8 @@ def _filtered(qs: QuerySet[Delivery], *, channel: str = "", search: str = "") ->
 def delivery_list(*, status: str = "", channel: str = "", search: str = "", archived: bool = False) -> QuerySet[Delivery]:
     """Messages, newest first, filtered by logical status, channel and label/ID. Archived messages
     are left out (or listed alone with `archived`)."""
-    # "kpis" is the snapshot the kpis app keeps (reverse one-to-one): the list's mini KPIs read it.
-    qs = with_actions(Delivery.objects.select_related("audience", "created_by", "kpis")).filter(archived_at__isnull=not archived)
+    # The list's mini KPIs come from kpis (its template tag reads the page's snapshots in one query).
+    qs = with_actions(Delivery.objects.select_related("audience", "created_by")).filter(archived_at__isnull=not archived)
     if status in LogicalStatus.values:
         qs = qs.filter(logical_status_q(status))
     return _filtered(qs, channel=channel, search=search).order_by("-id")

@@ -5,6 +5,9 @@ class KpisConfig(AppConfig):
     name = "kpis"
 
     def ready(self):
-        # Registers the KPI tasks in every process (web included), so the apps below, which import
-        # nothing of kpis, can enqueue them by name (deliveries: "kpis.send_ended").
-        from . import tasks  # noqa: F401
+        from deliveries.hooks import on_send_ended
+
+        from . import services, tasks  # noqa: F401  (registers the KPI tasks in every process, web included)
+
+        # A send that ends recomputes its KPIs (deliveries owns the hook; it imports nothing of kpis).
+        on_send_ended(services.kpis_send_ended)

@@ -42,6 +42,12 @@ def snapshot_of(delivery: Delivery) -> KpiSnapshot | None:
         return None
 
 
+def snapshots_of(deliveries) -> dict[int, KpiSnapshot]:
+    """The snapshots of many messages (a page of a list), by message id, in one query."""
+    ids = [getattr(d, "pk", d) for d in deliveries]
+    return {s.delivery_id: s for s in KpiSnapshot.objects.filter(delivery_id__in=ids)} if ids else {}
+
+
 def snapshot_covers_end(delivery: Delivery, snapshot: KpiSnapshot | None) -> bool:
     """True when the snapshot's figures were read from the logs after the send ended (there is
     nothing left to bring up to date)."""

@@ -152,7 +152,8 @@ def _lock_take(*, delivery_id: int, user=None) -> bool:
     return bool(taken)
 
 
-RECOMPUTE_TASK = "kpis.recompute"  # tasks.py registers it under this name
+RECOMPUTE_TASK = "kpis.recompute"  # tasks.py registers it under these names
+SEND_ENDED_TASK = "kpis.send_ended"
 
 
 def _enqueue(delivery_id: int) -> None:
@@ -210,11 +211,19 @@ def kpis_compute_if_stale(*, delivery: Delivery) -> bool:
     return True
 
 
+def kpis_send_ended(*, delivery_id: int) -> None:
+    """deliveries' hook (`deliveries.hooks.on_send_ended`, registered in KpisConfig.ready): a send
+    just ended and its end is committed: enqueue `kpis.send_ended`, which recomputes its KPIs in a
+    worker. A broker that cannot take it is logged by the hook: the page or the hourly job
+    recomputes later."""
+    current_app.tasks[SEND_ENDED_TASK].delay(delivery_id)
+
+
 def kpis_compute_after_send(*, delivery_id: int) -> bool:
     """A send just ended, whatever ended it (its first pass, a retry pass, the beat's reaper, Stop
     sending, every message refused): compute its KPIs now, in the worker, so the figures cover
-    the end without anyone opening the page. Run by the task `kpis.send_ended`, which deliveries
-    enqueues by name after the commit that ends the send.
+    the end without anyone opening the page. Run by the task `kpis.send_ended`, which deliveries'
+    send-ended hook enqueues after the commit that ends the send (kpis_send_ended).
 
     Once per end: nothing to do when the snapshot already covers the end, or when a recompute
     requested after the end is on its way (the page asked first); a recompute requested before the

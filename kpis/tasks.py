@@ -28,10 +28,11 @@ def kpis_recompute_recent() -> int:
     return len(services.kpis_recompute_recent())
 
 
-@shared_task(name="kpis.send_ended", ignore_result=True)
+@shared_task(name=services.SEND_ENDED_TASK, ignore_result=True)
 def kpis_send_ended(delivery_id: int) -> None:
-    """A send just ended: deliveries enqueues this by name after its commit (it imports nothing of
-    kpis). Recomputes the KPIs once, unless a snapshot or a recompute already covers the end."""
+    """A send just ended: enqueued by deliveries' send-ended hook after its commit (deliveries
+    imports nothing of kpis). Recomputes the KPIs once, unless a snapshot or a recompute already
+    covers the end."""
     try:
         services.kpis_compute_after_send(delivery_id=delivery_id)
     except Exception:
