@@ -32,6 +32,7 @@ from accounts.services import require_role
 from . import imports
 from .conditions import conditions_clean
 from .emails import email_key, is_valid_email, normalize_email
+from .failures import COMPLAINT, QUARANTINE_TYPES, FailureReason, FailureType
 from .models import Audience, AudienceMember, Channel, ConsentChange, ImportJob, Profile, Quarantine, QuarantineChange
 
 logger = logging.getLogger(__name__)
@@ -41,7 +42,7 @@ S = Quarantine.Status
 SOFT_ERRORS_TO_QUARANTINE = 5
 CLEANUP_DAYS = 10
 CLEANUP_DAYS_MAILBOX_FULL = 30
-MAILBOX_FULL = "mailbox_full"  # deliveries.FailureReason.MAILBOX_FULL (audiences cannot import deliveries)
+MAILBOX_FULL = FailureReason.MAILBOX_FULL
 
 # Statuses an error never changes: the operator decided (allowlist) or the address is already out.
 _STICKY = {S.ALLOWLIST}
@@ -54,13 +55,13 @@ def _apply_failure(row: Quarantine, *, failure_type: str, reason: str, text: str
     """Apply one failure to `row` in memory; True when something changed."""
     if row.status in _STICKY:
         return False
-    if failure_type == "complaint":
+    if failure_type == COMPLAINT:
         row.status = S.DENYLIST
-    elif failure_type == "hard":
+    elif failure_type == FailureType.HARD:
         row.error_count += 1
         if row.status != S.DENYLIST:
             row.status = S.QUARANTINE
-    elif failure_type == "soft":
+    elif failure_type == FailureType.SOFT:
         same_day = row.last_error_at is not None and timezone.localdate(row.last_error_at) == timezone.localdate(at)
         if same_day and row.error_count > 0:
             # A soft error counts once per day at most: keep the count, refresh the facts only.
@@ -82,15 +83,15 @@ def _apply_failure(row: Quarantine, *, failure_type: str, reason: str, text: str
 def quarantine_record_failures(*, failures: list[dict]) -> int:
     """Record delivery failures in quarantine, a batch at a time (a constant number of queries).
 
-    Each item: `address, channel, failure_type ("hard"|"soft"|"ignored"|"complaint"), reason
-    (a deliveries FailureReason value), text, at`. Rows are created as needed, locked in id order,
+    Each item: `address, channel, failure_type (a FailureType or COMPLAINT: audiences.failures), reason
+    (a FailureReason), text, at`. Rows are created as needed, locked in id order,
     updated in memory in time order, then written with one statement. Returns the rows changed.
     """
     items = []
     for f in failures:
         ftype = f.get("failure_type") or ""
         address = (f.get("address") or "").strip().lower()
-        if ftype not in ("hard", "soft", "complaint") or not address:
+        if ftype not in QUARANTINE_TYPES or not address:
             continue
         items.append({**f, "address": address, "channel": f.get("channel") or Channel.EMAIL})
     if not items:

@@ -5,6 +5,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils.translation import gettext_lazy as _
 
+from audiences.failures import FailureReason, FailureType  # noqa: F401  (the vocabulary lives in audiences; imported from here too)
 from audiences.models import Audience, Channel, Profile
 
 MAX_VALIDITY = timedelta(hours=84)  # 3.5 days (DOMAIN.md §5)
@@ -365,24 +366,6 @@ class SendingStatus(models.TextChoices):
 
 
 FINAL_SENDING = (SendingStatus.SENT, SendingStatus.FAILED, SendingStatus.UNKNOWN, SendingStatus.CANCELLED, SendingStatus.SKIPPED)
-
-
-class FailureType(models.TextChoices):
-    SOFT = "soft", _("Soft")
-    HARD = "hard", _("Hard")
-    IGNORED = "ignored", _("Ignored")
-
-
-class FailureReason(models.TextChoices):
-    USER_UNKNOWN = "user_unknown", _("User unknown")
-    INVALID_DOMAIN = "invalid_domain", _("Invalid domain")
-    UNREACHABLE = "unreachable", _("Unreachable")
-    MAILBOX_FULL = "mailbox_full", _("Mailbox full")
-    ACCOUNT_DISABLED = "account_disabled", _("Account disabled")
-    REFUSED = "refused", _("Refused")
-    DENYLIST = "denylist", _("Address on denylist")
-    NOT_DEFINED = "not_defined", _("Not defined")
-    IGNORED = "ignored", _("Error ignored")
 
 
 class SendingLog(models.Model):

@@ -55,6 +55,8 @@ from .models import (
     ApprovalPolicy,
     ApprovalPolicyChange,
     Delivery,
+    FailureReason,
+    FailureType,
     JournalEntry,
     MessageCategory,
     SendingLog,
@@ -497,6 +499,33 @@ def approval_policy_set(*, user, require_for_all: bool, source: str = "page") ->
             % {"who": who(user)},
         )
     return row
+
+
+def sending_log_bounce(*, log: SendingLog, failure_type: str, failure_reason: str, text: str, at, reported_by: str) -> bool:
+    """A bounce reported after the relay accepted the message (a provider's event: DOMAIN.md §4,
+    Delivered % can go down during the validity period). A sent log turns failed, the message's
+    counters move with it and the journal says so, in one transaction; a log already failed (or
+    never sent) stays as it is. True when the log changed. Called by tracking, which hears the
+    providers; the address's quarantine is audiences' (tracking tells it too)."""
+    with transaction.atomic():
+        changed = SendingLog.objects.filter(pk=log.pk, status=SendingStatus.SENT).update(
+            status=SendingStatus.FAILED, failure_type=failure_type, failure_reason=failure_reason, failure_text=text, event_at=at
+        )
+        if not changed:
+            return False
+        Delivery.objects.filter(pk=log.delivery_id).update(sent_count=F("sent_count") - 1, failed_count=F("failed_count") + 1)
+        journal_add(
+            delivery=log.delivery_id,
+            level=JournalEntry.Level.WARNING,
+            text=_("Asynchronous bounce for %(address)s reported by %(esp)s: %(reason)s (%(type)s).")
+            % {
+                "address": log.address,
+                "esp": reported_by,
+                "reason": FailureReason(failure_reason).label,
+                "type": FailureType(failure_type).label,
+            },
+        )
+    return True
 
 
 def delivery_alert_flag_set(*, delivery_id: int, open_alert: bool) -> None:

@@ -26,15 +26,19 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F, Min, OuterRef, Subquery, Value
+from django.db.models import Min, OuterRef, Subquery, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from django.utils.translation import gettext as _
 
+from audiences.failures import COMPLAINT, FailureReason, FailureType
 from audiences.models import Channel, Profile
-from audiences.services import profile_denylist_set
-from deliveries.models import Delivery, FailureReason, FailureType, JournalEntry, SendingLog, SendingStatus, TrackedUrl
+from audiences.services import profile_denylist_set, quarantine_record_failure
+from deliveries.channels.classify import classify
+from deliveries.models import SendingLog, SendingStatus, TrackedUrl
+from deliveries.personalization import TEXT_ENV, profile_context
+from deliveries.services import sending_log_bounce
 from deliveries.tokens import PIXEL, BadToken, read_purpose_token, read_token
 
 from .machine import agent_reason, burst_reason, machine_reason, timing_reason
@@ -216,8 +220,6 @@ def tracking_open(*, token: str, hit: Hit) -> bool:
 # --- click redirect -----------------------------------------------------------------------------
 def _render_url(template_url: str, profile_id: int | None) -> str | None:
     """Render a personalized link for its recipient; None when it is refused (see tracking_click)."""
-    from deliveries.personalization import TEXT_ENV, profile_context
-
     profile = Profile.objects.filter(pk=profile_id).first() if profile_id else None
     try:
         rendered = TEXT_ENV.from_string(template_url).render(profile_context(profile) if profile else {}).strip()
@@ -480,8 +482,6 @@ SOFT_ESP_TYPES = {"softbounce", "transient", "dnserror"}  # Postmark bounce type
 def classify_bounce(*, esp_type: str, reject_reason: str | None, mta_response: str | None, description: str | None, code: int | None = None) -> tuple[str, str]:
     """(failure_type, failure_reason) of an asynchronous bounce, classified like an SMTP refusal
     (deliveries.channels.classify: DOMAIN.md §5, RFC 3463) from the provider's reply code and text."""
-    from deliveries.channels.classify import classify
-
     text = " ".join(filter(None, [mta_response, description]))
     soft = esp_type.lower() in SOFT_ESP_TYPES
     if not code:
@@ -508,25 +508,8 @@ def _bounce(*, esp: str, log: SendingLog, event, at: datetime) -> None:
         code=status.get("code") if isinstance(status.get("code"), int) else None,
     )
     text = (event.mta_response or event.description or "").strip()[:2000]
-    # Only a sent log turns failed (the counters move with it); a log already failed stays as it is.
-    changed = SendingLog.objects.filter(pk=log.pk, status=SendingStatus.SENT).update(
-        status=SendingStatus.FAILED, failure_type=ftype, failure_reason=reason, failure_text=text, event_at=at
-    )
-    if changed:
-        Delivery.objects.filter(pk=log.delivery_id).update(sent_count=F("sent_count") - 1, failed_count=F("failed_count") + 1)
-        JournalEntry.objects.create(
-            delivery_id=log.delivery_id,
-            level=JournalEntry.Level.WARNING,
-            text=_("Asynchronous bounce for %(address)s reported by %(esp)s: %(reason)s (%(type)s).")
-            % {
-                "address": log.address,
-                "esp": esp,
-                "reason": FailureReason(reason).label,
-                "type": FailureType(ftype).label,
-            },
-        )
-    from audiences.services import quarantine_record_failure
-
+    # Only a sent log turns failed (deliveries moves its counters and journals it); a log already failed stays as it is.
+    sending_log_bounce(log=log, failure_type=ftype, failure_reason=reason, text=text, at=at, reported_by=esp)
     quarantine_record_failure(address=log.address, channel=Channel.EMAIL, failure_type=ftype, reason=reason, text=text, at=at)
 
 
@@ -567,11 +550,10 @@ def provider_event_record(*, esp: str, event) -> str:
         if event_type in ("bounced", "rejected"):
             _bounce(esp=esp, log=log, event=event, at=at)
         elif event_type == "complained":
-            from audiences.services import quarantine_record_failure
-
             quarantine_record_failure(
-                address=log.address, channel=Channel.EMAIL, failure_type="complaint", reason="refused", text=_("Spam complaint"), at=at
-            )
+                address=log.address, channel=Channel.EMAIL, failure_type=COMPLAINT, reason=FailureReason.REFUSED,
+                text=_("Spam complaint"), at=at,
+            )  # fmt: skip
         elif event_type == "unsubscribed":
             tracking_optout(log=log, hit=hit)
         elif event_type in ("opened", "clicked"):
