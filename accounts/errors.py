@@ -1,5 +1,7 @@
 """Domain errors shared by every app: a sentence a person can act on, and a machine code."""
 
+from django.http import Http404
+
 
 class DispatchError(Exception):
     """A refused action. `status` is the HTTP status the API answers with (409 by default)."""
@@ -29,3 +31,9 @@ class InvalidInput(DispatchError):
     def __init__(self, message: str, *, fields: dict[str, str] | None = None, **kwargs):
         super().__init__(message, **kwargs)
         self.fields = fields or {}
+
+
+class NotFound(Http404):
+    """No such object (or not any more). Each kind of object has one sentence, said by its one
+    fetch (e.g. deliveries.selectors.delivery_get): pages answer their 404 page, the API
+    {"detail": <the sentence>, "code": "not_found"}."""

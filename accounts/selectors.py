@@ -1,9 +1,10 @@
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
+from django.core.exceptions import PermissionDenied
 from django.db.models import Prefetch, QuerySet
 
 from .models import RoleAuditLog
-from .roles import ADMINISTRATION, ROLES, Role, role_by_name
+from .roles import ACCESS, ADMINISTRATION, ROLES, Role, access_denied_message, role_by_name
 
 User = get_user_model()
 
@@ -25,8 +26,6 @@ def user_has_role(*, user, role: str) -> bool:
 
 def holds_access(*, user, action: str) -> bool:
     """Whether `user` may do `action` of the access table (accounts.roles.ACCESS)."""
-    from .roles import ACCESS
-
     if not user or not user.is_authenticated:
         return False
     needed = ACCESS[action]
@@ -34,6 +33,13 @@ def holds_access(*, user, action: str) -> bool:
         return True
     held = {r.codename for r in user_roles(user=user)}
     return any(set(entry) <= held if isinstance(entry, tuple) else entry in held for entry in needed)
+
+
+def require_access(*, user, action: str) -> None:
+    """Raise PermissionDenied (with the sentence naming the roles) unless `user` may do `action`
+    of the access table: the check every permission-checked fetch and service makes."""
+    if not holds_access(user=user, action=action):
+        raise PermissionDenied(access_denied_message(action))
 
 
 def user_has_any_role(*, user, roles: tuple[str, ...] | list[str]) -> bool:

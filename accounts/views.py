@@ -7,7 +7,7 @@ from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST
 
 from .decorators import allowed
-from .errors import DispatchError
+from .errors import DispatchError, NotFound
 from .forms import GroupsForm, ThrottledAuthenticationForm, UserCreateForm
 from .roles import ROLES, SIGNED_IN
 from .selectors import audit_log_list, group_list, roles_of_groups, user_list
@@ -53,8 +53,13 @@ def permission_denied(request, exception=None):
 
 
 def page_not_found(request, exception=None):
-    message = _("There is nothing at this address: check the URL (ids are whole numbers).")
-    return _api_error(request, 404, message, "not_found") or render(request, "404.html", {"message": message}, status=404)
+    if isinstance(exception, NotFound):  # an object that is not there: its kind's one sentence
+        message = not_found = str(exception)
+    else:
+        message, not_found = _("There is nothing at this address: check the URL (ids are whole numbers)."), ""
+    return _api_error(request, 404, message, "not_found") or render(
+        request, "404.html", {"message": message, "not_found": not_found}, status=404
+    )
 
 
 def server_error(request):

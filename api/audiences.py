@@ -166,7 +166,9 @@ class ProfileListView(generics.ListCreateAPIView):
 class ProfileDetailView(generics.RetrieveUpdateAPIView):
     access = read_write("prepare")
     serializer_class = ProfileSerializer
-    queryset = Profile.objects.all()
+
+    def get_object(self):
+        return selectors.profile_get(pk=self.kwargs["pk"], user=self.request.user)
 
     def perform_update(self, serializer):
         services.profile_update(user=self.request.user, profile=serializer.instance, source="api", **serializer.validated_data)
@@ -201,12 +203,12 @@ class AudienceDetailView(APIView):
 
     @extend_schema(responses={200: AudienceSerializer, **ERRORS})
     def get(self, request, pk: int):
-        audience = get_object_or_404(Audience, pk=pk)
+        audience = selectors.audience_get(pk=pk, user=request.user)
         return Response(AudienceSerializer(audience, context={"with_size": True}).data)
 
     @extend_schema(request=AudienceUpdateSerializer, responses={200: AudienceSerializer, **ERRORS})
     def put(self, request, pk: int):
-        audience = get_object_or_404(Audience, pk=pk)
+        audience = selectors.audience_get(pk=pk, user=request.user)
         data = AudienceUpdateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         services.audience_update(user=request.user, audience=audience, **data.validated_data)
@@ -224,14 +226,14 @@ class AudienceMembersView(APIView):
 
     @extend_schema(responses={200: ProfileSerializer(many=True), **ERRORS})
     def get(self, request, pk: int):
-        audience = get_object_or_404(Audience, pk=pk)
+        audience = selectors.audience_get(pk=pk, user=request.user)
         paginator = generics.GenericAPIView.pagination_class()
         page = paginator.paginate_queryset(selectors.audience_profiles(audience=audience).order_by("id"), request, view=self)
         return paginator.get_paginated_response(ProfileSerializer(page, many=True).data)
 
     @extend_schema(request=MembersSerializer, responses={200: CountSerializer, **ERRORS})
     def post(self, request, pk: int):
-        audience = get_object_or_404(Audience, pk=pk)
+        audience = selectors.audience_get(pk=pk, user=request.user)
         data = MembersSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         services.audience_members_add(user=request.user, audience=audience, **data.validated_data)
@@ -239,7 +241,7 @@ class AudienceMembersView(APIView):
 
     @extend_schema(request=MembersSerializer, responses={200: CountSerializer, **ERRORS})
     def delete(self, request, pk: int):
-        audience = get_object_or_404(Audience, pk=pk)
+        audience = selectors.audience_get(pk=pk, user=request.user)
         data = MembersSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         services.audience_members_remove(user=request.user, audience=audience, **data.validated_data)
@@ -253,7 +255,7 @@ class AudienceCountView(APIView):
 
     @extend_schema(responses={200: CountSerializer, **ERRORS})
     def get(self, request, pk: int):
-        audience = get_object_or_404(Audience, pk=pk)
+        audience = selectors.audience_get(pk=pk, user=request.user)
         return Response({"count": selectors.audience_count(audience=audience)})
 
 
@@ -266,7 +268,7 @@ class AudienceImportView(APIView):
 
     @extend_schema(request={"multipart/form-data": ImportCreateSerializer}, responses={202: ImportAcceptedSerializer, **ERRORS})
     def post(self, request, pk: int):
-        audience = get_object_or_404(Audience, pk=pk)
+        audience = selectors.audience_get(pk=pk, user=request.user)
         data = ImportCreateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         job = services.import_create(user=request.user, uploaded=data.validated_data["file"], audience=audience, source="api")
@@ -281,7 +283,7 @@ class ImportDetailView(APIView):
 
     @extend_schema(responses={200: ImportSerializer, **ERRORS})
     def get(self, request, pk: int):
-        job = get_object_or_404(ImportJob, pk=pk)
+        job = selectors.import_get(pk=pk, user=request.user)
         return Response(ImportSerializer(job, context={"request": request}).data)
 
 

@@ -117,11 +117,8 @@ class SendingLogSerializer(serializers.ModelSerializer):
                   "next_attempt_at", "event_at", "message_id"]  # fmt: skip
 
 
-def _get(pk) -> Delivery:
-    try:
-        return selectors.delivery_get(pk=pk)
-    except Delivery.DoesNotExist:
-        raise Http404("No message with this id.") from None
+def _get(request, pk) -> Delivery:
+    return selectors.delivery_get(pk=pk, user=request.user)
 
 
 @extend_schema_view(get=extend_schema(parameters=[DeliveryQuery]))
@@ -152,7 +149,7 @@ class DeliveryDetail(generics.RetrieveUpdateDestroyAPIView):
     serializer_class = DeliverySerializer
 
     def get_object(self):
-        return _get(self.kwargs["pk"])
+        return _get(self.request, self.kwargs["pk"])
 
     @extend_schema(responses={200: DeliverySerializer, 204: None, **ERRORS})
     def delete(self, request, *args, **kwargs):
@@ -162,7 +159,7 @@ class DeliveryDetail(generics.RetrieveUpdateDestroyAPIView):
             return Response(status=status.HTTP_204_NO_CONTENT)
         if d.state in lifecycle.ACTIONS["archive"].sources:
             d = services.delivery_archive(delivery=d, user=request.user, source="api")
-            return Response(DeliverySerializer(selectors.delivery_get(pk=d.pk), context={"request": request}).data)
+            return Response(DeliverySerializer(selectors.delivery_get(pk=d.pk, user=request.user), context={"request": request}).data)
         services.delivery_delete(delivery=d, user=request.user, source="api")  # refused with the sentence saying why
 
     def perform_update(self, serializer):
@@ -176,7 +173,7 @@ def _action(name, service, request_serializer=None, doc=""):
 
         @extend_schema(request=request_serializer, responses={200: DeliverySerializer, 201: DeliverySerializer, **ERRORS}, description=doc, operation_id=f"deliveries_{name.replace('-', '_')}")
         def post(self, request, pk):
-            d = _get(pk)
+            d = _get(request, pk)
             kwargs = {}
             if request_serializer is not None:
                 s = request_serializer(data=request.data)
@@ -184,7 +181,7 @@ def _action(name, service, request_serializer=None, doc=""):
                 kwargs = dict(s.validated_data)
             result = service(delivery=d, user=request.user, **kwargs)
             code = status.HTTP_201_CREATED if name == "duplicate" else status.HTTP_200_OK
-            return Response(DeliverySerializer(selectors.delivery_get(pk=result.pk), context={"request": request}).data, status=code)
+            return Response(DeliverySerializer(selectors.delivery_get(pk=result.pk, user=request.user), context={"request": request}).data, status=code)
 
     ActionView.__name__ = f"Delivery{name.title().replace('-', '')}"
     return ActionView.as_view()
@@ -201,7 +198,7 @@ class JournalList(generics.ListAPIView):
     serializer_class = JournalSerializer
 
     def get_queryset(self):
-        return selectors.journal_list(delivery=_get(self.kwargs["pk"]), limit=None)
+        return selectors.journal_list(delivery=_get(self.request, self.kwargs["pk"]), limit=None)
 
 
 class ExclusionLogList(generics.ListAPIView):
@@ -214,7 +211,7 @@ class ExclusionLogList(generics.ListAPIView):
         return super().get(request, *args, **kwargs)
 
     def get_queryset(self):
-        return selectors.exclusion_logs(delivery=_get(self.kwargs["pk"]), cause=validated(ExclusionQuery, self.request).get("cause", ""))
+        return selectors.exclusion_logs(delivery=_get(self.request, self.kwargs["pk"]), cause=validated(ExclusionQuery, self.request).get("cause", ""))
 
 
 class ExclusionCauseList(APIView):
@@ -222,7 +219,7 @@ class ExclusionCauseList(APIView):
 
     @extend_schema(responses={200: ExclusionCauseSerializer(many=True), **ERRORS})
     def get(self, request, pk):
-        return Response(ExclusionCauseSerializer(selectors.exclusion_causes(delivery=_get(pk)), many=True).data)
+        return Response(ExclusionCauseSerializer(selectors.exclusion_causes(delivery=_get(request, pk)), many=True).data)
 
 
 class SendingLogList(generics.ListAPIView):
@@ -236,7 +233,7 @@ class SendingLogList(generics.ListAPIView):
 
     def get_queryset(self):
         p = validated(SendingLogQuery, self.request)
-        return selectors.sending_logs(delivery=_get(self.kwargs["pk"]), status=p.get("status", ""), reason=p.get("reason", ""))
+        return selectors.sending_logs(delivery=_get(self.request, self.kwargs["pk"]), status=p.get("status", ""), reason=p.get("reason", ""))
 
 
 class CategorySerializer(serializers.ModelSerializer):

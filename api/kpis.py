@@ -1,12 +1,12 @@
 """KPIs, Compute stats and live progress over the kpis app's services and selectors."""
 
-from django.http import Http404
 from django.urls import path
 from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from deliveries import selectors as deliveries_selectors
 from deliveries.models import Delivery
 from kpis import selectors
 from kpis.figures import RATES, kpi_rates
@@ -15,11 +15,8 @@ from kpis.services import kpis_compute_request
 from .views import ERRORS
 
 
-def _delivery(pk: int) -> Delivery:
-    try:
-        return selectors.delivery_get(pk=pk)
-    except Delivery.DoesNotExist:
-        raise Http404(f"There is no message DM{pk}: check the id.")
+def _delivery(request, pk: int) -> Delivery:
+    return selectors.delivery_get(pk=pk, user=request.user)
 
 
 _FORMULAS = {key: str(formula) for key, _label, _num, _den, formula in RATES}
@@ -108,7 +105,7 @@ class DeliveryKpisView(APIView):
 
     @extend_schema(responses={200: KpiSerializer, **ERRORS})
     def get(self, request, pk: int):
-        delivery = _delivery(pk)
+        delivery = _delivery(request, pk)
         snapshot = selectors.snapshot_of(delivery)
         if snapshot is None:
             from kpis.models import KpiSnapshot
@@ -124,7 +121,7 @@ class DeliveryComputeStatsView(APIView):
 
     @extend_schema(request=None, responses={202: ComputeAcceptedSerializer, **ERRORS})
     def post(self, request, pk: int):
-        delivery = _delivery(pk)
+        delivery = _delivery(request, pk)
         kpis_compute_request(delivery=delivery, user=request.user)
         return Response(
             {"detail": "The statistics are being computed: GET the KPIs again in a moment.", "code": "computing"},
@@ -139,12 +136,10 @@ class DeliveryProgressView(APIView):
 
     @extend_schema(responses={200: ProgressSerializer, **ERRORS})
     def get(self, request, pk: int):
-        try:
-            delivery = Delivery.objects.only(
-                "id", "state", "started_at", "to_deliver_count", "processed_count", "sent_count", "failed_count"
-            ).get(pk=pk)
-        except Delivery.DoesNotExist:
-            raise Http404(f"There is no message DM{pk}: check the id.")
+        delivery = deliveries_selectors.delivery_get(
+            pk=pk, user=request.user,
+            queryset=Delivery.objects.only("id", "state", "started_at", "to_deliver_count", "processed_count", "sent_count", "failed_count"),
+        )  # fmt: skip
         return Response(ProgressSerializer(selectors.delivery_progress(delivery=delivery)).data)
 
 

@@ -1,14 +1,14 @@
 """Tracking API: a profile's message history, a message's tracking logs and tracked URLs (read-only)."""
 
-from django.shortcuts import get_object_or_404
 from django.urls import path
 from drf_spectacular.utils import extend_schema
 from rest_framework import generics, serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from audiences.models import Profile
+from audiences.selectors import profile_get
 from deliveries.models import Delivery, SendingLog, TrackedUrl
+from deliveries.selectors import delivery_get
 from tracking import selectors
 from tracking.models import TrackingLog
 
@@ -68,7 +68,7 @@ class ProfileHistoryView(generics.ListAPIView):
         return super().get(request, *args, **kwargs)
 
     def get_queryset(self):
-        profile = get_object_or_404(Profile, pk=self.kwargs["pk"])
+        profile = profile_get(pk=self.kwargs["pk"], user=self.request.user)
         return selectors.profile_history(profile_id=profile.pk)
 
 
@@ -83,7 +83,7 @@ class DeliveryTrackingLogsView(generics.ListAPIView):
         return super().get(request, *args, **kwargs)
 
     def get_queryset(self):
-        delivery = get_object_or_404(Delivery, pk=self.kwargs["pk"])
+        delivery = delivery_get(pk=self.kwargs["pk"], user=self.request.user, queryset=Delivery.objects.only("id"))
         p = validated(TrackingLogQuery, self.request)
         return selectors.delivery_tracking_logs(delivery_id=delivery.pk, kind=p.get("kind", ""), machine=p.get("machine", ""))
 
@@ -95,7 +95,7 @@ class DeliveryTrackedUrlsView(APIView):
 
     @extend_schema(responses={200: TrackedUrlSerializer(many=True), **ERRORS})
     def get(self, request, pk: int):
-        delivery = get_object_or_404(Delivery, pk=pk)
+        delivery = delivery_get(pk=pk, user=request.user, queryset=Delivery.objects.only("id"))
         return Response(TrackedUrlSerializer(selectors.delivery_tracked_urls(delivery_id=delivery.pk), many=True).data)
 
 

@@ -3,6 +3,11 @@
 from collections.abc import Iterable
 
 from django.db.models import Count, F, Q, QuerySet
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_noop
+
+from accounts.errors import NotFound
+from accounts.selectors import require_access
 
 from .conditions import conditions_to_q
 from .models import Audience, Channel, ImportJob, Profile, Quarantine
@@ -70,8 +75,24 @@ def filter_audience_counts(*, audiences: Iterable[Audience]) -> dict[int, int]:
     return {int(key[1:]): n for key, n in row.items()}
 
 
-def audience_get(*, pk) -> Audience:
-    return Audience.objects.select_related("created_by").get(pk=pk)
+PROFILE_NOT_FOUND = gettext_noop("There is no profile %(pk)s: it may have been deleted.")
+AUDIENCE_NOT_FOUND = gettext_noop("There is no audience %(pk)s: it may have been deleted.")
+IMPORT_NOT_FOUND = gettext_noop("There is no import %(pk)s: check its number.")
+
+
+def _get(queryset, *, pk, user, not_found: str):
+    require_access(user=user, action="read")
+    try:
+        return queryset.get(pk=pk)
+    except queryset.model.DoesNotExist:
+        raise NotFound(_(not_found) % {"pk": pk}) from None
+
+
+def audience_get(*, pk, user) -> Audience:
+    """The audience `pk`, for `user`: the one fetch of an audience by the pages, the API and the
+    partials. PermissionDenied unless `user` may read audiences (any role); NotFound (a 404 with
+    its sentence) when there is none."""
+    return _get(Audience.objects.select_related("created_by"), pk=pk, user=user, not_found=AUDIENCE_NOT_FOUND)
 
 
 def profile_list(*, search: str = "") -> QuerySet[Profile]:
@@ -88,8 +109,11 @@ def profile_list(*, search: str = "") -> QuerySet[Profile]:
     return qs.order_by("id")
 
 
-def profile_get(*, pk) -> Profile:
-    return Profile.objects.get(pk=pk)
+def profile_get(*, pk, user) -> Profile:
+    """The profile `pk`, for `user`: the one fetch of a profile by the pages, the API and the
+    partials (the profile's message history). PermissionDenied unless `user` may read profiles (any
+    role); NotFound (a 404 with its sentence) when there is none."""
+    return _get(Profile.objects.all(), pk=pk, user=user, not_found=PROFILE_NOT_FOUND)
 
 
 def profile_audiences(*, profile: Profile) -> QuerySet[Audience]:
@@ -133,5 +157,7 @@ def import_list(*, user=None) -> QuerySet[ImportJob]:
     return qs.filter(created_by=user) if user is not None else qs
 
 
-def import_get(*, pk) -> ImportJob:
-    return ImportJob.objects.select_related("audience", "created_by").get(pk=pk)
+def import_get(*, pk, user) -> ImportJob:
+    """The import `pk`, for `user`: the one fetch of an import job by the pages and the API.
+    PermissionDenied unless `user` may read imports (any role); NotFound (a 404 with its sentence)."""
+    return _get(ImportJob.objects.select_related("audience", "created_by"), pk=pk, user=user, not_found=IMPORT_NOT_FOUND)

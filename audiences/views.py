@@ -16,7 +16,7 @@ from accounts.selectors import user_has_any_role
 
 from . import forms, selectors, services
 from .conditions import conditions_clean, conditions_describe, empty_conditions
-from .models import Audience, ImportJob, ImportRejection, Profile, Quarantine, QuarantineChange
+from .models import Audience, ImportRejection, Quarantine, QuarantineChange
 
 PAGE_SIZE = 50
 
@@ -43,7 +43,7 @@ def profile_list(request):
 
 @allowed("read")
 def profile_detail(request, pk: int):
-    profile = get_object_or_404(Profile, pk=pk)
+    profile = selectors.profile_get(pk=pk, user=request.user)
     quarantine = selectors.quarantine_status_of(addresses=[profile.email], channel="email") if profile.email else {}
     return render(
         request,
@@ -91,7 +91,7 @@ def profile_create(request):
 
 @allowed("prepare")
 def profile_edit(request, pk: int):
-    return _profile_form_page(request, profile=get_object_or_404(Profile, pk=pk))
+    return _profile_form_page(request, profile=selectors.profile_get(pk=pk, user=request.user))
 
 
 # --- audiences -----------------------------------------------------------------------------------
@@ -110,7 +110,7 @@ def audience_list(request):
 
 @allowed("read")
 def audience_detail(request, pk: int):
-    audience = get_object_or_404(Audience, pk=pk)
+    audience = selectors.audience_get(pk=pk, user=request.user)
     members = None
     if audience.kind == Audience.Kind.LIST:
         members = _page(request, selectors.audience_profiles(audience=audience).order_by("email_key", "id"))
@@ -162,7 +162,7 @@ def _builder_context(builder):
 
 @allowed("prepare")
 def audience_edit(request, pk: int):
-    audience = get_object_or_404(Audience, pk=pk)
+    audience = selectors.audience_get(pk=pk, user=request.user)
     is_filter = audience.kind == Audience.Kind.FILTER
     builder = forms.builder_rows_from_tree(conditions_clean(audience.conditions)) if is_filter else None
     form = forms.AudienceForm(
@@ -221,7 +221,7 @@ def conditions_count(request):
 @allowed("prepare")
 @require_POST
 def audience_delete(request, pk: int):
-    audience = get_object_or_404(Audience, pk=pk)
+    audience = selectors.audience_get(pk=pk, user=request.user)
     try:
         services.audience_delete(user=request.user, audience=audience)
     except DispatchError as e:
@@ -234,7 +234,7 @@ def audience_delete(request, pk: int):
 @allowed("prepare")
 @require_POST
 def audience_members_add(request, pk: int):
-    audience = get_object_or_404(Audience, pk=pk)
+    audience = selectors.audience_get(pk=pk, user=request.user)
     form = forms.MembersForm(request.POST)
     if not form.is_valid():
         messages.error(request, _("Write at least one email address to add."))
@@ -251,7 +251,7 @@ def audience_members_add(request, pk: int):
 @allowed("prepare")
 @require_POST
 def audience_members_remove(request, pk: int, profile_pk: int):
-    audience = get_object_or_404(Audience, pk=pk)
+    audience = selectors.audience_get(pk=pk, user=request.user)
     try:
         removed = services.audience_members_remove(user=request.user, audience=audience, profile_ids=[profile_pk])
     except DispatchError as e:
@@ -289,7 +289,7 @@ def import_create(request):
 
 @allowed("read")
 def import_detail(request, pk: int):
-    job = get_object_or_404(ImportJob.objects.select_related("audience", "created_by"), pk=pk)
+    job = selectors.import_get(pk=pk, user=request.user)
     rejections = _page(request, job.rejections.all())
     polling = request.htmx and not request.GET.get("page")
     response = render(request, "audiences/import_detail.html" + ("#progress" if polling else ""), {"job": job, "page": rejections})
@@ -300,7 +300,7 @@ def import_detail(request, pk: int):
 
 @allowed("read")
 def import_rejections_csv(request, pk: int):
-    job = get_object_or_404(ImportJob, pk=pk)
+    job = selectors.import_get(pk=pk, user=request.user)
     rows = (
         [r.line, r.column, r.value, r.reason]
         for r in ImportRejection.objects.filter(job=job).order_by("line", "id").iterator(chunk_size=2000)

@@ -1,5 +1,10 @@
 from django.conf import settings
 from django.db.models import Count, Exists, F, OuterRef, Q, QuerySet
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_noop
+
+from accounts.errors import NotFound
+from accounts.selectors import require_access
 
 from .lifecycle import ACTIONS, USER_ACTIONS, action_refusal
 from .models import (
@@ -66,10 +71,24 @@ def delivery_status_counts(*, channel: str = "", search: str = "") -> dict[str, 
     )
 
 
-def delivery_get(*, pk) -> Delivery:
-    return with_actions(Delivery.objects).select_related(
-        "audience", "category", "created_by", "updated_by", "confirmed_by", "content_approved_by", "target_approved_by", "archived_by"
-    ).get(pk=pk)
+MESSAGE_NOT_FOUND = gettext_noop("There is no message DM%(pk)s: it may have been deleted.")
+
+
+def delivery_get(*, pk, user, queryset=None) -> Delivery:
+    """The message `pk`, for `user`: the one fetch of a message by the pages, the API and the
+    partials (of every app). PermissionDenied unless `user` may read messages (any role); NotFound
+    (a 404 saying "There is no message DM<pk>…") when there is none. `queryset`: the caller's own
+    choice of columns and joins (the same check and sentence); by default, what the message page
+    and `delivery_actions` read, in one query."""
+    require_access(user=user, action="read")
+    if queryset is None:
+        queryset = with_actions(Delivery.objects).select_related(
+            "audience", "category", "created_by", "updated_by", "confirmed_by", "content_approved_by", "target_approved_by", "archived_by"
+        )
+    try:
+        return queryset.get(pk=pk)
+    except Delivery.DoesNotExist:
+        raise NotFound(_(MESSAGE_NOT_FOUND) % {"pk": pk}) from None
 
 
 def journal_list(*, delivery, limit: int | None = 100) -> QuerySet[JournalEntry]:

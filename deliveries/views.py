@@ -25,11 +25,8 @@ from .personalization import render_message
 LIVE_STATES = (State.PREPARING, State.START_PENDING, *SENDING_STATES)
 
 
-def _delivery(pk) -> Delivery:
-    try:
-        return selectors.delivery_get(pk=pk)
-    except Delivery.DoesNotExist:
-        raise Http404(_("No such message.")) from None
+def _delivery(request, pk, **kwargs) -> Delivery:
+    return selectors.delivery_get(pk=pk, user=request.user, **kwargs)
 
 
 @allowed("read")
@@ -67,11 +64,11 @@ def delivery_create(request):
 
 @allowed("prepare")
 def delivery_edit(request, pk):
-    d = _delivery(pk)
+    d = _delivery(request, pk)
     if d.is_read_only:
         messages.warning(request, _("This message's send has started: it is read-only. Duplicate it to change it."))
         return redirect("deliveries:detail", pk=d.pk)
-    form = DeliveryForm(request.POST or None, instance=Delivery.objects.get(pk=pk))
+    form = DeliveryForm(request.POST or None, instance=_delivery(request, pk, queryset=Delivery.objects))  # the form's own copy
     if request.method == "POST" and form.is_valid():
         try:
             services.delivery_update(delivery=d, user=request.user, data=form.service_data())
@@ -152,7 +149,7 @@ def _stopped_context(d: Delivery) -> dict:
 
 @allowed("read")
 def delivery_detail(request, pk):
-    d = _delivery(pk)
+    d = _delivery(request, pk)
     ctx = _dashboard_context(request, d)
     if "confirm" in ctx["actions"]:  # the Confirm send dialog says who will be skipped (one query)
         ctx["left_since_preparation"] = selectors.delivery_left_since_preparation(delivery=d)
@@ -178,12 +175,12 @@ def delivery_detail(request, pk):
 
 @allowed("read")
 def deployment_block(request, pk):
-    d = _delivery(pk)
+    d = _delivery(request, pk)
     return render(request, "deliveries/detail.html#deployment-block", _dashboard_context(request, d))
 
 
 def _act(request, pk, action, success: str, **kwargs):
-    d = get_object_or_404(Delivery, pk=pk)
+    d = _delivery(request, pk)
     try:
         action(delivery=d, user=request.user, **kwargs)
     except DispatchError as e:
@@ -232,7 +229,7 @@ def delivery_action(request, pk, action):
         part = request.POST.get("part", "")
         return _act(request, pk, services.delivery_approve, _("Approved."), part=part)
     if action == "duplicate":
-        d = get_object_or_404(Delivery, pk=pk)
+        d = _delivery(request, pk)
         try:
             copy = services.delivery_duplicate(delivery=d, user=request.user)
         except PermissionDenied as e:
@@ -242,7 +239,7 @@ def delivery_action(request, pk, action):
     if action == "archive":
         return _act(request, pk, services.delivery_archive, _("Message archived: it no longer shows in the lists; its history and KPIs are kept."))
     if action == "delete":
-        d = get_object_or_404(Delivery, pk=pk)
+        d = _delivery(request, pk)
         label = str(d)
         try:
             services.delivery_delete(delivery=d, user=request.user)

@@ -29,9 +29,10 @@ RATE_WINDOW = timedelta(minutes=1)
 MIN_RATE_WINDOW = timedelta(seconds=5)
 
 
-def delivery_get(*, pk: int) -> Delivery:
-    """The delivery with its snapshot (one query). Raises Delivery.DoesNotExist."""
-    return Delivery.objects.select_related("kpis", "confirmed_by").get(pk=pk)
+def delivery_get(*, pk: int, user) -> Delivery:
+    """The message with its snapshot (one query), through deliveries' one permission-checked
+    fetch (PermissionDenied without a role, its 404 sentence when there is none)."""
+    return deliveries_selectors.delivery_get(pk=pk, user=user, queryset=Delivery.objects.select_related("kpis", "confirmed_by"))
 
 
 def snapshot_of(delivery: Delivery) -> KpiSnapshot | None:

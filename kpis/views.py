@@ -55,11 +55,8 @@ FILTER_LABELS = {
 }
 
 
-def _delivery(pk: int) -> Delivery:
-    try:
-        return selectors.delivery_get(pk=pk)
-    except Delivery.DoesNotExist:
-        raise Http404(_("There is no message DM%(pk)s: it may have been deleted.") % {"pk": pk})
+def _delivery(request, pk: int) -> Delivery:
+    return selectors.delivery_get(pk=pk, user=request.user)
 
 
 def _filters(request, tab: str) -> dict[str, str]:
@@ -145,9 +142,9 @@ def block_context(
 @require_GET
 def deployment_kpis(request, pk: int):
     """The Deployment block's live part (loaded by the message dashboard, refreshed by htmx)."""
-    delivery = _delivery(pk)
+    delivery = _delivery(request, pk)
     if kpis_compute_if_stale(delivery=delivery):  # the send just ended: bring the figures up to date once
-        delivery = _delivery(pk)
+        delivery = _delivery(request, pk)
     embedded = bool(request.GET.get("embed")) or bool(request.htmx and request.htmx.target == EMBED_TARGET)
     context = block_context(request, delivery, in_window=bool(request.GET.get("window")), embedded=embedded)
     return render(request, "kpis/block.html", context)
@@ -156,14 +153,14 @@ def deployment_kpis(request, pk: int):
 @allowed("compute_stats")
 @require_POST
 def compute_stats(request, pk: int):
-    delivery = _delivery(pk)
+    delivery = _delivery(request, pk)
     notice, level = _("Computing the statistics… the figures update when it ends."), messages.SUCCESS
     try:
         kpis_compute_request(delivery=delivery, user=request.user)
     except DispatchError as error:
         notice, level = error.message, messages.WARNING
     if request.htmx:
-        delivery = _delivery(pk)
+        delivery = _delivery(request, pk)
         in_window = bool(request.POST.get("window"))
         context = block_context(
             request,
@@ -181,7 +178,7 @@ def compute_stats(request, pk: int):
 @require_GET
 def deployment(request, pk: int):
     """The Deployment window: status, Compute stats, the KPIs, charts and the six tabs."""
-    delivery = _delivery(pk)
+    delivery = _delivery(request, pk)
     tab = request.GET.get("tab", "log")
     if tab not in dict(TABS):
         tab = "log"
@@ -240,7 +237,7 @@ def deployment(request, pk: int):
 @allowed("read")
 @require_GET
 def deployment_charts(request, pk: int):
-    delivery = _delivery(pk)
+    delivery = _delivery(request, pk)
     data, as_of = selectors.deployment_chart_data(delivery=delivery)
     processed = charts.processed_chart(*data["processed"], started_at=delivery.started_at)
     engagement = charts.engagement_chart(*data["engagement"])
@@ -252,5 +249,5 @@ def deployment_charts(request, pk: int):
 def deployment_csv(request, pk: int, tab: str):
     if tab not in exports.EXPORTS:
         raise Http404(_("There is no such export: choose a tab of the Deployment window."))
-    delivery = _delivery(pk)
+    delivery = _delivery(request, pk)
     return exports.export_tab(delivery=delivery, tab=tab, filters=_filters(request, tab))

@@ -6,7 +6,6 @@ from urllib.parse import urlencode
 from django.conf import settings
 from django.contrib import messages
 from django.core.paginator import Paginator
-from django.http import Http404
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.translation import gettext as _
@@ -19,6 +18,7 @@ from accounts.http import safe_next
 from accounts.roles import ADMINISTRATION, ROLES
 from accounts.selectors import user_has_any_role
 from deliveries.models import SENDING_STATES, Channel, Delivery, LogicalStatus
+from deliveries.selectors import delivery_get
 from deliveries.services import sending_policy_get, user_can_pause_stop
 
 from . import charts, selectors
@@ -159,9 +159,7 @@ def acknowledge(request, pk: int):
 
 
 def _delivery_alerts_response(request, pk: int, *, notice: str = "", notice_level: str = "info"):
-    delivery = Delivery.objects.filter(pk=pk).only("id", "label", "state").first()
-    if delivery is None:
-        raise Http404(_("There is no message DM%(pk)s: it may have been deleted.") % {"pk": pk})
+    delivery = delivery_get(pk=pk, user=request.user, queryset=Delivery.objects.only("id", "label", "state"))
     alerts = list(selectors.alert_list(delivery_id=pk)[:20])
     return render(
         request,

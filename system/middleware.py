@@ -7,7 +7,8 @@ shows. Views that raise Http404 and addresses that match no URL both get templat
 
 from django.conf import settings
 from django.http import Http404
-from django.shortcuts import render
+
+from accounts.views import page_not_found
 
 
 class NotFoundPageMiddleware:
@@ -22,9 +23,9 @@ class NotFoundPageMiddleware:
 
     def process_exception(self, request, exception):
         if settings.DEBUG and isinstance(exception, Http404):
-            return self.page(request)
+            return self.page(request, exception)
         return None
 
     @staticmethod
-    def page(request):
-        return render(request, "404.html", status=404)
+    def page(request, exception=None):
+        return page_not_found(request, exception)

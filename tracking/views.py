@@ -15,7 +15,7 @@ import logging
 
 from django.core.paginator import Paginator
 from django.http import HttpResponse, HttpResponseRedirect
-from django.shortcuts import get_object_or_404, render
+from django.shortcuts import render
 from django.template.loader import render_to_string
 from django.utils.http import urlencode
 from django.views.decorators.csrf import csrf_exempt
@@ -24,9 +24,10 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from accounts.decorators import allowed
 from accounts.roles import ROLES
 from accounts.selectors import user_has_any_role
-from audiences.models import Profile
+from audiences.selectors import profile_get
 from deliveries.models import Delivery, SendingStatus
 from deliveries.personalization import render_message
+from deliveries.selectors import delivery_get
 from deliveries.tokens import MIRROR, UNSUBSCRIBE, make_token
 
 from . import selectors, services
@@ -133,7 +134,7 @@ def mirror(request, token: str):
 # --- staff partials -----------------------------------------------------------------------------
 @allowed("read")
 def profile_history(request, pk: int):
-    profile = get_object_or_404(Profile, pk=pk)
+    profile = profile_get(pk=pk, user=request.user)
     rows = list(selectors.profile_history(profile_id=profile.pk)[:200])
     for row in rows:
         # the mirror page only: this token cannot unsubscribe the person nor count an open
@@ -143,7 +144,7 @@ def profile_history(request, pk: int):
 
 @allowed("read")
 def delivery_tracking_logs(request, pk: int):
-    delivery = get_object_or_404(Delivery, pk=pk)
+    delivery = delivery_get(pk=pk, user=request.user, queryset=Delivery.objects.only("id"))
     kind, machine = request.GET.get("kind", ""), request.GET.get("machine", "")
     logs = selectors.delivery_tracking_logs(delivery_id=delivery.pk, kind=kind, machine=machine)
     page = Paginator(logs, PAGE_SIZE).get_page(request.GET.get("page"))
@@ -157,5 +158,5 @@ def delivery_tracking_logs(request, pk: int):
 
 @allowed("read")
 def delivery_tracked_urls(request, pk: int):
-    delivery = get_object_or_404(Delivery, pk=pk)
+    delivery = delivery_get(pk=pk, user=request.user, queryset=Delivery.objects.only("id"))
     return render(request, "tracking/delivery_tracked_urls.html", {"delivery": delivery, "urls": selectors.delivery_tracked_urls(delivery_id=delivery.pk)})

@@ -69,7 +69,7 @@ def test_every_user_action_has_a_service_and_a_role_of_the_access_table():
 @pytest.mark.parametrize("state", list(State))
 def test_in_every_state_the_actions_offered_are_exactly_those_the_services_accept(state, prepared, admin):
     Delivery.objects.filter(pk=prepared.pk).update(state=state)
-    d = selectors.delivery_get(pk=prepared.pk)
+    d = selectors.delivery_get(pk=prepared.pk, user=admin)
     offered = selectors.delivery_actions(delivery=d, user=admin)
     for action in CALLS:
         assert (action in offered) == accepted(action, Delivery.objects.get(pk=d.pk), admin), (state, action, offered)
@@ -79,7 +79,7 @@ def test_in_every_state_the_actions_offered_are_exactly_those_the_services_accep
 @pytest.mark.parametrize("state", [State.EDITING, State.READY, State.IN_PROGRESS, State.PAUSED, State.FINISHED])
 def test_the_action_bar_shows_a_button_for_each_action_offered_and_no_other(state, prepared, marketer, ops, client):
     Delivery.objects.filter(pk=prepared.pk).update(state=state)
-    d = selectors.delivery_get(pk=prepared.pk)
+    d = selectors.delivery_get(pk=prepared.pk, user=marketer)
     for user in (marketer, ops):
         client.force_login(user)
         html = client.get(reverse("deliveries:detail", args=[d.pk])).content.decode()
