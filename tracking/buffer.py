@@ -7,8 +7,8 @@ answers; a thread of each web process writes what it holds every TRACKING_BUFFER
 soon as TRACKING_BUFFER_ROWS are held) with a few set-based statements:
 
 1. insert the tracking logs of every hit whose sending log exists (and belongs to the link's
-   message), flagging machine traffic by user agent (judged in the request) and timing (judged
-   here, against the log's delivery time); it returns the logs whose first human open / click
+   message), flagging machine traffic by the one rule of tracking/machine.py (the user agent
+   judged in the request, the timing here against the log's delivery time); it returns the logs whose first human open / click
    this batch moves earlier;
 2. lock those logs in id order, so the buffers of several processes wait for each other instead
    of deadlocking, and set their first human times to the earliest human hit (LEAST: hits of
@@ -48,8 +48,8 @@ from django.core.signals import setting_changed
 from django.db import connection, transaction
 from django.db.utils import DatabaseError, DataError, IntegrityError
 
-from deliveries.models import SendingLog, SendingStatus, TrackedUrl
-from tracking.machine import burst_reason, timing_reason
+from deliveries.models import SendingLog, TrackedUrl
+from tracking.machine import burst_reason, reason_sql, rule_params
 from tracking.models import TrackingLog
 from tracking.services import UA_MAX, agent_reason_cached, first_times_recompute, ip_hash
 
@@ -84,9 +84,7 @@ WITH h AS (
          AS h(at, log_id, kind, url_id, url_delivery_id, ua, ip_hash, agent_reason)
 ), x AS (
     SELECT h.*, l.delivery_id, l.first_open_at, l.first_click_at,
-           CASE WHEN h.agent_reason <> '' THEN h.agent_reason
-                WHEN (l.event_at IS NULL AND l.status = %(sending)s) OR l.event_at > h.at - %(delay)s THEN %(timing_reason)s
-                ELSE '' END AS reason
+           {reason_sql(agent="h.agent_reason", event_at="l.event_at", status="l.status", at="h.at")} AS reason
     FROM h JOIN (SELECT * FROM {_LOG} WHERE id = ANY(%(log)b::bigint[])) l ON l.id = h.log_id  -- index lookups, whatever the statistics
     WHERE h.url_delivery_id IS NULL
        OR (h.url_delivery_id = l.delivery_id AND EXISTS (SELECT 1 FROM {_URL} u WHERE u.id = h.url_id))
@@ -248,9 +246,7 @@ def _write(hits: list[BufferedHit], done: dict) -> None:
                     "ua": ua,
                     "ip": ip,
                     "agent": agent,
-                    "sending": SendingStatus.SENDING,
-                    "delay": timedelta(seconds=settings.TRACKING_MACHINE_DELAY_SECONDS),
-                    "timing_reason": timing_reason(),
+                    **rule_params(),
                     "click": K.CLICK,
                 },
             )

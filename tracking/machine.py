@@ -5,8 +5,14 @@ Three rules (DOMAIN.md §7), thresholds in settings:
   each entry with its source);
 - the hit comes within TRACKING_MACHINE_DELAY_SECONDS of the delivery (SendingLog.event_at);
 - TRACKING_BURST_LINKS or more links of one message clicked within TRACKING_BURST_SECONDS
-  (judged in services, which sees the recent clicks).
+  (judged by the writers, which see the recent clicks).
 Such hits are recorded with is_machine and a reason; KPIs count humans only.
+
+The rule is written once here, twice over: in Python (`machine_reason`, for the portable writer
+and provider events) and as the SQL expression every PostgreSQL statement embeds (`reason_sql`
+with `rule_params`): the same order (user agent, then timing, then burst), the same thresholds,
+the same reasons. A hit on a log still being sent (its outcome not written yet) is as early as
+can be: it counts as delivered at the hit's own time.
 """
 
 from __future__ import annotations
@@ -20,6 +26,8 @@ from pathlib import Path
 
 from django.conf import settings
 from django.utils.translation import gettext as _
+
+from deliveries.models import SendingStatus
 
 DATA_FILE = Path(__file__).resolve().parent / "data" / "machine_agents.csv"
 
@@ -74,14 +82,42 @@ def timing_reason() -> str:
     return _("Within %(seconds)s s of delivery") % {"seconds": f"{settings.TRACKING_MACHINE_DELAY_SECONDS:g}"}
 
 
-def machine_reason(*, user_agent: str, at: datetime, delivered_at: datetime | None) -> str:
-    """Why a hit looks made by a machine (by its user agent or its timing); "" for a person."""
+def machine_reason(*, user_agent: str, at: datetime, delivered_at: datetime | None, status: str = "", burst: bool = False) -> str:
+    """Why a hit looks made by a machine (its user agent, its timing, a burst of clicks); "" for a
+    person. `delivered_at`: the sending log's event time; `status`: its status (a log still being
+    sent has no event time yet: the hit counts as within the delay)."""
     reason = agent_reason(user_agent)
     if reason:
         return reason
+    if delivered_at is None and status == SendingStatus.SENDING:
+        delivered_at = at
     if delivered_at is not None and at - delivered_at < timedelta(seconds=settings.TRACKING_MACHINE_DELAY_SECONDS):
         return timing_reason()
+    if burst:
+        return burst_reason()
     return ""
+
+
+def reason_sql(*, agent: str, event_at: str, status: str, at: str, burst: str = "") -> str:
+    """`machine_reason` as a PostgreSQL expression over the SQL expressions given (the agent's
+    reason worked out in Python, the log's event time and status, the hit's time, and a boolean
+    saying the click is part of a burst), with the parameters of `rule_params()`."""
+    burst_when = f" WHEN {burst} THEN %(burst_reason)s" if burst else ""
+    return (
+        f"CASE WHEN {agent} <> '' THEN {agent}"
+        f" WHEN ({event_at} IS NULL AND {status} = %(sending)s) OR {event_at} > {at} - %(machine_delay)s THEN %(timing_reason)s"
+        f"{burst_when} ELSE '' END"
+    )
+
+
+def rule_params() -> dict:
+    """The parameters `reason_sql` refers to."""
+    return {
+        "sending": SendingStatus.SENDING,
+        "machine_delay": timedelta(seconds=settings.TRACKING_MACHINE_DELAY_SECONDS),
+        "timing_reason": timing_reason(),
+        "burst_reason": burst_reason(),
+    }
 
 
 def burst_reason() -> str:

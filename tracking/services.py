@@ -1,16 +1,21 @@
 """Writes of the tracking app: what recipients (or machines acting for them) did, and provider events.
 
-The open pixel and the click redirect are the hot paths. On PostgreSQL each hit is ONE statement
-(a data-modifying CTE): read the sending log (joined with the tracked URL and the recent clicks
-of the burst rule for a click), apply the timing rule, insert the tracking log and, the first
-time a person opens or clicks, set the log's first open / first click time with a conditional
-UPDATE (`... WHERE first_open_at IS NULL`), committed without waiting for the WAL flush
-(TRACKING_ASYNC_COMMIT). Elsewhere (SQLite) the same work takes a read, an INSERT and, the first
-time, an UPDATE. Plain SQL through Django's connection keeps the per-hit cost low (building ORM
-queries costs more than running these).
+Every hit (an open, a click, a mirror-page view, a provider's open or click event) is judged by
+the one machine-traffic rule (tracking/machine.py) and written by one writer per database:
 
-A click, a mirror-page view and an opt-out also count as an open (DOMAIN.md §4): they set the
-first open time when it is not set yet. Machine hits never set the first times.
+- `hit_write`, one hit at a time (the pixel and the click redirect when hits are not buffered,
+  the mirror page, provider events): on PostgreSQL ONE statement (a data-modifying CTE: read the
+  sending log, apply the rule, insert the tracking log and, the first time a person opens or
+  clicks, set the log's first open / first click time with a conditional UPDATE), committed
+  without waiting for the WAL flush (TRACKING_ASYNC_COMMIT); elsewhere (SQLite) a read, an INSERT
+  and, the first time, an UPDATE. A click on a plain link on PostgreSQL is the same statement with
+  the link and the recent clicks of the burst rule read in it (one round trip, the URL returned).
+- `tracking/buffer.py`, many hits at once (PostgreSQL's WSGI fast path): the same rule and the
+  same first times, set-based.
+
+Plain SQL through Django's connection keeps the per-hit cost low (building ORM queries costs more
+than running these). A click, a mirror-page view and an opt-out also count as an open (DOMAIN.md
+§4): they set the first open time when it is not set yet. Machine hits never set the first times.
 """
 
 from __future__ import annotations
@@ -26,8 +31,7 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Min, OuterRef, Subquery, Value
-from django.db.models.functions import Coalesce
+from django.db.models import Min, OuterRef, Subquery
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from django.utils.translation import gettext as _
@@ -36,12 +40,12 @@ from audiences.failures import COMPLAINT, FailureReason, FailureType
 from audiences.models import Channel, Profile
 from audiences.services import profile_denylist_set, quarantine_record_failure
 from deliveries.channels.classify import classify
-from deliveries.models import SendingLog, SendingStatus, TrackedUrl
+from deliveries.models import SendingLog, TrackedUrl
 from deliveries.personalization import TEXT_ENV, profile_context
 from deliveries.services import sending_log_bounce
 from deliveries.tokens import PIXEL, BadToken, read_purpose_token, read_token
 
-from .machine import agent_reason, burst_reason, machine_reason, timing_reason
+from .machine import agent_reason, burst_reason, machine_reason, reason_sql, rule_params
 from .models import ProviderEvent, TrackingLog
 
 logger = logging.getLogger(__name__)
@@ -94,13 +98,6 @@ def _aware(value):
     return value
 
 
-def _delivered_at(event_at, status: str, at: datetime):
-    # A hit on a log still being sent (its outcome not written yet) is as early as can be.
-    if event_at is None and status == SendingStatus.SENDING:
-        return at
-    return _aware(event_at)
-
-
 def _set_first_times(cursor, log_id: int, at: datetime, *, click: bool) -> None:
     """Set the first human open (and click) time once: a conditional UPDATE, so concurrent hits agree."""
     if click:
@@ -124,49 +121,74 @@ def _commit_mode() -> str:
     return "off" if getattr(settings, "TRACKING_ASYNC_COMMIT", True) else "on"
 
 
-def _record(cursor, *, at, delivery_id, log_id, kind, url_id, hit: Hit, reason: str, set_open: bool, set_click: bool) -> None:
-    """Insert one tracking log and, for a person's first open / click, set the log's first times.
-
-    PostgreSQL: one statement (a data-modifying CTE), so one round trip and one commit per hit.
-    """
-    values = [at, delivery_id, log_id, kind, url_id, hit.ua, hit.ip_hash, bool(reason), reason]
-    first = set_open or set_click
-    if not _postgres():
-        cursor.execute(_INSERT, values)
-        if first:
-            _set_first_times(cursor, log_id, at, click=set_click)
-        return
-    insert = (
-        f"INSERT INTO {_TRK} (at, delivery_id, sending_log_id, kind, tracked_url_id, user_agent, ip_hash, is_machine, machine_reason) "
-        "SELECT %s, %s, %s, %s, %s, %s, %s, %s, %s FROM (SELECT set_config('synchronous_commit', %s, true)) AS commit_mode"
-    )
-    if not first:
-        cursor.execute(insert, [*values, _commit_mode()])
-        return
-    sets = "first_open_at = COALESCE(first_open_at, %s)" + (", first_click_at = COALESCE(first_click_at, %s)" if set_click else "")
-    cond = "(first_open_at IS NULL OR first_click_at IS NULL)" if set_click else "first_open_at IS NULL"
-    cursor.execute(
-        f"WITH ins AS ({insert} RETURNING sending_log_id) UPDATE {_LOG} SET {sets} WHERE id IN (SELECT sending_log_id FROM ins) AND {cond}",
-        [*values, _commit_mode(), at, *([at] if set_click else [])],
-    )
-
-
-# --- open pixel ---------------------------------------------------------------------------------
-_OPEN_PG = f"""
+# --- the writer of one hit ----------------------------------------------------------------------
+_HIT_PG = f"""
 WITH l AS (
     SELECT id, delivery_id, set_config('synchronous_commit', %(commit_mode)s, true) AS commit_mode,
-           CASE WHEN %(agent_reason)s <> '' THEN %(agent_reason)s
-                WHEN (event_at IS NULL AND status = %(sending)s) OR event_at > %(since)s THEN %(timing_reason)s
-                ELSE '' END AS reason
+           {reason_sql(agent="%(agent_reason)s", event_at="event_at", status="status", at="%(at)s", burst="%(burst)s")} AS reason
     FROM {_LOG} WHERE id = %(log_id)s
 ), ins AS (
     INSERT INTO {_TRK} (at, delivery_id, sending_log_id, kind, tracked_url_id, user_agent, ip_hash, is_machine, machine_reason)
-    SELECT %(at)s, delivery_id, id, %(kind)s, NULL, %(ua)s, %(ip_hash)s, reason <> '', reason FROM l
+    SELECT %(at)s, delivery_id, id, %(kind)s, %(url_id)s, %(ua)s, %(ip_hash)s, reason <> '', reason FROM l
 )
-UPDATE {_LOG} AS s SET first_open_at = %(at)s FROM l WHERE s.id = l.id AND l.reason = '' AND s.first_open_at IS NULL
+UPDATE {_LOG} AS s SET first_open_at = COALESCE(s.first_open_at, %(at)s),
+       first_click_at = CASE WHEN %(click)s THEN COALESCE(s.first_click_at, %(at)s) ELSE s.first_click_at END
+FROM l WHERE s.id = l.id AND l.reason = '' AND (s.first_open_at IS NULL OR (%(click)s AND s.first_click_at IS NULL))
 """
 
 
+@dataclass(frozen=True)
+class LogFacts:
+    """What the writer reads of a sending log, when the caller has read it already."""
+
+    delivery_id: int
+    event_at: datetime | None
+    status: str
+    first_open_at: datetime | None
+    first_click_at: datetime | None
+
+
+def hit_write(cursor, *, log_id: int, kind: str, at: datetime, hit: Hit, url_id: int | None = None, burst: bool = False,
+              facts: LogFacts | None = None, durable: bool = False) -> bool:  # fmt: skip
+    """Write one hit: its tracking log, judged by the machine-traffic rule (`burst`: the click is
+    part of a burst of clicks), and, for a person's first open (a click is one too) or click, the
+    sending log's first times. PostgreSQL: one statement, which reads the log itself (`durable`
+    waits for the WAL flush whatever TRACKING_ASYNC_COMMIT says). Elsewhere: a read (none when the
+    caller gives the log's `facts`), an INSERT and, the first time, an UPDATE. False when the
+    sending log does not exist (read here; on PostgreSQL nothing is written then, and True is said)."""
+    click = kind == K.CLICK
+    if _postgres():
+        cursor.execute(
+            _HIT_PG,
+            {
+                **rule_params(),
+                "commit_mode": "on" if durable else _commit_mode(),
+                "agent_reason": agent_reason_cached(hit.ua),
+                "burst": burst,
+                "log_id": log_id,
+                "at": at,
+                "kind": kind,
+                "url_id": url_id,
+                "ua": hit.ua,
+                "ip_hash": hit.ip_hash,
+                "click": click,
+            },
+        )
+        return True
+    if facts is None:
+        cursor.execute(f"SELECT delivery_id, event_at, status, first_open_at, first_click_at FROM {_LOG} WHERE id = %s", [log_id])
+        row = cursor.fetchone()
+        if row is None:
+            return False
+        facts = LogFacts(*row)
+    reason = machine_reason(user_agent=hit.ua, at=at, delivered_at=_aware(facts.event_at), status=facts.status, burst=burst)
+    cursor.execute(_INSERT, [at, facts.delivery_id, log_id, kind, url_id, hit.ua, hit.ip_hash, bool(reason), reason])
+    if not reason and (facts.first_open_at is None or (click and facts.first_click_at is None)):
+        _set_first_times(cursor, log_id, at, click=click)
+    return True
+
+
+# --- open pixel ---------------------------------------------------------------------------------
 def _token_log_id(token: str, purpose: str) -> int | None:
     """The sending log a url-less token names for `purpose` (pixel, unsubscribe, mirror page);
     None when the token is bad, names a link or was made for another purpose."""
@@ -179,42 +201,14 @@ def _token_log_id(token: str, purpose: str) -> int | None:
 def tracking_open(*, token: str, hit: Hit) -> bool:
     """Record an open for the token's sending log; False (and nothing written) for a bad token.
 
-    PostgreSQL: one statement reads the log, applies the timing rule, inserts the tracking log
-    and sets the first open time; elsewhere the same in two or three statements.
+    PostgreSQL: one statement reads the log, applies the rule, inserts the tracking log and sets
+    the first open time (hit_write); elsewhere the same in two or three statements.
     """
     log_id = _token_log_id(token, PIXEL)
     if log_id is None:
         return False
-    at = timezone.now()
     with connection.cursor() as cursor:
-        if _postgres():
-            cursor.execute(
-                _OPEN_PG,
-                {
-                    "commit_mode": _commit_mode(),
-                    "agent_reason": agent_reason(hit.ua),
-                    "sending": SendingStatus.SENDING,
-                    "since": at - timedelta(seconds=settings.TRACKING_MACHINE_DELAY_SECONDS),
-                    "timing_reason": timing_reason(),
-                    "log_id": log_id,
-                    "at": at,
-                    "kind": K.OPEN,
-                    "ua": hit.ua,
-                    "ip_hash": hit.ip_hash,
-                },
-            )
-            return True
-        cursor.execute(f"SELECT delivery_id, event_at, status, first_open_at FROM {_LOG} WHERE id = %s", [log_id])
-        row = cursor.fetchone()
-        if row is None:
-            return False
-        delivery_id, event_at, status, first_open_at = row
-        reason = machine_reason(user_agent=hit.ua, at=at, delivered_at=_delivered_at(event_at, status, at))
-        _record(
-            cursor, at=at, delivery_id=delivery_id, log_id=log_id, kind=K.OPEN, url_id=None, hit=hit, reason=reason,
-            set_open=not reason and first_open_at is None, set_click=False,
-        )  # fmt: skip
-    return True
+        return hit_write(cursor, log_id=log_id, kind=K.OPEN, at=timezone.now(), hit=hit)
 
 
 # --- click redirect -----------------------------------------------------------------------------
@@ -249,10 +243,7 @@ _CLICK_READ = (
 _CLICK_PG = f"""
 WITH x AS (
     SELECT r.*, set_config('synchronous_commit', %(commit_mode)s, true) AS commit_mode,
-           CASE WHEN %(agent_reason)s <> '' THEN %(agent_reason)s
-                WHEN (r.event_at IS NULL AND r.status = %(sending)s) OR r.event_at > %(since)s THEN %(timing_reason)s
-                WHEN r.others + 1 >= %(burst_links)s THEN %(burst_reason)s
-                ELSE '' END AS reason
+           {reason_sql(agent="%(agent_reason)s", event_at="r.event_at", status="r.status", at="%(at)s", burst="r.others + 1 >= %(burst_links)s")} AS reason
     FROM ({_CLICK_READ}) AS r
 ), ins AS (
     INSERT INTO {_TRK} (at, delivery_id, sending_log_id, kind, tracked_url_id, user_agent, ip_hash, is_machine, machine_reason)
@@ -286,9 +277,8 @@ def tracking_click(*, token: str, hit: Hit, record: bool = True) -> str | None:
     with connection.cursor() as cursor:
         if postgres and record:
             params.update(
-                commit_mode=_commit_mode(), agent_reason=agent_reason(hit.ua), sending=SendingStatus.SENDING,
-                since=at - timedelta(seconds=settings.TRACKING_MACHINE_DELAY_SECONDS), timing_reason=timing_reason(),
-                burst_links=settings.TRACKING_BURST_LINKS, burst_reason=burst_reason(), at=at, ua=hit.ua, ip_hash=hit.ip_hash,
+                **rule_params(), commit_mode=_commit_mode(), agent_reason=agent_reason_cached(hit.ua),
+                burst_links=settings.TRACKING_BURST_LINKS, at=at, ua=hit.ua, ip_hash=hit.ip_hash,
             )  # fmt: skip
             cursor.execute(_CLICK_PG, params)
         else:
@@ -304,13 +294,10 @@ def tracking_click(*, token: str, hit: Hit, record: bool = True) -> str | None:
                 return None
         if not record:
             return url
-        if is_template or not postgres:
-            reason = machine_reason(user_agent=hit.ua, at=at, delivered_at=_delivered_at(event_at, status, at))
-            reason = reason or (burst_reason() if burst else "")
-            human_first = not reason and (first_open_at is None or first_click_at is None)
-            _record(
-                cursor, at=at, delivery_id=delivery_id, log_id=log_id, kind=K.CLICK, url_id=url_id, hit=hit, reason=reason,
-                set_open=human_first, set_click=human_first,
+        if is_template or not postgres:  # written once its rendering is accepted (PostgreSQL), or the portable path
+            hit_write(
+                cursor, log_id=log_id, kind=K.CLICK, at=at, hit=hit, url_id=url_id, burst=burst,
+                facts=LogFacts(delivery_id, event_at, status, first_open_at, first_click_at),
             )  # fmt: skip
         if burst:
             _flag_burst(log_id=log_id, since=since, reason=burst_reason())
@@ -425,14 +412,13 @@ def _placeholder_url_id(*, delivery_id: int, kind: str) -> int | None:
 
 def tracking_mirror_view(*, log: SendingLog, hit: Hit) -> None:
     """Record a mirror-page view (counts as an open for a person)."""
-    at = timezone.now()
-    reason = machine_reason(user_agent=hit.ua, at=at, delivered_at=_delivered_at(log.event_at, log.status, at))
     url_id = _placeholder_url_id(delivery_id=log.delivery_id, kind=TrackedUrl.Kind.MIRROR)
     with connection.cursor() as cursor:
-        _record(
-            cursor, at=at, delivery_id=log.delivery_id, log_id=log.pk, kind=K.MIRROR, url_id=url_id, hit=hit, reason=reason,
-            set_open=not reason and log.first_open_at is None, set_click=False,
-        )  # fmt: skip
+        hit_write(cursor, log_id=log.pk, kind=K.MIRROR, at=timezone.now(), hit=hit, url_id=url_id, facts=_facts(log))
+
+
+def _facts(log: SendingLog) -> LogFacts:
+    return LogFacts(log.delivery_id, log.event_at, log.status, log.first_open_at, log.first_click_at)
 
 
 def tracking_optout(*, log: SendingLog, hit: Hit) -> bool:
@@ -556,17 +542,10 @@ def provider_event_record(*, esp: str, event) -> str:
             )  # fmt: skip
         elif event_type == "unsubscribed":
             tracking_optout(log=log, hit=hit)
-        elif event_type in ("opened", "clicked"):
-            kind = K.OPEN if event_type == "opened" else K.CLICK
-            reason = machine_reason(user_agent=hit.ua, at=at, delivered_at=log.event_at) if hit.ua else ""
-            TrackingLog.objects.create(
-                at=at, delivery_id=log.delivery_id, sending_log=log, kind=kind, user_agent=hit.ua, is_machine=bool(reason), machine_reason=reason
-            )
-            if not reason:  # a person: first open (and first click) set once
-                first = {"first_open_at": Coalesce("first_open_at", Value(at))}
-                if kind == K.CLICK:
-                    first["first_click_at"] = Coalesce("first_click_at", Value(at))
-                SendingLog.objects.filter(pk=log.pk).update(**first)
+        elif event_type in ("opened", "clicked"):  # the same rule and writer as the pixel's and the link's
+            with connection.cursor() as cursor:
+                hit_write(cursor, log_id=log.pk, kind=K.OPEN if event_type == "opened" else K.CLICK, at=at, hit=hit,
+                          facts=_facts(log), durable=True)  # fmt: skip
         # delivered and deferred: the log is already sent (the relay accepted it); nothing to change.
     return "applied"
 
