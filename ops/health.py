@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from celery import current_app
 from django.conf import settings
 from django.contrib.humanize.templatetags.humanize import intcomma
 from django.db import connections
@@ -83,9 +84,8 @@ def check_database(using: str = "default") -> dict:
 
 
 def _app():
-    from config.celery import app
-
-    return app
+    """The Celery app (config's: the current one; an app imports nothing of the project above it)."""
+    return current_app._get_current_object()
 
 
 def check_broker_and_queue(app=None) -> tuple[dict, dict, object]:

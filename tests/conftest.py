@@ -19,7 +19,7 @@ from django.core.cache import cache  # noqa: E402
 
 from accounts import roles  # noqa: E402
 from accounts.setup import install_roles  # noqa: E402
-from tests.factories import PASSWORD, UserFactory  # noqa: E402
+from tests.factories import PASSWORD, DeliveryFactory, SendingLogFactory, UserFactory  # noqa: E402
 
 CI = bool(os.environ.get("CI"))
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
@@ -317,3 +317,42 @@ def ops(make_user):
 @pytest.fixture
 def postgres_only(db):
     require(db_vendor() == "postgresql", "needs PostgreSQL: set DATABASE_URL=postgres://…")
+
+
+# --- messages and their sending logs, inserted directly (never through the sender) ---------------
+@pytest.fixture
+def make_delivery(db):
+    """make_delivery(label="Spring sale", state=State.FINISHED, sent=0, failed=0, **fields) -> Delivery
+
+    A message whose send reached `state` (tests/factories.DeliveryFactory: started two hours ago,
+    ended an hour ago when it did), with the live counters the sender keeps: `sent` and `failed`
+    messages, processed = sent + failed, to deliver = sent + failed unless given. The KPI, ops and
+    tracking tests read these; the deliveries tests make theirs through the services."""
+    from deliveries.models import State
+
+    def _make(label="Spring sale", state=State.FINISHED, sent=0, failed=0, **fields):
+        fields.setdefault("sent_count", sent)
+        fields.setdefault("failed_count", failed)
+        fields.setdefault("processed_count", fields["sent_count"] + fields["failed_count"])
+        fields.setdefault("to_deliver_count", fields["processed_count"])
+        return DeliveryFactory(label=label, state=state, **fields)
+
+    return _make
+
+
+@pytest.fixture
+def add_logs(db):
+    """add_logs(delivery, n, status="sent", failure_type="", failure_reason="", event_at=None, **fields) -> [SendingLog]
+
+    `n` sending logs of `delivery` in one statement, processed 90 minutes ago (`event_at`) unless pending."""
+    from deliveries.models import SendingLog, SendingStatus
+
+    def _add(delivery, n, status=SendingStatus.SENT, failure_type="", failure_reason="", event_at=None, **fields):
+        if event_at is not None:
+            fields["event_at"] = event_at
+        logs = SendingLogFactory.build_batch(
+            n, delivery=delivery, status=status, failure_type=failure_type, failure_reason=failure_reason, **fields
+        )
+        return SendingLog.objects.bulk_create(logs)
+
+    return _add

@@ -1,9 +1,15 @@
 import pytest
-from django.utils import timezone
 
-from audiences.models import Audience, AudienceMember, Profile, Quarantine
+from audiences.models import Audience, AudienceMember, Profile
 from deliveries.models import Delivery
 from deliveries.services import delivery_create, delivery_prepare
+from tests.factories import (
+    AudienceFactory,
+    AudienceMemberFactory,
+    MessageCategoryFactory,
+    ProfileFactory,
+    QuarantineFactory,
+)
 
 HTML = (
     "<html><body><p>Hello {{ first_name|default('friend') }},</p>"
@@ -13,19 +19,20 @@ HTML = (
 
 
 def make_profiles(specs):
-    """specs: list of emails or dicts."""
+    """Profiles in one statement; specs: a list of emails or of dicts of fields (tests/factories.ProfileFactory)."""
     profiles = []
     for i, spec in enumerate(specs):
         data = {"email": spec} if isinstance(spec, str) else dict(spec)
-        email = data.get("email", "")
+        data.setdefault("email", "")
         data.setdefault("first_name", f"First{i}")
-        profiles.append(Profile(email_key=email.lower() or None, **data))
+        profiles.append(ProfileFactory.build(**data))
     return Profile.objects.bulk_create(profiles)
 
 
 def make_audience(profiles, name="Audience"):
-    audience = Audience.objects.create(name=name, kind=Audience.Kind.LIST)
-    AudienceMember.objects.bulk_create([AudienceMember(audience=audience, profile=p) for p in profiles])
+    """A list audience of these profiles."""
+    audience = AudienceFactory(name=name, kind=Audience.Kind.LIST)
+    AudienceMember.objects.bulk_create([AudienceMemberFactory.build(audience=audience, profile=p) for p in profiles])
     return audience
 
 
@@ -65,7 +72,7 @@ def ready_delivery(new_delivery, marketer, django_capture_on_commit_callbacks):
 
 
 def quarantine(address, status):
-    return Quarantine.objects.create(address=address.lower(), channel="email", status=status, last_error_at=timezone.now())
+    return QuarantineFactory(address=address.lower(), channel="email", status=status)
 
 
 __all__ = ["Delivery", "make_audience", "make_profiles", "quarantine"]
@@ -73,6 +80,4 @@ __all__ = ["Delivery", "make_audience", "make_profiles", "quarantine"]
 
 def approval_category(name="Needs approval"):
     """A message category whose messages need approval (set by Administration)."""
-    from deliveries.models import MessageCategory
-
-    return MessageCategory.objects.get_or_create(name=name, defaults={"requires_approval": True})[0]
+    return MessageCategoryFactory(name=name, requires_approval=True)

@@ -3,10 +3,10 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from audiences.models import Profile
 from deliveries.links import tracked_urls_sync
-from deliveries.models import Delivery, SendingLog, SendingStatus, State, TrackedUrl
+from deliveries.models import SendingStatus, State, TrackedUrl
 from deliveries.tokens import MIRROR, PIXEL, UNSUBSCRIBE, make_token
+from tests.factories import DeliveryFactory, ProfileFactory, SendingLogFactory
 
 HTML = """<html><body>
 <p>Hello {{ first_name }},</p>
@@ -49,15 +49,15 @@ class Sent:
 def make_sent(db):
     def _make(*, email="ann@example.com", sent_ago=timedelta(hours=1), html=HTML, delivery=None, **profile_fields):
         if delivery is None:
-            delivery = Delivery.objects.create(
+            delivery = DeliveryFactory(
                 label="Summer sale", subject="Hello {{ first_name }}", html=html, state=State.FINISHED,
                 sender_name="Shop", started_at=timezone.now() - sent_ago,
             )
             tracked_urls_sync(delivery=delivery)
         profile_fields.setdefault("first_name", "Ann")
         profile_fields.setdefault("attributes", {"account": "A-42"})
-        profile = Profile.objects.create(email=email, email_key=email.lower(), **profile_fields)
-        log = SendingLog.objects.create(
+        profile = ProfileFactory(email=email, **profile_fields)
+        log = SendingLogFactory(
             delivery=delivery, profile=profile, address=email.lower(), status=SendingStatus.SENT,
             event_at=timezone.now() - sent_ago, attempts=1,
         )

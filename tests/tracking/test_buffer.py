@@ -206,8 +206,7 @@ def test_gunicorn_writes_what_it_holds_when_stopped_gracefully(make_sent):
         for _ in range(3):
             request = urllib.request.Request(base + sent.open_path(), headers={"User-Agent": BROWSER})
             assert urllib.request.urlopen(request, timeout=5).read() == GIF
-        time.sleep(0.5)
-        assert TrackingLog.objects.count() == 0  # held by the workers
+        assert TrackingLog.objects.count() == 0  # answered, and held by the workers (they write every 60 s)
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=60)
@@ -315,7 +314,8 @@ def test_a_burst_waits_for_a_person_s_open_being_written_by_another_process(make
     hits_write([hit(sent.log, at=t0 + timedelta(milliseconds=300), kind="click", url=sent.urls[NEW])])
     early = t0 - timedelta(seconds=10)
     params = connection.get_connection_params()
-    other = psycopg.connect(**{k: v for k, v in params.items() if k in ("dbname", "user", "host", "port", "password")})
+    credentials = {k: v for k, v in params.items() if k in ("dbname", "user", "host", "port", "password")}
+    other = psycopg.connect(**credentials)
     # Another process is writing a person's earlier open (first time moved, not committed yet)...
     other_buffer = [hit(sent.log, at=early)]
     with other.cursor() as cursor:
@@ -339,8 +339,17 @@ def test_a_burst_waits_for_a_person_s_open_being_written_by_another_process(make
 
     thread = threading.Thread(target=third_click)
     thread.start()
-    time.sleep(1)
-    other.commit()
+    # Commit the other process's write only once this one waits for its lock (polled, not slept:
+    # a fixed pause let the commit land before the wait on a slow machine, and the test then proved nothing).
+    waiting = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() AND wait_event_type = 'Lock'"
+    deadline = time.monotonic() + 30
+    try:
+        with psycopg.connect(**credentials, autocommit=True) as watch:  # its own snapshot at each look
+            while watch.execute(waiting).fetchone()[0] == 0:
+                assert thread.is_alive() and time.monotonic() < deadline, "the third click never waited for the other process's lock"
+                time.sleep(0.01)
+    finally:
+        other.commit()
     other.close()
     thread.join(timeout=30)
     assert not errors
